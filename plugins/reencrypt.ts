@@ -1,0 +1,41 @@
+import { isIP } from 'node:net'
+import fp from 'fastify-plugin'
+import { Pool } from 'undici'
+import type { BackendPool } from '../src/pool/backend-pool.js'
+import { closeOnShutdown, upstreamPoolOptions, validateModeOptions, type SslModePlugin } from './ssl-mode.js'
+
+// Re-encrypt ("SSL bridging"): TLS ends at casgate and a new TLS connection goes to the
+// backend, verified against the pool's CA. With Extended Protection the front certificate must
+// be the very one the backends serve (RFC 5929 tls-server-end-point).
+
+function connectOptions (pool: BackendPool, url: URL): Pool.Options['connect'] {
+  const config = pool.config
+  const serverName = config.serverName ?? (isIP(url.hostname) === 0 ? url.hostname : undefined)
+  return {
+    ...(config.ca ? { ca: config.ca } : {}),
+    ...(serverName ? { servername: serverName } : {}),
+    ...(config.clientCertificate ? { cert: config.clientCertificate.certPem, key: config.clientCertificate.keyPem } : {}),
+    rejectUnauthorized: !config.insecureSkipVerify,
+    minVersion: 'TLSv1.2',
+    ALPNProtocols: ['http/1.1']
+  }
+}
+
+const reencryptMode: SslModePlugin = async function reencryptMode (fastify, options) {
+  validateModeOptions('casgate-reencrypt', options, 'https:')
+  const created: Pool[] = []
+  for (const pool of options.pools) {
+    if (pool.config.insecureSkipVerify) {
+      fastify.log.warn({ pool: pool.name }, 'INSECURE: backend certificates are not verified (insecureSkipVerify)')
+    }
+    for (const backend of pool.backends) {
+      if (options.upstreams.has(backend.origin)) continue
+      const upstream = new Pool(backend.origin, { ...upstreamPoolOptions(pool), connect: connectOptions(pool, backend.url) })
+      options.upstreams.add(backend.origin, upstream)
+      created.push(upstream)
+    }
+  }
+  fastify.addHook('onClose', closeOnShutdown(created))
+}
+
+export default fp(reencryptMode, { fastify: '5.x', name: 'casgate-reencrypt' })

@@ -1,0 +1,44 @@
+import type { FastifyPluginAsync } from 'fastify'
+import { Pool } from 'undici'
+import type { BackendPool } from '../src/pool/backend-pool.js'
+import type { UpstreamDispatcher } from '../src/pool/upstream-dispatcher.js'
+
+/** SslModeOptions is what every SSL mode plugin is registered with. */
+export interface SslModeOptions {
+  /** Pools this mode carries traffic for. */
+  pools: readonly BackendPool[]
+  upstreams: UpstreamDispatcher
+}
+
+/** SslModePlugin is the shape of plugins/offload.ts and plugins/reencrypt.ts. */
+export type SslModePlugin = FastifyPluginAsync<SslModeOptions>
+
+/**
+ * upstreamPoolOptions are the undici pool settings both modes share. Timeouts per request
+ * come from the vdir (reply-from passes them on each request), so the pool's own are off.
+ * IIS keeps idle connections for 120 s; reusing them for a minute saves handshakes.
+ */
+export function upstreamPoolOptions (pool: BackendPool): Pool.Options {
+  return {
+    connections: pool.config.connectionsPerServer,
+    connectTimeout: pool.config.connectTimeoutMs,
+    keepAliveTimeout: 60_000,
+    keepAliveMaxTimeout: 10 * 60_000,
+    headersTimeout: 0,
+    bodyTimeout: 0,
+    pipelining: 1
+  }
+}
+
+/** validateModeOptions fails registration early with a message naming what is wrong. */
+export function validateModeOptions (name: string, options: SslModeOptions, scheme: 'http:' | 'https:'): void {
+  if (!options?.upstreams || !Array.isArray(options.pools)) throw new TypeError(`${name}: options.pools and options.upstreams are required`)
+  for (const pool of options.pools) {
+    if (pool.config.scheme !== scheme) throw new TypeError(`${name}: pool ${pool.name} has ${pool.config.scheme}// servers, this mode needs ${scheme}//`)
+  }
+}
+
+/** closeOnShutdown closes the pools a mode opened when fastify closes. */
+export function closeOnShutdown (created: Pool[]): () => Promise<void> {
+  return async () => { await Promise.all(created.map((pool) => pool.close())) }
+}

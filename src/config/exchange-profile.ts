@@ -1,0 +1,36 @@
+/** VdirProfile is the built-in default for one Exchange virtual directory. */
+export interface VdirProfile {
+  /** Canonical spelling of the path, as Exchange publishes it. */
+  path: string
+  enabled: boolean
+  timeoutMs: number
+  /** Why the defaults are what they are, shown by `casgate check`. */
+  note: string
+}
+
+const MINUTE = 60_000
+const HOUR = 60 * MINUTE
+
+/**
+ * exchangeProfile lists the Client Access virtual directories with defaults an internet-facing
+ * listener wants. Timeouts are longer than Exchange's own so that casgate never cuts a long
+ * poll first: ActiveSync Ping holds a request up to 59 minutes, EWS streaming notifications up
+ * to 30, MAPI NotificationWait and Outlook Anywhere RPC channels for hours.
+ * /ecp and /powershell are administration surfaces: off unless the config publishes them.
+ */
+export const exchangeProfile: readonly VdirProfile[] = [
+  { path: '/owa', enabled: true, timeoutMs: 5 * MINUTE, note: 'Outlook on the web' },
+  { path: '/ecp', enabled: false, timeoutMs: 5 * MINUTE, note: 'admin center; publish deliberately' },
+  { path: '/Microsoft-Server-ActiveSync', enabled: true, timeoutMs: 65 * MINUTE, note: 'Ping holds up to 59 min' },
+  { path: '/EWS', enabled: true, timeoutMs: 35 * MINUTE, note: 'streaming notifications hold up to 30 min' },
+  { path: '/autodiscover', enabled: true, timeoutMs: 2 * MINUTE, note: 'short request/response' },
+  { path: '/mapi', enabled: true, timeoutMs: 2 * HOUR, note: 'NotificationWait long polls' },
+  { path: '/rpc', enabled: true, timeoutMs: 8 * HOUR, note: 'Outlook Anywhere channels live for hours' },
+  { path: '/oab', enabled: true, timeoutMs: 10 * MINUTE, note: 'offline address book downloads' },
+  { path: '/powershell', enabled: false, timeoutMs: 30 * MINUTE, note: 'remote management; publish deliberately' }
+]
+
+/** healthPathFor gives Managed Availability's health page of a virtual directory. */
+export function healthPathFor (vdirPath: string): string {
+  return `${vdirPath}/healthcheck.htm`
+}

@@ -1,0 +1,132 @@
+import { readFileSync } from 'node:fs'
+import type { BlockList } from 'node:net'
+import { dirname, resolve } from 'node:path'
+import { parseDocument } from 'yaml'
+import { CasgateError, ConfigError, type ConfigIssue } from '../errors.js'
+import type { LoadedCertificate } from '../tls/certificate.js'
+import { CertificateLoadError, loadCertificate } from '../tls/load-certificate.js'
+import { splitPemCertificates } from '../tls/certificate.js'
+import { zodIssuesToConfigIssues } from './issues.js'
+import { resolveTopology, type ResolvedVdir } from './resolve.js'
+import { configSchema, type CertificateConfig, type PoolConfig, type RawConfig, type SslMode } from './schema.js'
+
+/** ResolvedHost is a host block with its certificate loaded. */
+export interface ResolvedHost {
+  names: string[]
+  mode: SslMode
+  certificate: LoadedCertificate
+}
+
+/** ResolvedPool is a pool with parsed server URLs and its TLS material loaded. */
+export interface ResolvedPool extends Omit<PoolConfig, 'servers' | 'ca' | 'clientCertificate'> {
+  name: string
+  servers: URL[]
+  scheme: 'http:' | 'https:'
+  /** PEM CA certificates trusted for the backends; undefined means the system roots. */
+  ca?: string
+  clientCertificate?: LoadedCertificate
+}
+
+/** GatewayConfig is the whole configuration, validated, resolved and frozen. */
+export interface GatewayConfig {
+  source: string
+  listen: RawConfig['listen']
+  hosts: ResolvedHost[]
+  pools: ReadonlyMap<string, ResolvedPool>
+  vdirs: readonly ResolvedVdir[]
+  trustProxy: BlockList
+  log: RawConfig['log']
+  /** Things that work but deserve the admin's attention, logged at start and shown by check. */
+  warnings: ConfigIssue[]
+}
+
+function tryLoadCertificate (config: CertificateConfig, baseDir: string, path: string, issues: ConfigIssue[]): LoadedCertificate | undefined {
+  try {
+    return loadCertificate(config, baseDir)
+  } catch (err) {
+    const key = err instanceof CertificateLoadError ? err.key : ''
+    const reason = err instanceof Error ? err.message.replace(/^cannot load certificate: /, '') : String(err)
+    issues.push({ path: key ? `${path}.${key}` : path, message: reason, fix: 'check the file, its format and the passphrase source' })
+    return undefined
+  }
+}
+
+function loadCa (files: string | string[], baseDir: string, path: string, issues: ConfigIssue[]): string | undefined {
+  const pems: string[] = []
+  for (const file of [files].flat()) {
+    try {
+      const certificates = splitPemCertificates(readFileSync(resolve(baseDir, file), 'utf8'))
+      if (certificates.length === 0) issues.push({ path, message: `${file} holds no PEM certificate`, fix: 'point it at the PEM file of the CA that issued the backend certificates' })
+      pems.push(...certificates.map((cert) => cert.toString()))
+    } catch (err) {
+      issues.push({ path, message: `cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)})`, fix: 'check the path; relative paths start at the configuration file' })
+    }
+  }
+  return pems.join('')
+}
+
+/**
+ * buildConfig validates a configuration object (from YAML or built in code, as the demo does),
+ * resolves it over the Exchange profile and loads its certificates. Every problem is collected
+ * and thrown at once as a ConfigError, so the admin fixes the file in one pass.
+ */
+export function buildConfig (input: unknown, options: { source: string, baseDir: string }): GatewayConfig {
+  const parsed = configSchema.safeParse(input)
+  if (!parsed.success) throw new ConfigError(options.source, zodIssuesToConfigIssues(parsed.error, configSchema, input))
+  const raw = parsed.data
+  const issues: ConfigIssue[] = []
+  const warnings: ConfigIssue[] = []
+  const topology = resolveTopology(raw, issues)
+
+  const hosts: ResolvedHost[] = []
+  raw.hosts.forEach((host, i) => {
+    const certificate = tryLoadCertificate(host.certificate, options.baseDir, `hosts[${i}].certificate`, issues)
+    if (certificate) hosts.push({ names: host.names, mode: host.mode, certificate })
+  })
+
+  const pools = new Map<string, ResolvedPool>()
+  for (const [name, pool] of Object.entries(raw.pools)) {
+    const servers = topology.pools.get(name)!
+    const resolved: ResolvedPool = { ...pool, name, servers: servers.servers, scheme: servers.scheme, ca: undefined, clientCertificate: undefined }
+    if (pool.ca !== undefined) resolved.ca = loadCa(pool.ca, options.baseDir, `pools.${name}.ca`, issues)
+    if (pool.clientCertificate !== undefined) {
+      resolved.clientCertificate = tryLoadCertificate(pool.clientCertificate, options.baseDir, `pools.${name}.clientCertificate`, issues)
+    }
+    if (pool.insecureSkipVerify) {
+      warnings.push({ path: `pools.${name}.insecureSkipVerify`, message: 'backend certificates are NOT verified: anyone on the path to the backends can read and change traffic', fix: 'set pools.' + name + '.ca to the internal CA and remove insecureSkipVerify' })
+    }
+    pools.set(name, resolved)
+  }
+
+  if (issues.length > 0) throw new ConfigError(options.source, issues)
+  return Object.freeze({
+    source: options.source,
+    listen: raw.listen,
+    hosts,
+    pools,
+    vdirs: Object.freeze(topology.vdirs),
+    trustProxy: topology.trustProxy,
+    log: raw.log,
+    warnings
+  })
+}
+
+/** loadConfigFile reads a YAML configuration; relative paths in it start at its directory. */
+export function loadConfigFile (file: string): GatewayConfig {
+  const path = resolve(file)
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (err) {
+    throw new CasgateError('CASGATE_ERR_CONFIG_READ', [`${file} (${(err as NodeJS.ErrnoException).code ?? String(err)})`], { cause: err })
+  }
+  const document = parseDocument(text, { prettyErrors: true, uniqueKeys: true })
+  if (document.errors.length > 0) {
+    throw new ConfigError(file, document.errors.map((err) => ({
+      path: err.linePos ? `line ${err.linePos[0].line}, column ${err.linePos[0].col}` : '',
+      message: `YAML syntax: ${err.message.split('\n')[0]}`,
+      fix: 'correct the YAML at that position (indentation is spaces, not tabs)'
+    })))
+  }
+  return buildConfig(document.toJS() ?? {}, { source: file, baseDir: dirname(path) })
+}

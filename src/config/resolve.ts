@@ -1,0 +1,167 @@
+import { BlockList, isIP } from 'node:net'
+import type { ConfigIssue } from '../errors.js'
+import { closest } from './issues.js'
+import { exchangeProfile, healthPathFor } from './exchange-profile.js'
+import type { PoolConfig, RawConfig, SslMode } from './schema.js'
+
+// Checks that need more than one key at a time (pool references, mode against scheme, …) and
+// the merge of the config's vdirs over the Exchange profile.
+
+/** ResolvedVdir is one published virtual directory with every default filled in. */
+export interface ResolvedVdir {
+  /** Canonical spelling, e.g. /Microsoft-Server-ActiveSync. */
+  path: string
+  pool: string
+  timeoutMs: number
+  healthPath: string
+}
+
+/** ResolvedPoolServers is a pool's server list, parsed. */
+export interface ResolvedPoolServers {
+  name: string
+  servers: URL[]
+  scheme: 'http:' | 'https:'
+}
+
+const schemeOfMode: Record<SslMode, 'http:' | 'https:'> = { offload: 'http:', reencrypt: 'https:' }
+
+function parseServers (name: string, pool: PoolConfig, issues: ConfigIssue[]): ResolvedPoolServers {
+  const servers: URL[] = []
+  pool.servers.forEach((text, i) => {
+    const path = `pools.${name}.servers[${i}]`
+    let url: URL
+    try {
+      url = new URL(text)
+    } catch {
+      issues.push({ path, message: `${JSON.stringify(text)} is not a URL`, fix: 'write it as https://ex1.contoso.local or http://ex1.contoso.local:80' })
+      return
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+      issues.push({ path, message: `scheme ${url.protocol} is not supported`, fix: 'use http:// (offload) or https:// (reencrypt)' })
+    } else if (url.username || url.password) {
+      issues.push({ path, message: 'credentials in a server URL are not allowed', fix: 'remove the user:password@ part' })
+    } else if ((url.pathname !== '/' && url.pathname !== '') || url.search || url.hash) {
+      issues.push({ path, message: 'a server URL names a server, not a path', fix: `write ${url.origin}` })
+    } else {
+      servers.push(url)
+    }
+  })
+  const schemes = new Set(servers.map((url) => url.protocol))
+  if (schemes.size > 1) {
+    issues.push({ path: `pools.${name}.servers`, message: 'mixes http:// and https:// servers', fix: 'put plain and TLS backends in separate pools' })
+  }
+  const scheme = servers[0]?.protocol === 'http:' ? 'http:' : 'https:'
+  if (scheme === 'http:') {
+    for (const key of ['ca', 'clientCertificate', 'serverName'] as const) {
+      if (pool[key] !== undefined) issues.push({ path: `pools.${name}.${key}`, message: 'applies to https:// servers only', fix: `remove it, or use https:// servers` })
+    }
+  }
+  return { name, servers, scheme }
+}
+
+function resolveVdirs (config: RawConfig, issues: ConfigIssue[]): ResolvedVdir[] {
+  const poolNames = Object.keys(config.pools)
+  const defaultPool = poolNames.length === 1 ? poolNames[0] : undefined
+  const seen = new Map<string, string>()
+  const entries = new Map(exchangeProfile.map((profile) => [profile.path.toLowerCase(), { profile, override: {} as RawConfig['vdirs'][string], key: '' }]))
+
+  for (const [key, override] of Object.entries(config.vdirs)) {
+    const path = `vdirs.${key}`
+    if (!/^\/[^/?#\s]+$/.test(key)) {
+      issues.push({ path, message: 'a virtual directory is one path segment starting with /', fix: 'write it like /owa' })
+      continue
+    }
+    const lower = key.toLowerCase()
+    const earlier = seen.get(lower)
+    if (earlier !== undefined) {
+      issues.push({ path, message: `duplicates vdirs.${earlier} (paths are case-insensitive)`, fix: 'keep one of them' })
+      continue
+    }
+    seen.set(lower, key)
+    const entry = entries.get(lower)
+    if (entry) {
+      entry.override = override
+      entry.key = key
+    } else {
+      entries.set(lower, { profile: { path: key, enabled: true, timeoutMs: 5 * 60_000, note: 'custom' }, override, key })
+    }
+  }
+
+  const vdirs: ResolvedVdir[] = []
+  for (const { profile, override, key } of entries.values()) {
+    const enabled = override.enabled ?? (key !== '' || profile.enabled)
+    if (!enabled) continue
+    const at = `vdirs.${key || profile.path}.pool`
+    const pool = override.pool ?? defaultPool
+    if (pool === undefined) {
+      issues.push({ path: at, message: `is required when more than one pool is defined (pools: ${poolNames.join(', ')})`, fix: `name the pool serving ${profile.path}, or set enabled: false` })
+      continue
+    }
+    if (!(pool in config.pools)) {
+      const suggestion = closest(pool, poolNames)
+      issues.push({ path: at, message: `no pool named ${JSON.stringify(pool)} (pools: ${poolNames.join(', ') || 'none'})`, fix: suggestion ? `did you mean "${suggestion}"?` : 'define it under pools' })
+      continue
+    }
+    vdirs.push({
+      path: profile.path,
+      pool,
+      timeoutMs: override.timeoutMs ?? profile.timeoutMs,
+      healthPath: override.healthPath ?? healthPathFor(profile.path)
+    })
+  }
+  return vdirs
+}
+
+function checkHosts (config: RawConfig, vdirs: readonly ResolvedVdir[], pools: ReadonlyMap<string, ResolvedPoolServers>, issues: ConfigIssue[]): void {
+  const owner = new Map<string, string>()
+  config.hosts.forEach((host, i) => {
+    host.names.forEach((name, j) => {
+      const lower = name.toLowerCase()
+      const path = `hosts[${i}].names[${j}]`
+      if (!/^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/.test(lower) && isIP(lower) === 0) {
+        issues.push({ path, message: `${JSON.stringify(name)} is not a host name`, fix: 'write a DNS name such as mail.contoso.com or *.contoso.com' })
+      }
+      const first = owner.get(lower)
+      if (first !== undefined) issues.push({ path, message: `${name} is already served by ${first}`, fix: 'list each name under one host only' })
+      else owner.set(lower, path)
+    })
+    const wanted = schemeOfMode[host.mode]
+    const usedPools = new Set(vdirs.map((vdir) => vdir.pool))
+    for (const name of usedPools) {
+      const pool = pools.get(name)
+      if (pool && pool.servers.length > 0 && pool.scheme !== wanted) {
+        issues.push({
+          path: `hosts[${i}].mode`,
+          message: `mode ${host.mode} talks ${wanted === 'http:' ? 'plain HTTP' : 'HTTPS'} to the backends, but pool ${name} lists ${pool.scheme}// servers`,
+          fix: host.mode === 'offload' ? 'use http:// server URLs for offload, or set mode: reencrypt' : 'use https:// server URLs for reencrypt, or set mode: offload'
+        })
+      }
+    }
+  })
+}
+
+/** parseTrustProxy turns trustProxy into a BlockList, reporting entries that are not addresses. */
+export function parseTrustProxy (entries: readonly string[], issues: ConfigIssue[]): BlockList {
+  const list = new BlockList()
+  entries.forEach((entry, i) => {
+    const [address = '', bits] = entry.split('/')
+    const family = isIP(address)
+    const prefix = bits === undefined ? undefined : Number(bits)
+    if (family === 0 || (prefix !== undefined && (!Number.isInteger(prefix) || prefix < 0 || prefix > (family === 4 ? 32 : 128)))) {
+      issues.push({ path: `trustProxy[${i}]`, message: `${JSON.stringify(entry)} is not an address or CIDR range`, fix: 'write 10.0.0.5 or 10.0.0.0/24' })
+      return
+    }
+    list.addSubnet(address, prefix ?? (family === 4 ? 32 : 128), family === 4 ? 'ipv4' : 'ipv6')
+  })
+  return list
+}
+
+/** resolveTopology merges the vdirs over the Exchange profile and checks cross-key rules. */
+export function resolveTopology (config: RawConfig, issues: ConfigIssue[]): { vdirs: ResolvedVdir[], pools: Map<string, ResolvedPoolServers>, trustProxy: BlockList } {
+  const pools = new Map(Object.entries(config.pools).map(([name, pool]) => [name, parseServers(name, pool, issues)]))
+  const vdirs = resolveVdirs(config, issues)
+  checkHosts(config, vdirs, pools, issues)
+  const trustProxy = parseTrustProxy(config.trustProxy, issues)
+  if (vdirs.length === 0) issues.push({ path: 'vdirs', message: 'no virtual directory is published', fix: 'enable at least one, e.g. vdirs: { /owa: { enabled: true } }' })
+  return { vdirs, pools, trustProxy }
+}

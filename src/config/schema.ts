@@ -1,0 +1,98 @@
+import { z } from 'zod'
+
+// Defaults live next to their field, with the unit in the name. `.describe()` is the reference text.
+
+const filePath = z.string().min(1)
+
+/**
+ * secretSource names where a passphrase comes from. A passphrase is never written in the YAML
+ * itself: configuration files end up in backups, tickets and chat.
+ */
+const secretSource = {
+  passphraseFile: filePath.optional().describe('File holding the passphrase (first line, trailing newline ignored).'),
+  passphraseEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name').optional()
+    .describe('Environment variable holding the passphrase.')
+}
+
+export const pfxCertificateSchema = z.strictObject({
+  pfx: filePath.describe('PKCS#12 / PFX bundle with the private key, the certificate and its chain.'),
+  ...secretSource
+})
+
+export const pemCertificateSchema = z.strictObject({
+  cert: filePath.describe('PEM certificate; may also contain the intermediates after the leaf.'),
+  key: filePath.describe('PEM private key (PKCS#1, PKCS#8 or encrypted PKCS#8).'),
+  chain: z.union([filePath, z.array(filePath)]).optional().describe('PEM intermediate certificate(s) to serve after the leaf.'),
+  ...secretSource
+})
+
+/** certificateSchema accepts either a PFX bundle or PEM files. */
+export const certificateSchema = z.union([pfxCertificateSchema, pemCertificateSchema])
+
+export const listenSchema = z.strictObject({
+  host: z.string().default('0.0.0.0').describe('Address to listen on (default 0.0.0.0).'),
+  port: z.number().int().min(0).max(65535).default(443).describe('TCP port for client traffic (default 443).'),
+  idleTimeoutMs: z.number().int().positive().default(120_000)
+    .describe('How long a client connection may sit idle outside a request (default 120 s).'),
+  headersTimeoutMs: z.number().int().positive().default(30_000)
+    .describe('How long a client may take to send request headers (default 30 s).'),
+  handshakeTimeoutMs: z.number().int().positive().default(10_000)
+    .describe('How long a client may take to complete the TLS handshake (default 10 s).')
+})
+
+export const hostSchema = z.strictObject({
+  names: z.array(z.string().min(1)).min(1).describe('Host names served with this certificate (SNI); `*.domain` wildcards allowed.'),
+  certificate: certificateSchema.describe('The certificate served for these names, with its full chain.'),
+  mode: z.enum(['offload', 'reencrypt']).describe('offload: plain HTTP to the backends; reencrypt: HTTPS to the backends.')
+})
+
+export const poolSchema = z.strictObject({
+  servers: z.array(z.string().min(1)).min(1).describe('Backend base URLs, e.g. https://ex1.contoso.local.'),
+  balance: z.enum(['round-robin', 'least-outstanding']).default('least-outstanding')
+    .describe('How a request picks a server (default least-outstanding).'),
+  ca: z.union([filePath, z.array(filePath)]).optional()
+    .describe('reencrypt: PEM CA certificate(s) that signed the backends\' certificates (default: the system roots).'),
+  serverName: z.string().optional()
+    .describe('reencrypt: TLS server name (SNI) sent to the backends and checked against their certificates (default: the host of each server URL).'),
+  clientCertificate: certificateSchema.optional()
+    .describe('reencrypt: certificate casgate presents to the backends.'),
+  insecureSkipVerify: z.boolean().default(false)
+    .describe('INSECURE, labs only: do not verify the backends\' certificates (default false).'),
+  connectionsPerServer: z.number().int().positive().default(256)
+    .describe('Most upstream connections kept to each server (default 256).'),
+  connectTimeoutMs: z.number().int().positive().default(5_000)
+    .describe('How long to wait for a backend connection, TLS included (default 5 s).')
+})
+
+export const vdirSchema = z.strictObject({
+  pool: z.string().optional().describe('Pool serving this virtual directory (default: the only pool, when there is one).'),
+  enabled: z.boolean().optional().describe('Whether the path is published (Exchange profile default).'),
+  timeoutMs: z.number().int().positive().optional()
+    .describe('Longest silence tolerated from the backend: waiting for headers, or between body chunks (Exchange profile default).'),
+  healthPath: z.string().startsWith('/').optional().describe('Managed Availability health page (default /<vdir>/healthcheck.htm).')
+})
+
+export const logSchema = z.strictObject({
+  level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info')
+    .describe('Log level (default info).'),
+  pretty: z.boolean().default(false).describe('Human-readable coloured lines instead of JSON (default false).')
+})
+
+export const configSchema = z.strictObject({
+  listen: listenSchema.default(listenSchema.parse({})),
+  hosts: z.array(hostSchema).min(1).describe('Published host names, their certificates and SSL mode.'),
+  pools: z.record(z.string().regex(/^[A-Za-z0-9_-]+$/, 'pool names use letters, digits, - and _'), poolSchema)
+    .describe('Named groups of Client Access servers.'),
+  vdirs: z.record(z.string(), vdirSchema).default({})
+    .describe('Per virtual directory settings over the built-in Exchange profile, keyed by path (/owa).'),
+  trustProxy: z.array(z.string()).default([])
+    .describe('Addresses of proxies in front of casgate whose X-Forwarded-For is trusted (default none).'),
+  log: logSchema.default(logSchema.parse({}))
+})
+
+/** RawConfig is the validated configuration as written, before paths and profiles are resolved. */
+export type RawConfig = z.infer<typeof configSchema>
+export type CertificateConfig = z.infer<typeof certificateSchema>
+export type PoolConfig = z.infer<typeof poolSchema>
+export type HostConfig = z.infer<typeof hostSchema>
+export type SslMode = HostConfig['mode']

@@ -1,0 +1,190 @@
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
+import type { AddressInfo, Socket } from 'node:net'
+import type { TLSSocket } from 'node:tls'
+import { exchangeProfile } from '../config/exchange-profile.js'
+
+// An emulated Exchange Client Access server for the demo, the tests and the benchmark. It
+// answers what a load balancer sees of Exchange: Managed Availability health pages per vdir,
+// and an echo of what reached it, so a test can see exactly what casgate forwarded.
+//
+// Test endpoints under any vdir:
+//   /<vdir>/__casgate/bytes?n=N     N bytes of body, streamed in 64 KiB chunks
+//   /<vdir>/__casgate/hold?ms=N     answers after N ms (a long poll)
+//   anything else                   JSON echo: method, url, headers, body length, TLS facts
+
+/** EmulatorTls makes the emulator speak HTTPS (re-encrypt backends). */
+export interface EmulatorTls {
+  certPem: string
+  keyPem: string
+  /** Ask clients for a certificate, verified against this CA (CBA-protected vdirs). */
+  clientCa?: string
+}
+
+/** EmulatorOptions configure one emulated server. */
+export interface EmulatorOptions {
+  name: string
+  tls?: EmulatorTls
+  host?: string
+  port?: number
+}
+
+/** EchoBody is the JSON the emulator answers ordinary requests with. */
+export interface EchoBody {
+  server: string
+  method: string
+  url: string
+  headers: Record<string, string | string[] | undefined>
+  bodyBytes: number
+  tls: { servername: string | false | null | undefined, clientCertificate: string | string[] | undefined } | undefined
+  connection: number
+}
+
+const CHUNK = Buffer.alloc(64 * 1024, 'x')
+
+/** ExchangeEmulator is one emulated Client Access server on loopback. */
+export class ExchangeEmulator {
+  readonly name: string
+  readonly server: Server
+  /** Requests received, for tests that check where traffic went. */
+  requests = 0
+  #down = new Set<string>()
+  #connections = 0
+  #connectionIds = new WeakMap<Socket, number>()
+  #address: AddressInfo | undefined
+
+  constructor (readonly options: EmulatorOptions) {
+    this.name = options.name
+    const handler = (req: IncomingMessage, res: ServerResponse): void => this.#handle(req, res)
+    this.server = options.tls
+      ? createHttpsServer({
+        cert: options.tls.certPem,
+        key: options.tls.keyPem,
+        ...(options.tls.clientCa ? { ca: options.tls.clientCa, requestCert: true, rejectUnauthorized: false } : {})
+      }, handler)
+      : createHttpServer(handler)
+    this.server.keepAliveTimeout = 120_000
+    this.server.on(options.tls ? 'secureConnection' : 'connection', (socket: Socket) => {
+      this.#connectionIds.set(socket, ++this.#connections)
+    })
+  }
+
+  /** start listens on loopback (port 0 unless told otherwise). */
+  async start (): Promise<this> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject)
+      this.server.listen(this.options.port ?? 0, this.options.host ?? '127.0.0.1', () => resolve())
+    })
+    this.#address = this.server.address() as AddressInfo
+    return this
+  }
+
+  /** url is the base URL casgate's pool lists for this server. */
+  get url (): string {
+    if (!this.#address) throw new Error(`${this.name} is not started`)
+    const host = this.#address.family === 'IPv6' ? `[${this.#address.address}]` : this.#address.address
+    return `${this.options.tls ? 'https' : 'http'}://${host}:${this.#address.port}`
+  }
+
+  /** setHealthy makes /<vdir>/healthcheck.htm answer 200 (true) or 404 (false), as Managed Availability does. */
+  setHealthy (vdir: string, healthy: boolean): void {
+    if (healthy) this.#down.delete(vdir.toLowerCase())
+    else this.#down.add(vdir.toLowerCase())
+  }
+
+  async close (): Promise<void> {
+    this.server.closeAllConnections()
+    await new Promise<void>((resolve) => this.server.close(() => resolve()))
+  }
+
+  #handle (req: IncomingMessage, res: ServerResponse): void {
+    this.requests++
+    res.setHeader('x-backend', this.name)
+    if (req.headers['x-emulator-hop'] !== undefined) {
+      // A backend-private hop-by-hop header, for tests that check the proxy drops it.
+      res.setHeader('connection', 'keep-alive, x-backend-private')
+      res.setHeader('x-backend-private', '1')
+    }
+    const url = new URL(req.url ?? '/', 'http://emulator')
+    const segments = url.pathname.split('/')
+    const vdir = `/${segments[1] ?? ''}`.toLowerCase()
+    const rest = segments.slice(2).join('/').toLowerCase()
+
+    if (rest === 'healthcheck.htm') {
+      const known = exchangeProfile.some((p) => p.path.toLowerCase() === vdir)
+      if (!known || this.#down.has(vdir)) {
+        res.writeHead(404, { 'content-type': 'text/html' }).end('<html><body>404 - Not Found</body></html>')
+      } else {
+        res.writeHead(200, { 'content-type': 'text/html' }).end(`200 OK<br/>${this.name}`)
+      }
+      return
+    }
+    if (rest === '__casgate/bytes') {
+      this.#sendBytes(res, Number(url.searchParams.get('n') ?? 0))
+      return
+    }
+    if (rest === '__casgate/hold') {
+      const timer = setTimeout(() => this.#echo(req, res, 0), Number(url.searchParams.get('ms') ?? 0))
+      res.once('close', () => clearTimeout(timer))
+      return
+    }
+    if ((vdir === '/owa') && (rest === '' || url.pathname === '/owa') && req.method === 'GET' && String(req.headers.accept ?? '').includes('text/html')) {
+      this.#owaPage(req, res)
+      return
+    }
+    let bodyBytes = 0
+    req.on('data', (chunk: Buffer) => { bodyBytes += chunk.length })
+    req.on('end', () => this.#echo(req, res, bodyBytes))
+  }
+
+  #sendBytes (res: ServerResponse, total: number): void {
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(total) })
+    let left = total
+    const pump = (): void => {
+      while (left > 0) {
+        const chunk = left >= CHUNK.length ? CHUNK : CHUNK.subarray(0, left)
+        left -= chunk.length
+        if (!res.write(chunk)) {
+          res.once('drain', pump)
+          return
+        }
+      }
+      res.end()
+    }
+    pump()
+  }
+
+  #echo (req: IncomingMessage, res: ServerResponse, bodyBytes: number): void {
+    const socket = req.socket as TLSSocket
+    const peer = this.options.tls?.clientCa ? socket.getPeerCertificate() : undefined
+    const body: EchoBody = {
+      server: this.name,
+      method: req.method ?? '',
+      url: req.url ?? '',
+      headers: req.headers,
+      bodyBytes,
+      tls: this.options.tls ? { servername: socket.servername, clientCertificate: peer?.subject?.CN } : undefined,
+      connection: this.#connectionIds.get(socket) ?? 0
+    }
+    const json = JSON.stringify(body)
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(json) }).end(json)
+  }
+
+  #owaPage (req: IncomingMessage, res: ServerResponse): void {
+    const rows = Object.entries(req.headers)
+      .filter(([name]) => name.startsWith('x-forwarded') || name === 'host' || name === 'user-agent')
+      .map(([name, value]) => `<tr><th>${escapeHtml(name)}</th><td>${escapeHtml(String(value))}</td></tr>`).join('')
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Outlook on the web (emulated)</title>
+<style>body{font:16px system-ui,sans-serif;margin:3rem;color:#222}th{text-align:left;padding-right:1rem}code{background:#eee;padding:0 .3rem}</style></head>
+<body><h1>Outlook on the web <small>(emulated)</small></h1>
+<p>This page was served by <strong id="backend">${escapeHtml(this.name)}</strong> behind casgate. Reload to see the balancing.</p>
+<table>${rows}</table>
+<p>Health pages: <code>/owa/healthcheck.htm</code>, <code>/Microsoft-Server-ActiveSync/healthcheck.htm</code>, …</p>
+</body></html>`)
+  }
+}
+
+function escapeHtml (text: string): string {
+  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
+}

@@ -1,0 +1,116 @@
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import type { Logger } from 'pino'
+import offloadMode from '../plugins/offload.js'
+import reencryptMode from '../plugins/reencrypt.js'
+import type { GatewayConfig } from './config/load.js'
+import { FrontDoor } from './front/front-door.js'
+import { createLogger } from './observe/logger.js'
+import { BackendPool } from './pool/backend-pool.js'
+import { UpstreamDispatcher } from './pool/upstream-dispatcher.js'
+import casgateProxy, { type RoutedVdir } from './proxy/proxy-plugin.js'
+import { SniContexts } from './tls/sni-contexts.js'
+import { sendFrameworkError } from './proxy/error-reply.js'
+
+/** Gateway is a running casgate: its listener, app and the pools behind it. */
+export interface Gateway {
+  readonly config: GatewayConfig
+  readonly app: FastifyInstance
+  readonly frontDoor: FrontDoor
+  readonly pools: ReadonlyMap<string, BackendPool>
+  readonly address: AddressInfo
+  readonly logger: Logger
+  /** url builds https://<host>:<port><path> for the bound port. */
+  url: (path?: string, host?: string) => string
+  close: (graceMs?: number) => Promise<void>
+}
+
+/** GatewayOptions override what the configuration says, for tests and embedding. */
+export interface GatewayOptions {
+  logger?: Logger
+}
+
+function createClientHttpServer (config: GatewayConfig, handler: Parameters<typeof createHttpServer>[1]): HttpServer {
+  const server = createHttpServer({
+    // The whole-request timeout would cut 1 GB uploads and hour-long RPC channels; idle and
+    // per-vdir upstream timeouts bound requests instead.
+    requestTimeout: 0,
+    headersTimeout: config.listen.headersTimeoutMs,
+    keepAliveTimeout: config.listen.idleTimeoutMs,
+    noDelay: true
+  }, handler)
+  server.timeout = config.listen.idleTimeoutMs
+  // This server never listens: the front door hands it decrypted sockets. Node starts the
+  // headers-timeout sweep on 'listening', so announce it ourselves.
+  server.emit('listening')
+  return server
+}
+
+/** startGateway builds the app for a validated configuration and opens the client port. */
+export async function startGateway (config: GatewayConfig, options: GatewayOptions = {}): Promise<Gateway> {
+  const logger = options.logger ?? createLogger(config.log)
+  for (const warning of config.warnings) logger.warn({ path: warning.path, fix: warning.fix }, warning.message)
+
+  const pools = new Map([...config.pools.values()].map((pool) => [pool.name, new BackendPool(pool)]))
+  const vdirs: RoutedVdir[] = config.vdirs.map((vdir) => ({ ...vdir, backendPool: pools.get(vdir.pool)! }))
+  const usedPools = [...new Set(vdirs.map((vdir) => vdir.backendPool))]
+  const upstreams = new UpstreamDispatcher()
+
+  let httpServer: HttpServer | undefined
+  const app: FastifyInstance = Fastify({
+    loggerInstance: logger.child({ component: 'app' }) as FastifyBaseLogger,
+    disableRequestLogging: true,
+    return503OnClosing: false,
+    // Exchange clients send long URLs (OWA deep links, EAS query strings).
+    maxParamLength: 2048,
+    // Malformed URLs and the like are answered in casgate's error shape, with its codes.
+    frameworkErrors: (err, _request, reply) => sendFrameworkError(reply, err),
+    serverFactory: (handler) => {
+      httpServer = createClientHttpServer(config, handler)
+      return httpServer
+    }
+  })
+  await app.register(offloadMode, { pools: usedPools.filter((pool) => pool.config.scheme === 'http:'), upstreams })
+  await app.register(reencryptMode, { pools: usedPools.filter((pool) => pool.config.scheme === 'https:'), upstreams })
+  await app.register(casgateProxy, {
+    vdirs,
+    upstreams,
+    trustProxy: config.trustProxy,
+    idleTimeoutMs: config.listen.idleTimeoutMs,
+    accessLog: logger.child({ component: 'access' })
+  })
+  await app.ready()
+
+  const frontDoor = new FrontDoor({
+    host: config.listen.host,
+    port: config.listen.port,
+    handshakeTimeoutMs: config.listen.handshakeTimeoutMs,
+    sni: new SniContexts(config.hosts),
+    httpServer: httpServer!,
+    logger: logger.child({ component: 'front' })
+  })
+  let address: AddressInfo
+  try {
+    address = await frontDoor.listen()
+  } catch (err) {
+    await app.close()
+    throw err
+  }
+  logger.info({ address: address.address, port: address.port, hosts: config.hosts.flatMap((h) => h.names), vdirs: vdirs.map((v) => v.path) }, 'casgate listening')
+
+  const defaultHost = config.hosts[0]!.names.find((name) => !name.startsWith('*')) ?? 'localhost'
+  return {
+    config,
+    app,
+    frontDoor,
+    pools,
+    address,
+    logger,
+    url: (path = '/', host = defaultHost) => `https://${host}:${address.port}${path}`,
+    async close (graceMs = 0) {
+      await frontDoor.close(graceMs)
+      await app.close()
+    }
+  }
+}

@@ -1,0 +1,35 @@
+import { STATUS_CODES } from 'node:http'
+import type { FastifyReply } from 'fastify'
+import { CasgateError } from '../errors.js'
+
+/** RETRY_AFTER_SECONDS is what a 503 tells clients; ActiveSync and Outlook honour it. */
+export const RETRY_AFTER_SECONDS = 5
+
+/** errorBody is the JSON every casgate error answers with, in fastify's shape plus our code. */
+export function errorBody (statusCode: number, code: string, message: string): string {
+  return JSON.stringify({ statusCode, code, error: STATUS_CODES[statusCode] ?? 'Error', message })
+}
+
+/** sendError ends a request with a casgate error, unless the response has already started. */
+export function sendError (reply: FastifyReply, err: CasgateError): void {
+  if (reply.sent || reply.raw.headersSent) {
+    reply.raw.destroy(err)
+    return
+  }
+  reply.code(err.statusCode).header('content-type', 'application/json; charset=utf-8')
+  if (err.statusCode === 503) reply.header('retry-after', String(RETRY_AFTER_SECONDS))
+  reply.send(errorBody(err.statusCode, err.code, err.message))
+}
+
+/** sendFrameworkError answers an error raised outside casgate's own code (a fastify 4xx, say) in the same shape. */
+export function sendFrameworkError (reply: FastifyReply, err: Error & { statusCode?: number, code?: string }): void {
+  if (err instanceof CasgateError) return sendError(reply, err)
+  const status = err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500
+  const code = status === 500 ? 'CASGATE_ERR_INTERNAL' : 'CASGATE_ERR_BAD_REQUEST'
+  const message = status === 500 ? 'internal error' : err.message
+  if (reply.sent || reply.raw.headersSent) {
+    reply.raw.destroy(err)
+    return
+  }
+  reply.code(status).header('content-type', 'application/json; charset=utf-8').send(errorBody(status, code, message))
+}

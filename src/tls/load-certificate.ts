@@ -1,0 +1,57 @@
+import { readFileSync } from 'node:fs'
+import { resolve } from 'node:path'
+import type { CertificateConfig } from '../config/schema.js'
+import { CasgateError } from '../errors.js'
+import { assembleCertificate, privateKeyFromPem, splitPemCertificates, type LoadedCertificate } from './certificate.js'
+import { loadPfx } from './pfx.js'
+
+/** CertificateLoadError says which key of the certificate block was at fault. */
+export class CertificateLoadError extends CasgateError {
+  readonly key: string
+  constructor (key: string, reason: string, cause?: unknown) {
+    super('CASGATE_ERR_CERT_LOAD', [reason], { cause })
+    this.key = key
+  }
+}
+
+function readFile (key: string, file: string): Buffer {
+  try {
+    return readFileSync(file)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    throw new CertificateLoadError(key, `cannot read ${file} (${code ?? String(err)})`, err)
+  }
+}
+
+/** readPassphrase returns the passphrase named by passphraseFile or passphraseEnv, if any. */
+export function readPassphrase (config: { passphraseFile?: string | undefined, passphraseEnv?: string | undefined }, baseDir: string): string | undefined {
+  if (config.passphraseFile !== undefined) {
+    return readFile('passphraseFile', resolve(baseDir, config.passphraseFile)).toString('utf8').replace(/\r?\n$/, '')
+  }
+  if (config.passphraseEnv !== undefined) {
+    const value = process.env[config.passphraseEnv]
+    if (value === undefined) throw new CertificateLoadError('passphraseEnv', `environment variable ${config.passphraseEnv} is not set`)
+    return value
+  }
+  return undefined
+}
+
+/** loadCertificate reads a certificate block of the configuration (PFX or PEM files). */
+export function loadCertificate (config: CertificateConfig, baseDir: string): LoadedCertificate {
+  const passphrase = readPassphrase(config, baseDir)
+  try {
+    if ('pfx' in config) return loadPfx(readFile('pfx', resolve(baseDir, config.pfx)), passphrase)
+    const certificates = splitPemCertificates(readFile('cert', resolve(baseDir, config.cert)).toString('utf8'))
+    if (certificates.length === 0) throw new CertificateLoadError('cert', `${config.cert} holds no PEM certificate`)
+    const chainFiles = config.chain === undefined ? [] : [config.chain].flat()
+    for (const file of chainFiles) {
+      certificates.push(...splitPemCertificates(readFile('chain', resolve(baseDir, file)).toString('utf8')))
+    }
+    const key = privateKeyFromPem(readFile('key', resolve(baseDir, config.key)), passphrase)
+    return assembleCertificate(key, certificates)
+  } catch (err) {
+    if (err instanceof CertificateLoadError) throw err
+    const key = 'pfx' in config ? 'pfx' : 'cert'
+    throw new CertificateLoadError(key, err instanceof Error ? err.message.replace(/^cannot load certificate: /, '') : String(err), err)
+  }
+}

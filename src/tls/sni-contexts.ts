@@ -1,0 +1,64 @@
+import { createSecureContext, type SecureContext } from 'node:tls'
+import type { LoadedCertificate } from './certificate.js'
+
+/** TLS_MIN_VERSION is the floor for client connections: TLS 1.0/1.1 are off in Exchange too. */
+export const TLS_MIN_VERSION = 'TLSv1.2'
+
+/** CertifiedHost is the part of a host block the TLS layer needs. */
+export interface CertifiedHost {
+  names: readonly string[]
+  certificate: LoadedCertificate
+}
+
+/** secureContextFor builds the context that serves a certificate with its full chain. */
+export function secureContextFor (certificate: LoadedCertificate): SecureContext {
+  return createSecureContext({ cert: certificate.certPem, key: certificate.keyPem, minVersion: TLS_MIN_VERSION })
+}
+
+/**
+ * SniContexts picks the certificate for a TLS handshake by server name: exact names first, then
+ * `*.domain` wildcards (one label, as RFC 6125 §6.4.3 allows). A handshake without SNI, or with
+ * a name no host lists, gets the first host's certificate.
+ */
+export class SniContexts {
+  #exact = new Map<string, SecureContext>()
+  #wildcard = new Map<string, SecureContext>()
+  #fallback: SecureContext
+  /** Certificate served when the client names no known host; the TLS server's own default. */
+  readonly fallbackCertificate: LoadedCertificate
+
+  constructor (hosts: readonly CertifiedHost[]) {
+    if (hosts.length === 0) throw new TypeError('SniContexts needs at least one host')
+    let fallback: SecureContext | undefined
+    for (const host of hosts) {
+      const context = secureContextFor(host.certificate)
+      fallback ??= context
+      for (const name of host.names) {
+        const lower = name.toLowerCase()
+        if (lower.startsWith('*.')) this.#wildcard.set(lower.slice(2), context)
+        else this.#exact.set(lower, context)
+      }
+    }
+    this.#fallback = fallback!
+    this.fallbackCertificate = hosts[0]!.certificate
+  }
+
+  /** lookup returns the context for a server name (undefined or unknown: the default). */
+  lookup (servername: string | undefined): SecureContext {
+    if (!servername) return this.#fallback
+    const lower = servername.toLowerCase()
+    const exact = this.#exact.get(lower)
+    if (exact) return exact
+    const dot = lower.indexOf('.')
+    return (dot > 0 ? this.#wildcard.get(lower.slice(dot + 1)) : undefined) ?? this.#fallback
+  }
+
+  get fallback (): SecureContext {
+    return this.#fallback
+  }
+
+  /** callback is node:tls's SNICallback. */
+  readonly callback = (servername: string, done: (err: Error | null, context?: SecureContext) => void): void => {
+    done(null, this.lookup(servername))
+  }
+}
