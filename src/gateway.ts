@@ -1,6 +1,6 @@
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import offloadMode from '../plugins/offload.js'
 import reencryptMode from '../plugins/reencrypt.js'
@@ -60,10 +60,11 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   let httpServer: HttpServer | undefined
   const app: FastifyInstance = Fastify({
     loggerInstance: logger.child({ component: 'app' }) as FastifyBaseLogger,
-    disableRequestLogging: true,
+    // One access line per request comes from the proxy plugin instead.
+    logController: new LogController({ disableRequestLogging: true }),
     return503OnClosing: false,
     // Exchange clients send long URLs (OWA deep links, EAS query strings).
-    maxParamLength: 2048,
+    routerOptions: { maxParamLength: 2048 },
     // Malformed URLs and the like are answered in casgate's error shape, with its codes.
     frameworkErrors: (err, _request, reply) => sendFrameworkError(reply, err),
     serverFactory: (handler) => {

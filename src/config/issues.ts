@@ -20,7 +20,7 @@ export function formatPath (path: Path): string {
 export function describeValue (value: unknown): string {
   if (value === undefined) return 'nothing'
   if (value === null) return 'null'
-  if (Array.isArray(value)) return 'a list'
+  if (Array.isArray(value)) return value.length === 0 ? 'an empty list' : `a list of ${value.length}`
   if (typeof value === 'object') return 'a mapping'
   const text = JSON.stringify(value)
   return text.length > 60 ? `${text.slice(0, 57)}...` : text
@@ -100,6 +100,23 @@ const unknownKeyHints: Record<string, string> = {
   password: 'passwords are never read from the YAML; use passphraseFile or passphraseEnv'
 }
 
+// What other products call a setting, mapped to ours.
+const valueHints: Record<string, Record<string, string>> = {
+  mode: {
+    bridging: 'SSL bridging is mode: reencrypt here',
+    'ssl-bridging': 'SSL bridging is mode: reencrypt here',
+    bridge: 'SSL bridging is mode: reencrypt here',
+    ssl_bridge: 'NetScaler\'s SSL_BRIDGE (no termination) is passthrough, which is not available yet; use reencrypt',
+    passthrough: 'passthrough is not available yet; use reencrypt',
+    termination: 'SSL termination with plain HTTP to the backends is mode: offload'
+  }
+}
+
+function unitHint (path: Path): string {
+  const key = String(path[path.length - 1])
+  return key.endsWith('Ms') ? ' of milliseconds (3600000 is one hour)' : ''
+}
+
 interface RawIssue {
   code: string
   path: PropertyKey[]
@@ -125,14 +142,15 @@ function issueToLines (issue: RawIssue, schema: z.ZodType, input: unknown): Conf
       if (got === undefined) {
         return [{ path: formatPath(path), message: `is required (expected ${issue.expected})`, fix: `add ${formatPath(path)}` }]
       }
-      return [{ path: formatPath(path), message: `expected ${issue.expected}, got ${describeValue(got)}`, fix: `write ${formatPath(path)} as a ${issue.expected}` }]
+      return [{ path: formatPath(path), message: `expected ${issue.expected}, got ${describeValue(got)}`, fix: `write ${formatPath(path)} as a ${issue.expected}${unitHint(path)}` }]
     case 'invalid_value': {
       const allowed = (issue.values ?? []).map((v) => String(v))
       const suggestion = typeof got === 'string' ? closest(got, allowed) : undefined
+      const known = typeof got === 'string' ? valueHints[String(path[path.length - 1])]?.[got.toLowerCase()] : undefined
       return [{
         path: formatPath(path),
         message: `expected one of ${allowed.join(' | ')}, got ${describeValue(got)}`,
-        fix: suggestion ? `did you mean "${suggestion}"?` : `use one of ${allowed.join(', ')}`
+        fix: known ?? (suggestion ? `did you mean "${suggestion}"?` : `use one of ${allowed.join(', ')}`)
       }]
     }
     case 'invalid_union': {
@@ -144,6 +162,8 @@ function issueToLines (issue: RawIssue, schema: z.ZodType, input: unknown): Conf
       }
       return best.flatMap((inner) => issueToLines({ ...inner, path: [...path, ...inner.path] }, schema, input))
     }
+    case 'too_big': case 'too_small':
+      return [{ path: formatPath(path), message: `${issue.message.replace(/^Too (big|small): /, '')}, got ${describeValue(got)}`, fix: `change ${formatPath(path)} to fit` }]
     default:
       return [{ path: formatPath(path), message: `${issue.message.replace(/^Invalid input: /, '')}, got ${describeValue(got)}` }]
   }

@@ -46,7 +46,8 @@ function tryLoadCertificate (config: CertificateConfig, baseDir: string, path: s
   } catch (err) {
     const key = err instanceof CertificateLoadError ? err.key : ''
     const reason = err instanceof Error ? err.message.replace(/^cannot load certificate: /, '') : String(err)
-    issues.push({ path: key ? `${path}.${key}` : path, message: reason, fix: 'check the file, its format and the passphrase source' })
+    const fix = err instanceof CertificateLoadError ? err.fix : 'check the file, its format and the passphrase'
+    issues.push({ path: key ? `${path}.${key}` : path, message: reason, fix })
     return undefined
   }
 }
@@ -59,7 +60,7 @@ function loadCa (files: string | string[], baseDir: string, path: string, issues
       if (certificates.length === 0) issues.push({ path, message: `${file} holds no PEM certificate`, fix: 'point it at the PEM file of the CA that issued the backend certificates' })
       pems.push(...certificates.map((cert) => cert.toString()))
     } catch (err) {
-      issues.push({ path, message: `cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)})`, fix: 'check the path; relative paths start at the configuration file' })
+      issues.push({ path, message: `cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)})`, fix: 'check the path; relative paths start at the configuration file\'s directory' })
     }
   }
   return pems.join('')
@@ -124,7 +125,7 @@ export function loadConfigFile (file: string): GatewayConfig {
   if (document.errors.length > 0) {
     throw new ConfigError(file, document.errors.map((err) => ({
       path: err.linePos ? `line ${err.linePos[0].line}, column ${err.linePos[0].col}` : '',
-      message: `YAML syntax: ${err.message.split('\n')[0]}`,
+      message: `YAML syntax: ${err.message.split('\n')[0]!.replace(/ at line \d+, column \d+:?$/, '')}`,
       fix: 'correct the YAML at that position (indentation is spaces, not tabs)'
     })))
   }

@@ -53,7 +53,7 @@ function parseServers (name: string, pool: PoolConfig, issues: ConfigIssue[]): R
   const scheme = servers[0]?.protocol === 'http:' ? 'http:' : 'https:'
   if (scheme === 'http:') {
     for (const key of ['ca', 'clientCertificate', 'serverName'] as const) {
-      if (pool[key] !== undefined) issues.push({ path: `pools.${name}.${key}`, message: 'applies to https:// servers only', fix: `remove it, or use https:// servers` })
+      if (pool[key] !== undefined) issues.push({ path: `pools.${name}.${key}`, message: 'applies to https:// servers only', fix: 'remove it, or use https:// servers' })
     }
   }
   return { name, servers, scheme }
@@ -88,18 +88,18 @@ function resolveVdirs (config: RawConfig, issues: ConfigIssue[]): ResolvedVdir[]
   }
 
   const vdirs: ResolvedVdir[] = []
+  const withoutPool: string[] = []
   for (const { profile, override, key } of entries.values()) {
     const enabled = override.enabled ?? (key !== '' || profile.enabled)
     if (!enabled) continue
-    const at = `vdirs.${key || profile.path}.pool`
     const pool = override.pool ?? defaultPool
     if (pool === undefined) {
-      issues.push({ path: at, message: `is required when more than one pool is defined (pools: ${poolNames.join(', ')})`, fix: `name the pool serving ${profile.path}, or set enabled: false` })
+      withoutPool.push(key || profile.path)
       continue
     }
     if (!(pool in config.pools)) {
       const suggestion = closest(pool, poolNames)
-      issues.push({ path: at, message: `no pool named ${JSON.stringify(pool)} (pools: ${poolNames.join(', ') || 'none'})`, fix: suggestion ? `did you mean "${suggestion}"?` : 'define it under pools' })
+      issues.push({ path: `vdirs.${key || profile.path}.pool`, message: `no pool named ${JSON.stringify(pool)} (pools: ${poolNames.join(', ') || 'none'})`, fix: suggestion ? `did you mean "${suggestion}"?` : 'define it under pools' })
       continue
     }
     vdirs.push({
@@ -107,6 +107,13 @@ function resolveVdirs (config: RawConfig, issues: ConfigIssue[]): ResolvedVdir[]
       pool,
       timeoutMs: override.timeoutMs ?? profile.timeoutMs,
       healthPath: override.healthPath ?? healthPathFor(profile.path)
+    })
+  }
+  if (withoutPool.length > 0) {
+    issues.push({
+      path: 'vdirs',
+      message: `${withoutPool.join(', ')} ${withoutPool.length === 1 ? 'has' : 'have'} no pool, and with more than one pool (${poolNames.join(', ')}) none is implied`,
+      fix: `name the pool of each published vdir, e.g. vdirs: { ${withoutPool[0]}: { pool: ${poolNames[0]} } }, or set enabled: false`
     })
   }
   return vdirs
@@ -162,6 +169,6 @@ export function resolveTopology (config: RawConfig, issues: ConfigIssue[]): { vd
   const vdirs = resolveVdirs(config, issues)
   checkHosts(config, vdirs, pools, issues)
   const trustProxy = parseTrustProxy(config.trustProxy, issues)
-  if (vdirs.length === 0) issues.push({ path: 'vdirs', message: 'no virtual directory is published', fix: 'enable at least one, e.g. vdirs: { /owa: { enabled: true } }' })
+  if (vdirs.length === 0 && !issues.some((issue) => issue.path.startsWith('vdirs'))) issues.push({ path: 'vdirs', message: 'no virtual directory is published', fix: 'enable at least one, e.g. vdirs: { /owa: { enabled: true } }' })
   return { vdirs, pools, trustProxy }
 }

@@ -8,29 +8,32 @@ import { loadPfx } from './pfx.js'
 /** CertificateLoadError says which key of the certificate block was at fault. */
 export class CertificateLoadError extends CasgateError {
   readonly key: string
-  constructor (key: string, reason: string, cause?: unknown) {
+  readonly fix: string
+  constructor (key: string, reason: string, cause?: unknown, fix = 'check the file, its format and the passphrase') {
     super('CASGATE_ERR_CERT_LOAD', [reason], { cause })
     this.key = key
+    this.fix = fix
   }
 }
 
-function readFile (key: string, file: string): Buffer {
+function readFile (key: string, baseDir: string, file: string): Buffer {
   try {
-    return readFileSync(file)
+    return readFileSync(resolve(baseDir, file))
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code
-    throw new CertificateLoadError(key, `cannot read ${file} (${code ?? String(err)})`, err)
+    // The path as written, so the admin finds it in the configuration.
+    throw new CertificateLoadError(key, `cannot read ${file} (${code ?? String(err)})`, err, 'check the path; relative paths start at the configuration file\'s directory')
   }
 }
 
 /** readPassphrase returns the passphrase named by passphraseFile or passphraseEnv, if any. */
 export function readPassphrase (config: { passphraseFile?: string | undefined, passphraseEnv?: string | undefined }, baseDir: string): string | undefined {
   if (config.passphraseFile !== undefined) {
-    return readFile('passphraseFile', resolve(baseDir, config.passphraseFile)).toString('utf8').replace(/\r?\n$/, '')
+    return readFile('passphraseFile', baseDir, config.passphraseFile).toString('utf8').replace(/\r?\n$/, '')
   }
   if (config.passphraseEnv !== undefined) {
     const value = process.env[config.passphraseEnv]
-    if (value === undefined) throw new CertificateLoadError('passphraseEnv', `environment variable ${config.passphraseEnv} is not set`)
+    if (value === undefined) throw new CertificateLoadError('passphraseEnv', `environment variable ${config.passphraseEnv} is not set`, undefined, `set ${config.passphraseEnv} in casgate's environment (systemd: Environment= or EnvironmentFile=)`)
     return value
   }
   return undefined
@@ -40,14 +43,14 @@ export function readPassphrase (config: { passphraseFile?: string | undefined, p
 export function loadCertificate (config: CertificateConfig, baseDir: string): LoadedCertificate {
   const passphrase = readPassphrase(config, baseDir)
   try {
-    if ('pfx' in config) return loadPfx(readFile('pfx', resolve(baseDir, config.pfx)), passphrase)
-    const certificates = splitPemCertificates(readFile('cert', resolve(baseDir, config.cert)).toString('utf8'))
+    if ('pfx' in config) return loadPfx(readFile('pfx', baseDir, config.pfx), passphrase)
+    const certificates = splitPemCertificates(readFile('cert', baseDir, config.cert).toString('utf8'))
     if (certificates.length === 0) throw new CertificateLoadError('cert', `${config.cert} holds no PEM certificate`)
     const chainFiles = config.chain === undefined ? [] : [config.chain].flat()
     for (const file of chainFiles) {
-      certificates.push(...splitPemCertificates(readFile('chain', resolve(baseDir, file)).toString('utf8')))
+      certificates.push(...splitPemCertificates(readFile('chain', baseDir, file).toString('utf8')))
     }
-    const key = privateKeyFromPem(readFile('key', resolve(baseDir, config.key)), passphrase)
+    const key = privateKeyFromPem(readFile('key', baseDir, config.key), passphrase)
     return assembleCertificate(key, certificates)
   } catch (err) {
     if (err instanceof CertificateLoadError) throw err
