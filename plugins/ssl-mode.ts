@@ -38,7 +38,10 @@ export function validateModeOptions (name: string, options: SslModeOptions, sche
   }
 }
 
-/** closeOnShutdown closes the pools a mode opened when fastify closes. */
+/**
+ * closeOnShutdown releases the pools a mode opened when fastify closes. The front door has
+ * already let requests in flight finish (or run out of grace), so what is left is dropped.
+ */
 export function closeOnShutdown (created: Pool[]): () => Promise<void> {
-  return async () => { await Promise.all(created.map((pool) => pool.close())) }
+  return async () => { await Promise.all(created.map((pool) => pool.destroy())) }
 }

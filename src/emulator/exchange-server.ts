@@ -11,6 +11,7 @@ import { exchangeProfile } from '../config/exchange-profile.js'
 // Test endpoints under any vdir:
 //   /<vdir>/__casgate/bytes?n=N     N bytes of body, streamed in 64 KiB chunks
 //   /<vdir>/__casgate/hold?ms=N     answers after N ms (a long poll)
+//   /<vdir>/__casgate/reset         drops the connection without an answer
 //   anything else                   JSON echo: method, url, headers, body length, TLS facts
 
 /** EmulatorTls makes the emulator speak HTTPS (re-encrypt backends). */
@@ -48,6 +49,8 @@ export class ExchangeEmulator {
   readonly server: Server
   /** Requests received, for tests that check where traffic went. */
   requests = 0
+  /** Held requests whose client went away before the answer (the proxy aborted upstream). */
+  abandoned = 0
   #down = new Set<string>()
   #connections = 0
   #connectionIds = new WeakMap<Socket, number>()
@@ -125,7 +128,14 @@ export class ExchangeEmulator {
     }
     if (rest === '__casgate/hold') {
       const timer = setTimeout(() => this.#echo(req, res, 0), Number(url.searchParams.get('ms') ?? 0))
-      res.once('close', () => clearTimeout(timer))
+      res.once('close', () => {
+        if (!res.writableFinished) this.abandoned++
+        clearTimeout(timer)
+      })
+      return
+    }
+    if (rest === '__casgate/reset') {
+      req.socket.destroy()
       return
     }
     if ((vdir === '/owa') && (rest === '' || url.pathname === '/owa') && req.method === 'GET' && String(req.headers.accept ?? '').includes('text/html')) {

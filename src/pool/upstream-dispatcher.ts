@@ -1,4 +1,34 @@
+import { EventEmitter } from 'node:events'
 import { Dispatcher } from 'undici'
+
+/**
+ * ClientAbort tells the upstream request that its client went away. undici accepts any
+ * EventEmitter with `aborted` and an 'abort' event as a signal; this is lighter per request
+ * than an AbortController.
+ */
+export class ClientAbort extends EventEmitter {
+  aborted = false
+  reason: Error | undefined
+
+  abort (reason: Error = new Error('client closed the connection')): void {
+    if (this.aborted) return
+    this.aborted = true
+    this.reason = reason
+    this.emit('abort')
+  }
+}
+
+/**
+ * kUpstreamContext keys the per-request context the proxy hands to the dispatcher. reply-from
+ * passes request headers through as an object, and symbol keys ride along without ever being
+ * sent (undici serialises string keys only).
+ */
+export const kUpstreamContext = Symbol('casgate.upstreamContext')
+
+/** UpstreamContext is what the dispatcher knows of the client side of a request. */
+export interface UpstreamContext {
+  signal: ClientAbort
+}
 
 /**
  * UpstreamDispatcher is the undici dispatcher reply-from sends every proxied request through.
@@ -18,6 +48,16 @@ export class UpstreamDispatcher extends Dispatcher {
 
   has (origin: string): boolean {
     return this.#byOrigin.has(origin)
+  }
+
+  override request (options: Dispatcher.RequestOptions, callback?: unknown): never {
+    const headers = options.headers as Record<PropertyKey, unknown> | undefined
+    const context = headers?.[kUpstreamContext] as UpstreamContext | undefined
+    if (context !== undefined) {
+      delete headers![kUpstreamContext]
+      options = { ...options, signal: context.signal }
+    }
+    return (super.request as (options: Dispatcher.RequestOptions, callback?: unknown) => never)(options, callback)
   }
 
   override dispatch (options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {

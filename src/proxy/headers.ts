@@ -3,8 +3,10 @@ import type { BlockList } from 'node:net'
 
 // Hop-by-hop headers belong to one connection and are never forwarded (RFC 9110 §7.6.1).
 // reply-from drops `connection` and what it names on the way in; the rest is ours to strip.
-// Proxy-Authorization is for a proxy, never for Exchange.
-const requestHopByHop = ['keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'proxy-authorization']
+// Proxy-Authorization is for a proxy, never for Exchange. Expect: 100-continue (curl over
+// 1 MB, .NET clients on every POST) was already answered by casgate's own HTTP server, and
+// undici refuses to send it.
+const requestHopByHop = ['keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'proxy-authorization', 'expect']
 const responseHopByHop = ['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'trailer', 'transfer-encoding', 'upgrade']
 const forwardingHeaders = ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-real-ip', 'forwarded']
 

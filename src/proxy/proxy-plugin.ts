@@ -7,7 +7,7 @@ import type { Logger } from 'pino'
 import type { ResolvedVdir } from '../config/resolve.js'
 import { CasgateError } from '../errors.js'
 import type { Backend, BackendPool } from '../pool/backend-pool.js'
-import type { UpstreamDispatcher } from '../pool/upstream-dispatcher.js'
+import { ClientAbort, kUpstreamContext, type UpstreamContext, type UpstreamDispatcher } from '../pool/upstream-dispatcher.js'
 import { VdirTable } from '../routing/vdir-table.js'
 import { sendError, sendFrameworkError } from './error-reply.js'
 import { forwardRequestHeaders, stripResponseHopByHop } from './headers.js'
@@ -30,9 +30,12 @@ export interface ProxyPluginOptions {
 
 /** RequestRoute is what the proxy decided for one request, kept for the access log. */
 export interface RequestRoute {
+  client: string | undefined
   vdir: string
   backend: string | undefined
   bytesBefore: number
+  /** Fires when the client leaves before its response is complete; aborts the upstream request. */
+  upstream: UpstreamContext
 }
 
 declare module 'fastify' {
@@ -72,7 +75,10 @@ function buildFromOptions (vdir: RoutedVdir, trustProxy: BlockList): VdirProxyOp
     // Retries are casgate's decision (health issue), never reply-from's implicit GET-on-503 loop.
     retryDelay: () => null,
     rewriteRequestHeaders (request, headers) {
-      return forwardRequestHeaders(headers, { address: request.raw.socket.remoteAddress, host: request.headers.host }, trustProxy)
+      const forwarded = forwardRequestHeaders(headers, { address: request.raw.socket.remoteAddress, host: request.headers.host }, trustProxy)
+      const route = request.casgateRoute
+      if (route) (forwarded as Record<symbol, unknown>)[kUpstreamContext] = route.upstream
+      return forwarded
     },
     rewriteHeaders (headers) {
       return stripResponseHopByHop(headers as Record<string, string | string[] | undefined>)
@@ -85,8 +91,11 @@ function buildFromOptions (vdir: RoutedVdir, trustProxy: BlockList): VdirProxyOp
   }
 }
 
-function release (backend: Backend): () => void {
-  return () => { backend.outstanding-- }
+function onClientClose (backend: Backend, route: RequestRoute, reply: FastifyReply): () => void {
+  return () => {
+    backend.outstanding--
+    if (!reply.raw.writableFinished) route.upstream.signal.abort()
+  }
 }
 
 async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptions): Promise<void> {
@@ -108,12 +117,13 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
     const route = request.casgateRoute
     const socket = request.raw.socket as Socket | null
     accessLog.info({
-      client: socket?.remoteAddress,
+      client: route?.client ?? socket?.remoteAddress,
       method: request.method,
       url: request.url,
       vdir: route?.vdir,
       backend: route?.backend,
       status: reply.statusCode,
+      // Response bytes on the wire, headers included; unknown once the socket is gone.
       bytesOut: route && socket ? socket.bytesWritten - route.bytesBefore : undefined,
       ms: Math.round(reply.elapsedTime)
     }, 'request')
@@ -133,7 +143,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
       return reply
     }
     const socket = request.raw.socket
-    const route: RequestRoute = { vdir: vdir.path, backend: undefined, bytesBefore: socket.bytesWritten }
+    const route: RequestRoute = { client: socket.remoteAddress, vdir: vdir.path, backend: undefined, bytesBefore: socket.bytesWritten, upstream: { signal: new ClientAbort() } }
     request.casgateRoute = route
     const backend = vdir.backendPool.select({ vdir: vdir.path })
     if (backend === undefined) {
@@ -145,7 +155,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
     // long as the backend holds the request; the socket must outlive the upstream timeout.
     if (vdir.timeoutMs > options.idleTimeoutMs) socket.setTimeout(vdir.timeoutMs + 5_000)
     backend.outstanding++
-    reply.raw.once('close', release(backend))
+    reply.raw.once('close', onClientClose(backend, route, reply))
     return reply.from(backend.origin + url, fromOptions.get(vdir))
   }
 
