@@ -10,6 +10,7 @@ import { createLogger } from './observe/logger.js'
 import { BackendPool } from './pool/backend-pool.js'
 import { UpstreamDispatcher } from './pool/upstream-dispatcher.js'
 import casgateProxy, { type RoutedVdir } from './proxy/proxy-plugin.js'
+import { trustedProxies } from './proxy/headers.js'
 import { SniContexts } from './tls/sni-contexts.js'
 import { sendFrameworkError } from './proxy/error-reply.js'
 
@@ -77,7 +78,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   await app.register(casgateProxy, {
     vdirs,
     upstreams,
-    trustProxy: config.trustProxy,
+    trusted: trustedProxies(config.trustProxy, config.trustProxyEntries),
     idleTimeoutMs: config.listen.idleTimeoutMs,
     accessLog: logger.child({ component: 'access' })
   })

@@ -35,6 +35,8 @@ export interface GatewayConfig {
   pools: ReadonlyMap<string, ResolvedPool>
   vdirs: readonly ResolvedVdir[]
   trustProxy: BlockList
+  /** How many trustProxy entries there are; zero lets the hot path skip the check. */
+  trustProxyEntries: number
   log: RawConfig['log']
   /** Things that work but deserve the admin's attention, logged at start and shown by check. */
   warnings: ConfigIssue[]
@@ -107,6 +109,7 @@ export function buildConfig (input: unknown, options: { source: string, baseDir:
     pools,
     vdirs: Object.freeze(topology.vdirs),
     trustProxy: topology.trustProxy,
+    trustProxyEntries: raw.trustProxy.length,
     log: raw.log,
     warnings
   })

@@ -1,4 +1,4 @@
-import { STATUS_CODES } from 'node:http'
+import { STATUS_CODES, type ServerResponse } from 'node:http'
 import type { FastifyReply } from 'fastify'
 import { CasgateError } from '../errors.js'
 
@@ -8,6 +8,17 @@ export const RETRY_AFTER_SECONDS = 5
 /** errorBody is the JSON every casgate error answers with, in fastify's shape plus our code. */
 export function errorBody (statusCode: number, code: string, message: string): string {
   return JSON.stringify({ statusCode, code, error: STATUS_CODES[statusCode] ?? 'Error', message })
+}
+
+/** writeError answers on a raw ServerResponse (after the reply was hijacked), unless headers are out. */
+export function writeError (res: ServerResponse, err: CasgateError): void {
+  if (res.headersSent) {
+    res.destroy(err)
+    return
+  }
+  const headers: Record<string, string> = { 'content-type': 'application/json; charset=utf-8' }
+  if (err.statusCode === 503) headers['retry-after'] = String(RETRY_AFTER_SECONDS)
+  res.writeHead(err.statusCode, headers).end(errorBody(err.statusCode, err.code, err.message))
 }
 
 /** sendError ends a request with a casgate error, unless the response has already started. */

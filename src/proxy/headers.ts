@@ -1,71 +1,95 @@
 import type { IncomingHttpHeaders } from 'node:http'
-import type { BlockList } from 'node:net'
+import { BlockList, isIP } from 'node:net'
 
-// Hop-by-hop headers belong to one connection and are never forwarded (RFC 9110 §7.6.1).
-// reply-from drops `connection` and what it names on the way in; the rest is ours to strip.
-// Proxy-Authorization is for a proxy, never for Exchange. Expect: 100-continue (curl over
-// 1 MB, .NET clients on every POST) was already answered by casgate's own HTTP server, and
-// undici refuses to send it.
-const requestHopByHop = ['keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'proxy-authorization', 'expect']
-const responseHopByHop = ['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'trailer', 'transfer-encoding', 'upgrade']
-const forwardingHeaders = ['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-real-ip', 'forwarded']
+// Hop-by-hop headers belong to one connection and are never forwarded (RFC 9110 §7.6.1), nor
+// are the headers a Connection header names. Proxy-Authorization is for a proxy, never for
+// Exchange. Expect: 100-continue (curl over 1 MB, .NET clients on every POST) was already
+// answered by casgate's own HTTP server, and undici refuses to send it.
+const requestHopByHop = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authorization', 'expect'])
+const responseHopByHop = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'trailer', 'transfer-encoding', 'upgrade'])
+const forwardingHeaders = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-real-ip', 'forwarded'])
 
-/** ClientInfo is what the front door knows about the client of a request. */
-export interface ClientInfo {
-  address: string | undefined
-  /** Host header the client sent; Exchange builds its URLs (and OWA its redirects) from it. */
-  host: string | undefined
+/** TrustedProxies says whether a client address is a proxy whose forwarding headers count. */
+export type TrustedProxies = (address: string) => boolean
+
+/** trustedProxies builds the check once; with no entries (the usual case) it costs nothing per request. */
+export function trustedProxies (list: BlockList, entries: number): TrustedProxies {
+  if (entries === 0) return () => false
+  return (address) => {
+    // Node reports IPv4 clients of a dual-stack listener as ::ffff:a.b.c.d.
+    if (address.startsWith('::ffff:') && isIP(address.slice(7)) === 4) return list.check(address.slice(7), 'ipv4')
+    return list.check(address, isIP(address) === 6 ? 'ipv6' : 'ipv4')
+  }
+}
+
+function connectionTokens (rawHeaders: readonly string[]): Set<string> | undefined {
+  let tokens: Set<string> | undefined
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    if (rawHeaders[i]!.length === 10 && rawHeaders[i]!.toLowerCase() === 'connection') {
+      tokens ??= new Set()
+      for (const token of rawHeaders[i + 1]!.split(',')) tokens.add(token.trim().toLowerCase())
+    }
+  }
+  return tokens
 }
 
 /**
- * forwardRequestHeaders prepares headers for the backend: the client's Host is kept,
- * X-Forwarded-For/-Proto/-Host describe the client, and forwarding headers the client sent are
- * trusted only from a configured proxy. No Via is added: IIS re-authenticates NTLM on every
- * request that carries one.
+ * upstreamRequestHeaders builds the flat [name, value, …] list sent to the backend from the
+ * client's raw headers, in one pass: the client's Host is kept (Exchange builds its URLs and
+ * OWA its redirects from it), hop-by-hop headers go, and X-Forwarded-For/-Proto/-Host describe
+ * the client. Forwarding headers the client sent count only from a trusted proxy. No Via is
+ * added: IIS re-authenticates NTLM on every request that carries one.
  */
-export function forwardRequestHeaders (headers: IncomingHttpHeaders, client: ClientInfo, trustProxy: BlockList): IncomingHttpHeaders {
-  for (let i = 0; i < requestHopByHop.length; i++) {
-    const name = requestHopByHop[i]!
-    if (headers[name] !== undefined) delete headers[name]
-  }
-  const address = client.address
-  const trusted = address !== undefined && isTrusted(trustProxy, address)
-  if (trusted) {
-    const earlier = headers['x-forwarded-for']
-    headers['x-forwarded-for'] = earlier ? `${String(earlier)}, ${address}` : address
-    headers['x-forwarded-proto'] ??= 'https'
-    headers['x-forwarded-host'] ??= client.host
-  } else {
-    for (let i = 0; i < forwardingHeaders.length; i++) {
-      const name = forwardingHeaders[i]!
-      if (headers[name] !== undefined) delete headers[name]
+export function upstreamRequestHeaders (rawHeaders: readonly string[], clientAddress: string | undefined, trusted: TrustedProxies): string[] {
+  const named = connectionTokens(rawHeaders)
+  const trustClient = clientAddress !== undefined && trusted(clientAddress)
+  const out: string[] = []
+  let host: string | undefined
+  let forwardedFor: string | undefined
+  let forwardedProto: string | undefined
+  let forwardedHost: string | undefined
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!
+    const value = rawHeaders[i + 1]!
+    const lower = name.toLowerCase()
+    if (requestHopByHop.has(lower) || named?.has(lower)) continue
+    if (forwardingHeaders.has(lower)) {
+      if (!trustClient) continue
+      if (lower === 'x-forwarded-for') { forwardedFor = forwardedFor ? `${forwardedFor}, ${value}` : value; continue }
+      if (lower === 'x-forwarded-proto') { forwardedProto ??= value; continue }
+      if (lower === 'x-forwarded-host') { forwardedHost ??= value; continue }
     }
-    if (address !== undefined) headers['x-forwarded-for'] = address
-    headers['x-forwarded-proto'] = 'https'
-    if (client.host !== undefined) headers['x-forwarded-host'] = client.host
+    if (lower === 'host') host ??= value
+    out.push(name, value)
   }
-  if (client.host !== undefined) headers.host = client.host
-  return headers
+  if (clientAddress !== undefined) {
+    out.push('x-forwarded-for', forwardedFor ? `${forwardedFor}, ${clientAddress}` : clientAddress)
+  } else if (forwardedFor) {
+    out.push('x-forwarded-for', forwardedFor)
+  }
+  out.push('x-forwarded-proto', forwardedProto ?? 'https')
+  const xfHost = forwardedHost ?? host
+  if (xfHost !== undefined) out.push('x-forwarded-host', xfHost)
+  return out
 }
 
-function isTrusted (list: BlockList, address: string): boolean {
-  // Node reports IPv4 clients of a dual-stack listener as ::ffff:a.b.c.d.
-  if (address.startsWith('::ffff:') && address.includes('.')) return list.check(address.slice(7), 'ipv4')
-  return list.check(address, address.includes(':') ? 'ipv6' : 'ipv4')
-}
-
-/** stripResponseHopByHop removes hop-by-hop headers of the backend's response, and those its Connection names. */
-export function stripResponseHopByHop (headers: Record<string, string | string[] | undefined>): Record<string, string | string[] | undefined> {
+/**
+ * clientResponseHeaders turns the backend's response headers into the flat list written to the
+ * client, without hop-by-hop headers or those the backend's Connection header names.
+ */
+export function clientResponseHeaders (headers: IncomingHttpHeaders): string[] {
   const connection = headers.connection
-  if (connection !== undefined) {
-    for (const name of String(connection).split(',')) {
-      const trimmed = name.trim().toLowerCase()
-      if (trimmed) delete headers[trimmed]
+  const named = connection === undefined ? undefined : new Set(String(connection).split(',').map((t) => t.trim().toLowerCase()))
+  const out: string[] = []
+  for (const name in headers) {
+    if (responseHopByHop.has(name) || named?.has(name)) continue
+    const value = headers[name]
+    if (value === undefined) continue
+    if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) out.push(name, value[i]!)
+    } else {
+      out.push(name, value)
     }
   }
-  for (let i = 0; i < responseHopByHop.length; i++) {
-    const name = responseHopByHop[i]!
-    if (headers[name] !== undefined) delete headers[name]
-  }
-  return headers
+  return out
 }

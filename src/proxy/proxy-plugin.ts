@@ -1,17 +1,15 @@
-import type { Socket } from 'node:net'
-import type { BlockList } from 'node:net'
-import replyFrom, { type FastifyReplyFromHooks } from '@fastify/reply-from'
+import type { ServerResponse } from 'node:http'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
 import type { ResolvedVdir } from '../config/resolve.js'
 import { CasgateError } from '../errors.js'
 import type { Backend, BackendPool } from '../pool/backend-pool.js'
-import { ClientAbort, kUpstreamContext, type UpstreamContext, type UpstreamDispatcher } from '../pool/upstream-dispatcher.js'
+import type { UpstreamDispatcher } from '../pool/upstream-dispatcher.js'
 import { VdirTable } from '../routing/vdir-table.js'
-import { sendError, sendFrameworkError } from './error-reply.js'
-import { forwardRequestHeaders, stripResponseHopByHop } from './headers.js'
-import { upstreamFailure } from './upstream-errors.js'
+import { sendError, sendFrameworkError, writeError } from './error-reply.js'
+import { upstreamRequestHeaders, type TrustedProxies } from './headers.js'
+import { UpstreamExchange, type ExchangeEvents } from './upstream-exchange.js'
 
 /** RoutedVdir is a published vdir bound to its pool. */
 export interface RoutedVdir extends ResolvedVdir {
@@ -22,26 +20,10 @@ export interface RoutedVdir extends ResolvedVdir {
 export interface ProxyPluginOptions {
   vdirs: readonly RoutedVdir[]
   upstreams: UpstreamDispatcher
-  trustProxy: BlockList
+  trusted: TrustedProxies
   /** Client socket idle timeout outside long requests; a vdir with a longer timeout raises it per request. */
   idleTimeoutMs: number
   accessLog: Logger
-}
-
-/** RequestRoute is what the proxy decided for one request, kept for the access log. */
-export interface RequestRoute {
-  client: string | undefined
-  vdir: string
-  backend: string | undefined
-  bytesBefore: number
-  /** Fires when the client leaves before its response is complete; aborts the upstream request. */
-  upstream: UpstreamContext
-}
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    casgateRoute: RequestRoute | null
-  }
 }
 
 // What Exchange 2013+ clients use. WebDAV went with Exchange 2010, TRACE only helps
@@ -66,97 +48,90 @@ function invalidPath (url: string): string | undefined {
   return undefined
 }
 
-/** VdirProxyOptions are the per-vdir reply-from options, built once, not per request. */
-type VdirProxyOptions = FastifyReplyFromHooks & { timeout: number, retryDelay: () => null }
-
-function buildFromOptions (vdir: RoutedVdir, trustProxy: BlockList): VdirProxyOptions {
-  return {
-    timeout: vdir.timeoutMs,
-    // Retries are casgate's decision (health issue), never reply-from's implicit GET-on-503 loop.
-    retryDelay: () => null,
-    rewriteRequestHeaders (request, headers) {
-      const forwarded = forwardRequestHeaders(headers, { address: request.raw.socket.remoteAddress, host: request.headers.host }, trustProxy)
-      const route = request.casgateRoute
-      if (route) (forwarded as Record<symbol, unknown>)[kUpstreamContext] = route.upstream
-      return forwarded
-    },
-    rewriteHeaders (headers) {
-      return stripResponseHopByHop(headers as Record<string, string | string[] | undefined>)
-    },
-    onError (reply, { error }) {
-      const failure = upstreamFailure(error)
-      reply.log.warn({ err: error, vdir: vdir.path, backend: reply.request.casgateRoute?.backend, code: failure.code }, 'upstream request failed')
-      sendError(reply as unknown as FastifyReply, failure)
-    }
-  }
+function hasBody (request: FastifyRequest): boolean {
+  const headers = request.headers
+  const length = headers['content-length']
+  return headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
 }
 
-function onClientClose (backend: Backend, route: RequestRoute, reply: FastifyReply): () => void {
-  return () => {
-    backend.outstanding--
-    if (!reply.raw.writableFinished) route.upstream.signal.abort()
-  }
+/** RequestRecord is what the access line says of one request. */
+interface RequestRecord {
+  start: number
+  client: string | undefined
+  vdir: string | undefined
+  backend: Backend | undefined
+  exchange: UpstreamExchange | undefined
 }
 
 async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptions): Promise<void> {
   if (!options?.upstreams || !Array.isArray(options.vdirs)) throw new TypeError('casgate proxy: vdirs and upstreams are required')
   const table = new VdirTable(options.vdirs)
-  const fromOptions = new Map(options.vdirs.map((vdir) => [vdir, buildFromOptions(vdir, options.trustProxy)]))
-  const accessLog = options.accessLog
+  const { accessLog, upstreams, trusted, idleTimeoutMs } = options
 
-  // Bodies are never parsed: the raw request stream is handed to the upstream as it arrives.
+  const events: ExchangeEvents = {
+    onFailure (exchange, error, cause) {
+      accessLog.warn({ err: cause, code: error.code }, 'upstream request failed')
+      writeError(exchange.res, error)
+    }
+  }
+
+  function logAccess (request: FastifyRequest, res: ServerResponse, record: RequestRecord): void {
+    accessLog.info({
+      client: record.client,
+      method: request.method,
+      url: request.url,
+      vdir: record.vdir,
+      backend: record.backend?.name,
+      status: res.statusCode,
+      bytes: record.exchange?.bodyBytes,
+      ms: Math.round(performance.now() - record.start),
+      ...(res.writableFinished ? {} : { aborted: true })
+    }, 'request')
+  }
+
+  // Bodies are never parsed: the raw request stream goes to the upstream as it arrives.
   fastify.removeAllContentTypeParsers()
-  fastify.addContentTypeParser('*', (_request, payload, done) => done(null, payload))
-  await fastify.register(replyFrom, { undici: options.upstreams as never, disableRequestLogging: true })
-
-  fastify.decorateRequest('casgateRoute', null)
+  fastify.addContentTypeParser('*', (_request, _payload, done) => done(null))
   fastify.setErrorHandler((err, _request, reply) => sendFrameworkError(reply, err as Error))
   fastify.setNotFoundHandler((_request, reply) => sendError(reply, new CasgateError('CASGATE_ERR_NOT_PUBLISHED')))
 
-  fastify.addHook('onResponse', (request, reply, done) => {
-    const route = request.casgateRoute
-    const socket = request.raw.socket as Socket | null
-    accessLog.info({
-      client: route?.client ?? socket?.remoteAddress,
-      method: request.method,
-      url: request.url,
-      vdir: route?.vdir,
-      backend: route?.backend,
-      status: reply.statusCode,
-      // Response bytes on the wire, headers included; unknown once the socket is gone.
-      bytesOut: route && socket ? socket.bytesWritten - route.bytesBefore : undefined,
-      ms: Math.round(reply.elapsedTime)
-    }, 'request')
-    done()
-  })
+  function proxy (request: FastifyRequest, reply: FastifyReply): void {
+    const res = reply.raw
+    const socket = request.raw.socket
+    const record: RequestRecord = { start: performance.now(), client: socket.remoteAddress, vdir: undefined, backend: undefined, exchange: undefined }
+    res.once('close', () => {
+      if (record.backend) record.backend.outstanding--
+      record.exchange?.clientGone()
+      logAccess(request, res, record)
+    })
 
-  function proxy (request: FastifyRequest, reply: FastifyReply): FastifyReply {
     const url = request.url
     const problem = invalidPath(url)
-    if (problem !== undefined) {
-      sendError(reply, new CasgateError('CASGATE_ERR_BAD_REQUEST', [problem]))
-      return reply
-    }
+    if (problem !== undefined) return sendError(reply, new CasgateError('CASGATE_ERR_BAD_REQUEST', [problem]))
     const vdir = table.match(url)
-    if (vdir === undefined) {
-      sendError(reply, new CasgateError('CASGATE_ERR_NOT_PUBLISHED'))
-      return reply
-    }
-    const socket = request.raw.socket
-    const route: RequestRoute = { client: socket.remoteAddress, vdir: vdir.path, backend: undefined, bytesBefore: socket.bytesWritten, upstream: { signal: new ClientAbort() } }
-    request.casgateRoute = route
+    if (vdir === undefined) return sendError(reply, new CasgateError('CASGATE_ERR_NOT_PUBLISHED'))
+    record.vdir = vdir.path
     const backend = vdir.backendPool.select({ vdir: vdir.path })
-    if (backend === undefined) {
-      sendError(reply, new CasgateError('CASGATE_ERR_NO_BACKEND', [vdir.path]))
-      return reply
-    }
-    route.backend = backend.name
+    if (backend === undefined) return sendError(reply, new CasgateError('CASGATE_ERR_NO_BACKEND', [vdir.path]))
+
+    // From here casgate writes the response itself, upstream bytes straight to the socket.
+    reply.hijack()
+    record.backend = backend
+    backend.outstanding++
     // Long polls (ActiveSync Ping, MAPI NotificationWait) leave the client socket silent for as
     // long as the backend holds the request; the socket must outlive the upstream timeout.
-    if (vdir.timeoutMs > options.idleTimeoutMs) socket.setTimeout(vdir.timeoutMs + 5_000)
-    backend.outstanding++
-    reply.raw.once('close', onClientClose(backend, route, reply))
-    return reply.from(backend.origin + url, fromOptions.get(vdir))
+    if (vdir.timeoutMs > idleTimeoutMs) socket.setTimeout(vdir.timeoutMs + 5_000)
+    const exchange = new UpstreamExchange(res, events)
+    record.exchange = exchange
+    upstreams.dispatch({
+      origin: backend.origin,
+      path: url,
+      method: request.method as 'GET',
+      headers: upstreamRequestHeaders(request.raw.rawHeaders, record.client, trusted),
+      body: hasBody(request) ? request.raw : null,
+      headersTimeout: vdir.timeoutMs,
+      bodyTimeout: vdir.timeoutMs
+    }, exchange)
   }
 
   fastify.route({ method: proxiedMethods, url: '/*', handler: proxy })

@@ -1,0 +1,218 @@
+// casgate against nginx, side by side: one nginx origin (1 worker), then for each scenario
+// nginx as the proxy (1 worker) and casgate (one Node process) in front of that origin,
+// alternating runs, driven by wrk over TLS on loopback. Prints req/s, p50/p99, RSS and ratios.
+//
+//   node bench/run.mjs [--duration 10] [--rounds 2] [--connections 32] [--only small-offload,...]
+import { spawn, execFileSync } from 'node:child_process'
+import { mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { parseArgs } from 'node:util'
+import { createLabPki } from '../dist/src/tls/lab-ca.js'
+
+const { values } = parseArgs({
+  options: {
+    duration: { type: 'string', default: '10' },
+    rounds: { type: 'string', default: '2' },
+    connections: { type: 'string', default: '32' },
+    only: { type: 'string' }
+  }
+})
+const duration = Number(values.duration)
+const rounds = Number(values.rounds)
+const connections = Number(values.connections)
+const work = resolve('bench/results/work')
+rmSync(work, { recursive: true, force: true })
+mkdirSync(join(work, 'www/owa'), { recursive: true })
+const nginxBin = ['/usr/sbin/nginx', 'nginx'].find((bin) => { try { execFileSync(bin, ['-v'], { stdio: 'ignore' }); return true } catch { return false } })
+
+const ORIGIN_HTTP = 18080
+const ORIGIN_HTTPS = 18443
+const PROXY_PORT = 19443
+
+// Certificates: one lab PKI, the origin and both proxies serve the same leaf (as Extended Protection wants).
+const pki = await createLabPki(['mail.bench.test', 'localhost', '127.0.0.1'])
+writeFileSync(join(work, 'mail.crt'), pki.server.certPem + pki.intermediate.certPem)
+writeFileSync(join(work, 'mail.key'), pki.server.keyPem)
+writeFileSync(join(work, 'root.pem'), pki.root.certPem)
+writeFileSync(join(work, 'www/owa/64k'), Buffer.alloc(64 * 1024, 'x'))
+writeFileSync(join(work, 'www/owa/small'), 'ok\n'.repeat(30))
+
+function nginxConf (name, body) {
+  const dir = join(work, name)
+  mkdirSync(dir, { recursive: true })
+  writeFileSync(join(dir, 'nginx.conf'), `
+worker_processes 1;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log ${dir}/access.log;
+  keepalive_requests 100000;
+  ${body}
+}`)
+  return join(dir, 'nginx.conf')
+}
+
+const originConf = nginxConf('origin', `
+  server {
+    listen 127.0.0.1:${ORIGIN_HTTP};
+    listen 127.0.0.1:${ORIGIN_HTTPS} ssl;
+    ssl_certificate ${work}/mail.crt;
+    ssl_certificate_key ${work}/mail.key;
+    access_log off;
+    root ${work}/www;
+  }`)
+
+function proxyConf (mode) {
+  const upstream = mode === 'offload' ? `http://127.0.0.1:${ORIGIN_HTTP}` : 'https://origin_tls'
+  return nginxConf(`nginx-${mode}`, `
+  upstream origin_plain { server 127.0.0.1:${ORIGIN_HTTP}; keepalive 64; }
+  upstream origin_tls { server 127.0.0.1:${ORIGIN_HTTPS}; keepalive 64; }
+  server {
+    listen 127.0.0.1:${PROXY_PORT} ssl;
+    ssl_certificate ${work}/mail.crt;
+    ssl_certificate_key ${work}/mail.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / {
+      proxy_pass ${mode === 'offload' ? 'http://origin_plain' : upstream};
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $remote_addr;
+      proxy_set_header X-Forwarded-Proto https;
+      proxy_ssl_server_name on;
+      proxy_ssl_name mail.bench.test;
+      proxy_ssl_verify on;
+      proxy_ssl_trusted_certificate ${work}/root.pem;
+      proxy_ssl_session_reuse on;
+      proxy_buffering on;
+    }
+  }`)
+}
+
+function casgateConf (mode) {
+  const file = join(work, `casgate-${mode}.yaml`)
+  writeFileSync(file, `
+listen: { host: 127.0.0.1, port: ${PROXY_PORT} }
+hosts:
+  - names: [mail.bench.test, localhost]
+    certificate: { cert: mail.crt, key: mail.key }
+    mode: ${mode}
+pools:
+  cas:
+    servers: [${mode === 'offload' ? `http://127.0.0.1:${ORIGIN_HTTP}` : `https://127.0.0.1:${ORIGIN_HTTPS}`}]
+    ${mode === 'reencrypt' ? 'ca: root.pem\n    serverName: mail.bench.test' : ''}
+`)
+  return file
+}
+
+async function waitForPort (port) {
+  for (let i = 0; i < 100; i++) {
+    try {
+      execFileSync('bash', ['-c', `exec 3<>/dev/tcp/127.0.0.1/${port}`], { stdio: 'ignore' })
+      return
+    } catch { await sleep(100) }
+  }
+  throw new Error(`port ${port} did not open`)
+}
+
+function start (command, args, logFile) {
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  const chunks = []
+  child.stdout.on('data', (c) => chunks.push(c))
+  child.stderr.on('data', (c) => chunks.push(c))
+  child.on('exit', () => writeFileSync(logFile, Buffer.concat(chunks)))
+  return child
+}
+
+async function stop (child) {
+  if (child.exitCode !== null) return
+  child.kill('SIGTERM')
+  await Promise.race([new Promise((r) => child.once('exit', r)), sleep(5000)])
+  if (child.exitCode === null) child.kill('SIGKILL')
+}
+
+function rssOf (pids) {
+  let kb = 0
+  for (const pid of pids) {
+    try {
+      const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+      kb += Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0)
+    } catch {}
+  }
+  return kb / 1024
+}
+
+function childPids (pid) {
+  try { return execFileSync('pgrep', ['-P', String(pid)]).toString().trim().split('\n').filter(Boolean).map(Number) } catch { return [] }
+}
+
+function parseWrk (text) {
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1] ?? NaN)
+  const toMs = (v, unit) => Number(v) * ({ us: 0.001, ms: 1, s: 1000 }[unit] ?? NaN)
+  const p = (q) => { const m = new RegExp(`\\s${q}%\\s+([\\d.]+)(us|ms|s)`).exec(text); return m ? toMs(m[1], m[2]) : NaN }
+  const errors = /Non-2xx or 3xx responses: (\d+)/.exec(text)?.[1] ?? '0'
+  const socketErrors = /Socket errors: (.*)/.exec(text)?.[1]
+  return { rps, p50: p(50), p99: p(99), errors: Number(errors), socketErrors }
+}
+
+function wrk (path, extraHeaders = []) {
+  const args = ['-t', '1', '-c', String(connections), '-d', `${duration}s`, '--latency', '--timeout', '5s',
+    '-H', 'Host: mail.bench.test', ...extraHeaders.flatMap((h) => ['-H', h]), `https://127.0.0.1:${PROXY_PORT}${path}`]
+  return parseWrk(execFileSync('wrk', args, { timeout: (duration + 30) * 1000 }).toString())
+}
+
+const scenarios = [
+  { name: 'small-offload', mode: 'offload', path: '/owa/small', label: 'small responses, keep-alive, offload' },
+  { name: 'small-reencrypt', mode: 'reencrypt', path: '/owa/small', label: 'small responses, keep-alive, re-encrypt' },
+  { name: '64k-offload', mode: 'offload', path: '/owa/64k', label: '64 KiB responses, keep-alive, offload' },
+  { name: '64k-reencrypt', mode: 'reencrypt', path: '/owa/64k', label: '64 KiB responses, keep-alive, re-encrypt' },
+  { name: 'handshake-offload', mode: 'offload', path: '/owa/small', headers: ['Connection: close'], label: 'new TLS handshake per request, offload' }
+].filter((s) => !values.only || values.only.split(',').includes(s.name))
+
+const origin = start(nginxBin, ['-c', originConf], join(work, 'origin/stdout.log'))
+await waitForPort(ORIGIN_HTTP)
+const results = []
+try {
+  for (const scenario of scenarios) {
+    const samples = { nginx: [], casgate: [] }
+    for (let round = 0; round < rounds; round++) {
+      for (const proxy of round % 2 === 0 ? ['nginx', 'casgate'] : ['casgate', 'nginx']) {
+        const child = proxy === 'nginx'
+          ? start(nginxBin, ['-c', proxyConf(scenario.mode)], join(work, `nginx-${scenario.mode}/stdout.log`))
+          : start('node', ['dist/src/cli.js', 'start', '-c', casgateConf(scenario.mode)], join(work, `casgate-${scenario.mode}.log`))
+        try {
+          await waitForPort(PROXY_PORT)
+          wrk(scenario.path, scenario.headers) // warm-up run, discarded
+          const result = wrk(scenario.path, scenario.headers)
+          const pids = proxy === 'nginx' ? [child.pid, ...childPids(child.pid)] : [child.pid]
+          result.rssMb = rssOf(pids)
+          samples[proxy].push(result)
+          process.stderr.write(`${scenario.name} ${proxy} round ${round + 1}: ${result.rps.toFixed(0)} req/s p50 ${result.p50}ms p99 ${result.p99}ms rss ${result.rssMb.toFixed(0)} MB${result.errors ? ` non-2xx ${result.errors}` : ''}${result.socketErrors ? ` socket errors ${result.socketErrors}` : ''}\n`)
+        } finally {
+          await stop(child)
+          await sleep(300)
+        }
+      }
+    }
+    const best = (list) => list.reduce((a, b) => (b.rps > a.rps ? b : a))
+    results.push({ scenario, nginx: best(samples.nginx), casgate: best(samples.casgate) })
+  }
+} finally {
+  await stop(origin)
+}
+
+const fmt = (n, digits = 0) => Number.isFinite(n) ? n.toFixed(digits) : 'n/a'
+const lines = [
+  `casgate vs nginx (${execFileSync(nginxBin, ['-v'], { stdio: ['ignore', 'pipe', 'pipe'] }).toString().trim() || 'nginx'})`,
+  `wrk -t1 -c${connections} -d${duration}s over TLS on loopback, best of ${rounds} alternating runs, node ${process.version}, ${new Date().toISOString().slice(0, 10)}`,
+  '',
+  '| scenario | nginx req/s | casgate req/s | ratio | nginx p50/p99 ms | casgate p50/p99 ms | nginx RSS MB | casgate RSS MB |',
+  '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ...results.map(({ scenario, nginx, casgate }) =>
+    `| ${scenario.label} | ${fmt(nginx.rps)} | ${fmt(casgate.rps)} | **${fmt(casgate.rps / nginx.rps, 2)}×** | ${fmt(nginx.p50, 2)} / ${fmt(nginx.p99, 2)} | ${fmt(casgate.p50, 2)} / ${fmt(casgate.p99, 2)} | ${fmt(nginx.rssMb)} | ${fmt(casgate.rssMb)} |`)
+]
+console.log(lines.join('\n'))
+writeFileSync('bench/results/latest.md', lines.join('\n') + '\n')
