@@ -3,7 +3,7 @@
 // alternating runs, driven by wrk over TLS on loopback. Prints req/s, p50/p99, RSS and ratios.
 //
 //   node bench/run.mjs [--duration 10] [--rounds 2] [--connections 32] [--only small-offload,...]
-import { spawn, execFileSync } from 'node:child_process'
+import { spawn, spawnSync, execFileSync } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -206,7 +206,7 @@ try {
 
 const fmt = (n, digits = 0) => Number.isFinite(n) ? n.toFixed(digits) : 'n/a'
 const lines = [
-  `casgate vs nginx (${execFileSync(nginxBin, ['-v'], { stdio: ['ignore', 'pipe', 'pipe'] }).toString().trim() || 'nginx'})`,
+  `casgate vs ${spawnSync(nginxBin, ['-v']).stderr.toString().trim().replace('nginx version: ', '')}`,
   `wrk -t1 -c${connections} -d${duration}s over TLS on loopback, best of ${rounds} alternating runs, node ${process.version}, ${new Date().toISOString().slice(0, 10)}`,
   '',
   '| scenario | nginx req/s | casgate req/s | ratio | nginx p50/p99 ms | casgate p50/p99 ms | nginx RSS MB | casgate RSS MB |',

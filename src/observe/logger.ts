@@ -1,4 +1,4 @@
-import { pino, type Logger, type LoggerOptions } from 'pino'
+import { destination as pinoDestination, pino, type Logger, type LoggerOptions } from 'pino'
 
 /**
  * redactedPaths are removed from every log line, wherever a header object is logged:
@@ -27,7 +27,15 @@ export function loggerOptions (options: LogOptions): LoggerOptions {
   }
 }
 
-/** createLogger builds the root logger; components take `logger.child({ component })`. */
+/**
+ * createLogger builds the root logger; components take `logger.child({ component })`.
+ * To stdout, lines are written in batches of 4 KiB rather than one write per access line, and
+ * flushed at exit.
+ */
 export function createLogger (options: LogOptions, destination?: NodeJS.WritableStream): Logger {
-  return destination ? pino(loggerOptions({ ...options, pretty: false }), destination) : pino(loggerOptions(options))
+  if (destination) return pino(loggerOptions({ ...options, pretty: false }), destination)
+  if (options.pretty) return pino(loggerOptions(options))
+  const stream = pinoDestination({ dest: 1, sync: false, minLength: 4096 })
+  process.once('exit', () => stream.flushSync())
+  return pino(loggerOptions(options), stream)
 }
