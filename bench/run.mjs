@@ -130,7 +130,7 @@ function start (command, args, logFile) {
 async function stop (child) {
   if (child.exitCode !== null) return
   child.kill('SIGTERM')
-  await Promise.race([new Promise((r) => child.once('exit', r)), sleep(5000)])
+  await Promise.race([new Promise((resolve) => child.once('exit', resolve)), sleep(5000)])
   if (child.exitCode === null) child.kill('SIGKILL')
 }
 
