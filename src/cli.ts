@@ -79,6 +79,10 @@ function stopOnSignals (stop: () => Promise<void>): void {
 export function checkReport (config: GatewayConfig): string {
   const lines: string[] = [`configuration ${config.source} is valid`]
   for (const host of config.hosts) {
+    if (host.mode === 'passthrough') {
+      lines.push(`  host ${host.names.join(', ')} (passthrough to pool ${host.pool}, ${host.balance}, idle ${Math.round(host.idleTimeoutMs / 60_000)} min)`)
+      continue
+    }
     const leaf = host.certificate.leaf
     lines.push(`  host ${host.names.join(', ')} (${host.mode})`)
     lines.push(`    certificate ${leaf.subject.replace(/\n/g, ', ')}; expires ${new Date(leaf.validTo).toISOString().slice(0, 10)}; chain ${host.certificate.chain.length} intermediate(s)`)

@@ -4,8 +4,11 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import type { Logger } from 'pino'
 import offloadMode from '../plugins/offload.js'
 import reencryptMode from '../plugins/reencrypt.js'
-import type { GatewayConfig } from './config/load.js'
-import { FrontDoor } from './front/front-door.js'
+import passthroughMode, { type PassthroughRelay } from '../plugins/passthrough.js'
+import type { GatewayConfig, ResolvedHost, TerminatedHost } from './config/load.js'
+import { FrontDoor, type SniRouting } from './front/front-door.js'
+import { HostNameTable } from './front/host-names.js'
+import { startAdminServer } from './observe/admin-server.js'
 import { createLogger } from './observe/logger.js'
 import { BackendPool } from './pool/backend-pool.js'
 import { UpstreamDispatcher } from './pool/upstream-dispatcher.js'
@@ -21,6 +24,8 @@ export interface Gateway {
   readonly frontDoor: FrontDoor
   readonly pools: ReadonlyMap<string, BackendPool>
   readonly address: AddressInfo
+  /** Where the admin listener is, when configured. */
+  readonly adminAddress: AddressInfo | undefined
   readonly logger: Logger
   /** url builds https://<host>:<port><path> for the bound port. */
   url: (path?: string, host?: string) => string
@@ -48,12 +53,27 @@ function createClientHttpServer (config: GatewayConfig, handler: Parameters<type
   return server
 }
 
+/** sniRouting routes passthrough names away from the TLS server; undefined when no host is passed through. */
+function sniRouting (config: GatewayConfig, relay: PassthroughRelay): SniRouting | undefined {
+  if (!config.hosts.some((host) => host.mode === 'passthrough')) return undefined
+  const byName = new HostNameTable<ResolvedHost>()
+  for (const host of config.hosts) for (const name of host.names) byName.set(name, host)
+  return {
+    passthroughFor (serverName) {
+      const host = (serverName === undefined ? undefined : byName.get(serverName)) ?? config.defaultHost
+      return host.mode === 'passthrough' ? host : undefined
+    },
+    relay: relay.relay
+  }
+}
+
 /** startGateway builds the app for a validated configuration and opens the client port. */
 export async function startGateway (config: GatewayConfig, options: GatewayOptions = {}): Promise<Gateway> {
   const logger = options.logger ?? createLogger(config.log)
   for (const warning of config.warnings) logger.warn({ path: warning.path, fix: warning.fix }, warning.message)
 
   const pools = new Map([...config.pools.values()].map((pool) => [pool.name, new BackendPool(pool)]))
+  const terminated = config.hosts.filter((host): host is TerminatedHost => host.mode !== 'passthrough')
   const vdirs: RoutedVdir[] = config.vdirs.map((vdir) => ({ ...vdir, backendPool: pools.get(vdir.pool)! }))
   const usedPools = [...new Set(vdirs.map((vdir) => vdir.backendPool))]
   const upstreams = new UpstreamDispatcher()
@@ -75,6 +95,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   })
   await app.register(offloadMode, { pools: usedPools.filter((pool) => pool.config.scheme === 'http:'), upstreams })
   await app.register(reencryptMode, { pools: usedPools.filter((pool) => pool.config.scheme === 'https:'), upstreams })
+  await app.register(passthroughMode, { pools, logger: logger.child({ component: 'passthrough' }) })
   await app.register(casgateProxy, {
     vdirs,
     upstreams,
@@ -88,20 +109,27 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     host: config.listen.host,
     port: config.listen.port,
     handshakeTimeoutMs: config.listen.handshakeTimeoutMs,
-    sni: new SniContexts(config.hosts),
+    sni: terminated.length > 0 ? new SniContexts(terminated, config.defaultHost.mode === 'passthrough' ? undefined : config.defaultHost) : undefined,
+    routing: sniRouting(config, app.passthrough),
     httpServer: httpServer!,
     logger: logger.child({ component: 'front' })
   })
   let address: AddressInfo
+  let admin: Awaited<ReturnType<typeof startAdminServer>> | undefined
   try {
     address = await frontDoor.listen()
+    if (config.admin) {
+      admin = await startAdminServer(config.admin, { frontDoor, pools })
+      logger.info({ address: admin.address.address, port: admin.address.port }, 'admin listener on')
+    }
   } catch (err) {
+    await frontDoor.close()
     await app.close()
     throw err
   }
   logger.info({ address: address.address, port: address.port, hosts: config.hosts.flatMap((h) => h.names), vdirs: vdirs.map((v) => v.path) }, 'casgate listening')
 
-  const defaultHost = config.hosts[0]!.names.find((name) => !name.startsWith('*')) ?? 'localhost'
+  const defaultHost = config.defaultHost.names.find((name) => !name.startsWith('*')) ?? 'localhost'
   return {
     config,
     app,
@@ -110,7 +138,9 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     address,
     logger,
     url: (path = '/', host = defaultHost) => `https://${host}:${address.port}${path}`,
+    adminAddress: admin?.address,
     async close (graceMs = 0) {
+      await admin?.app.close()
       await frontDoor.close(graceMs)
       await app.close()
     }

@@ -106,8 +106,8 @@ const valueHints: Record<string, Record<string, string>> = {
     bridging: 'SSL bridging is mode: reencrypt here',
     'ssl-bridging': 'SSL bridging is mode: reencrypt here',
     bridge: 'SSL bridging is mode: reencrypt here',
-    ssl_bridge: 'NetScaler\'s SSL_BRIDGE (no termination) is passthrough, which is not available yet; use reencrypt',
-    passthrough: 'passthrough is not available yet; use reencrypt',
+    ssl_bridge: 'NetScaler\'s SSL_BRIDGE (no termination) is mode: passthrough here',
+    tcp: 'TCP pass-through of TLS is mode: passthrough here',
     termination: 'SSL termination with plain HTTP to the backends is mode: offload'
   }
 }

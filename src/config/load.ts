@@ -8,14 +8,29 @@ import { CertificateLoadError, loadCertificate } from '../tls/load-certificate.j
 import { splitPemCertificates } from '../tls/certificate.js'
 import { zodIssuesToConfigIssues } from './issues.js'
 import { resolveTopology, type ResolvedVdir } from './resolve.js'
-import { configSchema, type CertificateConfig, type PoolConfig, type RawConfig, type SslMode } from './schema.js'
+import { configSchema, type AdminConfig, type CertificateConfig, type PoolConfig, type RawConfig, type SslMode } from './schema.js'
 
-/** ResolvedHost is a host block with its certificate loaded. */
-export interface ResolvedHost {
+/** TerminatedHost is an offload or reencrypt host block with its certificate loaded. */
+export interface TerminatedHost {
   names: string[]
-  mode: SslMode
+  mode: Exclude<SslMode, 'passthrough'>
   certificate: LoadedCertificate
 }
+
+/** PassthroughHost is a host whose TLS connections are piped, unopened, to a pool. */
+export interface PassthroughHost {
+  names: string[]
+  mode: 'passthrough'
+  pool: string
+  balance: 'source-ip' | 'least-connections'
+  idleTimeoutMs: number
+}
+
+/** ResolvedHost is one host block, resolved. */
+export type ResolvedHost = TerminatedHost | PassthroughHost
+
+/** PASSTHROUGH_IDLE_TIMEOUT_MS outlasts ActiveSync's longest Ping (59 min) with margin. */
+export const PASSTHROUGH_IDLE_TIMEOUT_MS = 70 * 60_000
 
 /** ResolvedPool is a pool with parsed server URLs and its TLS material loaded. */
 export interface ResolvedPool extends Omit<PoolConfig, 'servers' | 'ca' | 'clientCertificate'> {
@@ -32,8 +47,11 @@ export interface GatewayConfig {
   source: string
   listen: RawConfig['listen']
   hosts: ResolvedHost[]
+  /** The host that takes connections without SNI (or with an unknown name). */
+  defaultHost: ResolvedHost
   pools: ReadonlyMap<string, ResolvedPool>
   vdirs: readonly ResolvedVdir[]
+  admin: AdminConfig | undefined
   trustProxy: BlockList
   /** How many trustProxy entries there are; zero lets the hot path skip the check. */
   trustProxyEntries: number
@@ -83,6 +101,11 @@ export function buildConfig (input: unknown, options: { source: string, baseDir:
 
   const hosts: ResolvedHost[] = []
   raw.hosts.forEach((host, i) => {
+    if (host.mode === 'passthrough') {
+      hosts.push({ names: host.names, mode: 'passthrough', pool: host.pool ?? '', balance: host.balance ?? 'source-ip', idleTimeoutMs: host.idleTimeoutMs ?? PASSTHROUGH_IDLE_TIMEOUT_MS })
+      return
+    }
+    if (host.certificate === undefined) return // reported by resolveTopology
     const certificate = tryLoadCertificate(host.certificate, options.baseDir, `hosts[${i}].certificate`, issues)
     if (certificate) hosts.push({ names: host.names, mode: host.mode, certificate })
   })
@@ -102,12 +125,17 @@ export function buildConfig (input: unknown, options: { source: string, baseDir:
   }
 
   if (issues.length > 0) throw new ConfigError(options.source, issues)
+  const wanted = raw.listen.defaultHost?.toLowerCase()
+  const defaultHost = (wanted !== undefined ? hosts.find((host) => host.names.some((name) => name.toLowerCase() === wanted)) : undefined) ??
+    hosts.find((host) => host.mode !== 'passthrough') ?? hosts[0]!
   return Object.freeze({
     source: options.source,
     listen: raw.listen,
     hosts,
+    defaultHost,
     pools,
     vdirs: Object.freeze(topology.vdirs),
+    admin: raw.admin,
     trustProxy: topology.trustProxy,
     trustProxyEntries: raw.trustProxy.length,
     log: raw.log,

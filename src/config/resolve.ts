@@ -23,7 +23,7 @@ export interface ResolvedPoolServers {
   scheme: 'http:' | 'https:'
 }
 
-const schemeOfMode: Record<SslMode, 'http:' | 'https:'> = { offload: 'http:', reencrypt: 'https:' }
+const schemeOfMode: Record<Exclude<SslMode, 'passthrough'>, 'http:' | 'https:'> = { offload: 'http:', reencrypt: 'https:' }
 
 function parseServers (name: string, pool: PoolConfig, issues: ConfigIssue[]): ResolvedPoolServers {
   const servers: URL[] = []
@@ -60,7 +60,9 @@ function parseServers (name: string, pool: PoolConfig, issues: ConfigIssue[]): R
 }
 
 function resolveVdirs (config: RawConfig, issues: ConfigIssue[]): ResolvedVdir[] {
-  const poolNames = Object.keys(config.pools)
+  // Pools that only passthrough hosts use carry no HTTP: they are not candidates for vdirs.
+  const passthroughPools = new Set(config.hosts.filter((host) => host.mode === 'passthrough').map((host) => host.pool))
+  const poolNames = Object.keys(config.pools).filter((name) => !passthroughPools.has(name))
   const defaultPool = poolNames.length === 1 ? poolNames[0] : undefined
   const seen = new Map<string, string>()
   const entries = new Map(exchangeProfile.map((profile) => [profile.path.toLowerCase(), { profile, override: {} as RawConfig['vdirs'][string], key: '' }]))
@@ -98,7 +100,7 @@ function resolveVdirs (config: RawConfig, issues: ConfigIssue[]): ResolvedVdir[]
       continue
     }
     if (!(pool in config.pools)) {
-      const suggestion = closest(pool, poolNames)
+      const suggestion = closest(pool, Object.keys(config.pools))
       issues.push({ path: `vdirs.${key || profile.path}.pool`, message: `no pool named ${JSON.stringify(pool)} (pools: ${poolNames.join(', ') || 'none'})`, fix: suggestion ? `did you mean "${suggestion}"?` : 'define it under pools' })
       continue
     }
@@ -110,16 +112,19 @@ function resolveVdirs (config: RawConfig, issues: ConfigIssue[]): ResolvedVdir[]
     })
   }
   if (withoutPool.length > 0) {
-    issues.push({
-      path: 'vdirs',
-      message: `${withoutPool.join(', ')} ${withoutPool.length === 1 ? 'has' : 'have'} no pool, and with more than one pool (${poolNames.join(', ')}) none is implied`,
-      fix: `name the pool of each published vdir, e.g. vdirs: { ${withoutPool[0]}: { pool: ${poolNames[0]} } }, or set enabled: false`
-    })
+    const which = `${withoutPool.join(', ')} ${withoutPool.length === 1 ? 'has' : 'have'} no pool`
+    issues.push(poolNames.length === 0
+      ? { path: 'vdirs', message: `${which}: every pool is used by passthrough hosts`, fix: 'define a pool of Client Access servers for the terminated hosts\' vdirs' }
+      : {
+          path: 'vdirs',
+          message: `${which}, and with more than one pool (${poolNames.join(', ')}) none is implied`,
+          fix: `name the pool of each published vdir, e.g. vdirs: { ${withoutPool[0]}: { pool: ${poolNames[0]} } }, or set enabled: false`
+        })
   }
   return vdirs
 }
 
-function checkHosts (config: RawConfig, vdirs: readonly ResolvedVdir[], pools: ReadonlyMap<string, ResolvedPoolServers>, issues: ConfigIssue[]): void {
+function checkHostNames (config: RawConfig, issues: ConfigIssue[]): void {
   const owner = new Map<string, string>()
   config.hosts.forEach((host, i) => {
     host.names.forEach((name, j) => {
@@ -132,19 +137,50 @@ function checkHosts (config: RawConfig, vdirs: readonly ResolvedVdir[], pools: R
       if (first !== undefined) issues.push({ path, message: `${name} is already served by ${first}`, fix: 'list each name under one host only' })
       else owner.set(lower, path)
     })
-    const wanted = schemeOfMode[host.mode]
-    const usedPools = new Set(vdirs.map((vdir) => vdir.pool))
-    for (const name of usedPools) {
-      const pool = pools.get(name)
-      if (pool && pool.servers.length > 0 && pool.scheme !== wanted) {
-        issues.push({
-          path: `hosts[${i}].mode`,
-          message: `mode ${host.mode} talks ${wanted === 'http:' ? 'plain HTTP' : 'HTTPS'} to the backends, but pool ${name} lists ${pool.scheme}// servers`,
-          fix: host.mode === 'offload' ? 'use http:// server URLs for offload, or set mode: reencrypt' : 'use https:// server URLs for reencrypt, or set mode: offload'
-        })
-      }
-    }
   })
+  const defaultHost = config.listen.defaultHost
+  if (defaultHost !== undefined && !owner.has(defaultHost.toLowerCase())) {
+    issues.push({ path: 'listen.defaultHost', message: `${JSON.stringify(defaultHost)} is not a name of any host`, fix: `use one of ${[...owner.keys()].filter((n) => !n.startsWith('*')).join(', ')}` })
+  }
+}
+
+function checkPassthroughHost (host: RawConfig['hosts'][number], i: number, pools: ReadonlyMap<string, ResolvedPoolServers>, issues: ConfigIssue[]): void {
+  const at = `hosts[${i}]`
+  if (host.certificate !== undefined) {
+    issues.push({ path: `${at}.certificate`, message: 'a passthrough host does not terminate TLS: the backends present their own certificate', fix: 'remove certificate, or use mode: reencrypt to terminate here' })
+  }
+  if (host.pool === undefined) {
+    issues.push({ path: `${at}.pool`, message: 'is required for mode passthrough', fix: `name the pool that receives the connections (pools: ${[...pools.keys()].join(', ')})` })
+    return
+  }
+  const pool = pools.get(host.pool)
+  if (!pool) {
+    const suggestion = closest(host.pool, [...pools.keys()])
+    issues.push({ path: `${at}.pool`, message: `no pool named ${JSON.stringify(host.pool)}`, fix: suggestion ? `did you mean "${suggestion}"?` : 'define it under pools' })
+  } else if (pool.servers.length > 0 && pool.scheme !== 'https:') {
+    issues.push({ path: `${at}.pool`, message: `passthrough pipes TLS to the backends, but pool ${host.pool} lists http:// servers`, fix: 'list the backends as https://server[:port]' })
+  }
+}
+
+function checkTerminatedHost (host: RawConfig['hosts'][number], i: number, vdirs: readonly ResolvedVdir[], pools: ReadonlyMap<string, ResolvedPoolServers>, issues: ConfigIssue[]): void {
+  const at = `hosts[${i}]`
+  if (host.certificate === undefined) {
+    issues.push({ path: `${at}.certificate`, message: `is required for mode ${host.mode}`, fix: 'add certificate: { pfx: …, passphraseFile: … } or { cert: …, key: … }' })
+  }
+  for (const key of ['pool', 'balance', 'idleTimeoutMs'] as const) {
+    if (host[key] !== undefined) issues.push({ path: `${at}.${key}`, message: 'applies to mode passthrough only', fix: `remove it; ${host.mode} hosts route by vdirs` })
+  }
+  const wanted = schemeOfMode[host.mode as 'offload' | 'reencrypt']
+  for (const name of new Set(vdirs.map((vdir) => vdir.pool))) {
+    const pool = pools.get(name)
+    if (pool && pool.servers.length > 0 && pool.scheme !== wanted) {
+      issues.push({
+        path: `${at}.mode`,
+        message: `mode ${host.mode} talks ${wanted === 'http:' ? 'plain HTTP' : 'HTTPS'} to the backends, but pool ${name} lists ${pool.scheme}// servers`,
+        fix: host.mode === 'offload' ? 'use http:// server URLs for offload, or set mode: reencrypt' : 'use https:// server URLs for reencrypt, or set mode: offload'
+      })
+    }
+  }
 }
 
 /** parseTrustProxy turns trustProxy into a BlockList, reporting entries that are not addresses. */
@@ -166,9 +202,15 @@ export function parseTrustProxy (entries: readonly string[], issues: ConfigIssue
 /** resolveTopology merges the vdirs over the Exchange profile and checks cross-key rules. */
 export function resolveTopology (config: RawConfig, issues: ConfigIssue[]): { vdirs: ResolvedVdir[], pools: Map<string, ResolvedPoolServers>, trustProxy: BlockList } {
   const pools = new Map(Object.entries(config.pools).map(([name, pool]) => [name, parseServers(name, pool, issues)]))
-  const vdirs = resolveVdirs(config, issues)
-  checkHosts(config, vdirs, pools, issues)
+  const terminates = config.hosts.some((host) => host.mode !== 'passthrough')
+  // With passthrough hosts only, nothing is routed by path and vdirs do not apply.
+  const vdirs = terminates ? resolveVdirs(config, issues) : []
+  checkHostNames(config, issues)
+  config.hosts.forEach((host, i) => {
+    if (host.mode === 'passthrough') checkPassthroughHost(host, i, pools, issues)
+    else checkTerminatedHost(host, i, vdirs, pools, issues)
+  })
   const trustProxy = parseTrustProxy(config.trustProxy, issues)
-  if (vdirs.length === 0 && !issues.some((issue) => issue.path.startsWith('vdirs'))) issues.push({ path: 'vdirs', message: 'no virtual directory is published', fix: 'enable at least one, e.g. vdirs: { /owa: { enabled: true } }' })
+  if (terminates && vdirs.length === 0 && !issues.some((issue) => issue.path.startsWith('vdirs'))) issues.push({ path: 'vdirs', message: 'no virtual directory is published', fix: 'enable at least one, e.g. vdirs: { /owa: { enabled: true } }' })
   return { vdirs, pools, trustProxy }
 }

@@ -37,13 +37,21 @@ export const listenSchema = z.strictObject({
   headersTimeoutMs: z.number().int().positive().default(30_000)
     .describe('How long a client may take to send request headers (default 30 s).'),
   handshakeTimeoutMs: z.number().int().positive().default(10_000)
-    .describe('How long a client may take to complete the TLS handshake (default 10 s).')
+    .describe('How long a client may take to send its ClientHello and complete the TLS handshake (default 10 s).'),
+  defaultHost: z.string().optional()
+    .describe('Host name whose host block takes connections without SNI (default: the first offload/reencrypt host).')
 })
 
 export const hostSchema = z.strictObject({
-  names: z.array(z.string().min(1)).min(1).describe('Host names served with this certificate (SNI); `*.domain` wildcards allowed.'),
-  certificate: certificateSchema.describe('The certificate served for these names, with its full chain.'),
-  mode: z.enum(['offload', 'reencrypt']).describe('offload: plain HTTP to the backends; reencrypt: HTTPS to the backends.')
+  names: z.array(z.string().min(1)).min(1).describe('Host names (SNI) of this block; `*.domain` wildcards allowed.'),
+  mode: z.enum(['offload', 'reencrypt', 'passthrough'])
+    .describe('offload: TLS ends here, plain HTTP to the backends; reencrypt: TLS ends here, HTTPS to the backends; passthrough: TLS is not terminated, bytes go to a backend chosen by SNI (client certificates reach Exchange).'),
+  certificate: certificateSchema.optional().describe('offload/reencrypt: the certificate served for these names, with its full chain.'),
+  pool: z.string().optional().describe('passthrough: the pool whose servers receive the connections.'),
+  balance: z.enum(['source-ip', 'least-connections']).optional()
+    .describe('passthrough: source-ip (rendezvous hashing of the client address, the only key at layer 4) or least-connections (default source-ip).'),
+  idleTimeoutMs: z.number().int().positive().optional()
+    .describe('passthrough: how long a connection may be silent both ways (default 70 min, longer than an ActiveSync Ping).')
 })
 
 export const poolSchema = z.strictObject({
@@ -72,6 +80,11 @@ export const vdirSchema = z.strictObject({
   healthPath: z.string().startsWith('/').optional().describe('Managed Availability health page (default /<vdir>/healthcheck.htm).')
 })
 
+export const adminSchema = z.strictObject({
+  host: z.string().default('127.0.0.1').describe('Address of the admin listener (default 127.0.0.1; it has no authentication, keep it on loopback or a management network).'),
+  port: z.number().int().min(0).max(65535).default(9090).describe('Port of the admin listener (default 9090).')
+})
+
 export const logSchema = z.strictObject({
   level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info')
     .describe('Log level (default info).'),
@@ -85,6 +98,7 @@ export const configSchema = z.strictObject({
     .describe('Named groups of Client Access servers.'),
   vdirs: z.record(z.string(), vdirSchema).default({})
     .describe('Per virtual directory settings over the built-in Exchange profile, keyed by path (/owa).'),
+  admin: adminSchema.optional().describe('Plain-HTTP status listener (JSON): connection counts, backends. Off unless configured.'),
   trustProxy: z.array(z.string()).default([])
     .describe('Addresses of proxies in front of casgate whose X-Forwarded-For is trusted (default none).'),
   log: logSchema.default(logSchema.parse({}))
@@ -96,3 +110,4 @@ export type CertificateConfig = z.infer<typeof certificateSchema>
 export type PoolConfig = z.infer<typeof poolSchema>
 export type HostConfig = z.infer<typeof hostSchema>
 export type SslMode = HostConfig['mode']
+export type AdminConfig = z.infer<typeof adminSchema>

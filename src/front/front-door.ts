@@ -2,53 +2,83 @@ import type { Server as HttpServer } from 'node:http'
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net'
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls'
 import type { Logger } from 'pino'
+import type { PassthroughHost } from '../config/load.js'
 import { TLS_MIN_VERSION, type SniContexts } from '../tls/sni-contexts.js'
+import { readClientHello } from './read-hello.js'
+
+/** SniRouting sends connections for passthrough host names elsewhere than the TLS server. */
+export interface SniRouting {
+  /** The passthrough host for a server name (undefined: no SNI); undefined means terminate here. */
+  passthroughFor: (serverName: string | undefined) => PassthroughHost | undefined
+  relay: (client: Socket, hello: Buffer, host: PassthroughHost) => void
+}
 
 /** FrontDoorOptions configures the client-facing listener. */
 export interface FrontDoorOptions {
   host: string
   port: number
   handshakeTimeoutMs: number
-  sni: SniContexts
+  /** Certificates of the terminated hosts; undefined when every host is passed through. */
+  sni: SniContexts | undefined
+  /** Set when some host is passed through: the ClientHello is read first, to route by SNI. */
+  routing: SniRouting | undefined
   /** Receives every decrypted connection; never listens itself. */
   httpServer: HttpServer
   logger: Logger
 }
 
+/** FrontDoorCounters are what the front door has seen, for the admin listener. */
+export interface FrontDoorCounters {
+  /** TLS handshakes that failed (bad client, scanner, timeout). */
+  handshakeFailures: number
+  /** Connections closed because their ClientHello was malformed, too large, or too slow. */
+  helloFailures: number
+  passthroughConnections: number
+  terminatedConnections: number
+}
+
 /**
- * FrontDoor owns the client-facing port. A plain TCP listener accepts, so that the
- * connection can be looked at before TLS (SNI passthrough); it then hands the socket to the
- * terminating TLS server, whose decrypted sockets go to the HTTP server behind Fastify.
+ * FrontDoor owns the client-facing port. A plain TCP listener accepts; when some host is
+ * passed through, the ClientHello is read first (without consuming it) and the SNI name
+ * decides: pipe the bytes to a backend, or hand the socket to the terminating TLS server, whose
+ * decrypted sockets go to the HTTP server behind Fastify. With no passthrough host there is no
+ * peek at all.
  */
 export class FrontDoor {
   readonly #net: NetServer
-  readonly #tls: TlsServer
+  readonly #tls: TlsServer | undefined
   readonly #http: HttpServer
   readonly #sockets = new Set<Socket>()
   readonly #log: Logger
-  /** handshakeFailures counts TLS handshakes that failed (bad client, scanner, timeout). */
-  handshakeFailures = 0
+  readonly counters: FrontDoorCounters = { handshakeFailures: 0, helloFailures: 0, passthroughConnections: 0, terminatedConnections: 0 }
 
   constructor (readonly options: FrontDoorOptions) {
     this.#log = options.logger
     this.#http = options.httpServer
-    const fallback = options.sni.fallbackCertificate
-    this.#tls = createTlsServer({
-      cert: fallback.certPem,
-      key: fallback.keyPem,
-      SNICallback: options.sni.callback,
-      minVersion: TLS_MIN_VERSION,
-      handshakeTimeout: options.handshakeTimeoutMs,
-      ALPNProtocols: ['http/1.1']
-    })
-    this.#tls.on('secureConnection', (socket: TLSSocket) => this.#http.emit('connection', socket))
-    this.#tls.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
-      this.handshakeFailures++
-      this.#log.debug({ err: { code: err.code, message: err.message }, client: socket.remoteAddress }, 'tls handshake failed')
-      socket.destroy()
-    })
+    if (options.sni) {
+      const fallback = options.sni.fallbackCertificate
+      this.#tls = createTlsServer({
+        cert: fallback.certPem,
+        key: fallback.keyPem,
+        SNICallback: options.sni.callback,
+        minVersion: TLS_MIN_VERSION,
+        handshakeTimeout: options.handshakeTimeoutMs,
+        ALPNProtocols: ['http/1.1']
+      })
+      this.#tls.on('secureConnection', (socket: TLSSocket) => this.#http.emit('connection', socket))
+      this.#tls.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
+        this.counters.handshakeFailures++
+        this.#log.debug({ err: { code: err.code, message: err.message }, client: socket.remoteAddress }, 'tls handshake failed')
+        socket.destroy()
+      })
+    }
     this.#net = createNetServer({ noDelay: true }, (socket) => this.#accept(socket))
     this.#net.on('error', (err) => this.#log.error({ err }, 'listener error'))
+  }
+
+  /** handshakeFailures counts TLS handshakes that failed (bad client, scanner, timeout). */
+  get handshakeFailures (): number {
+    return this.counters.handshakeFailures
   }
 
   #accept (socket: Socket): void {
@@ -56,6 +86,36 @@ export class FrontDoor {
     socket.once('close', () => this.#sockets.delete(socket))
     // Errors on a client socket are the client's problem; they must never reach the process.
     socket.on('error', () => socket.destroy())
+    const routing = this.options.routing
+    if (!routing) {
+      this.#terminate(socket, undefined)
+      return
+    }
+    readClientHello(socket, this.options.handshakeTimeoutMs, (outcome) => {
+      if (!outcome.ok) {
+        this.counters.helloFailures++
+        this.#log.debug({ client: socket.remoteAddress, reason: outcome.reason }, 'connection closed before routing')
+        socket.destroy()
+        return
+      }
+      const passthrough = routing.passthroughFor(outcome.hello.serverName)
+      if (passthrough) {
+        this.counters.passthroughConnections++
+        routing.relay(socket, outcome.bytes, passthrough)
+      } else {
+        this.#terminate(socket, outcome.bytes)
+      }
+    })
+  }
+
+  #terminate (socket: Socket, peeked: Buffer | undefined): void {
+    if (!this.#tls) {
+      socket.destroy()
+      return
+    }
+    this.counters.terminatedConnections++
+    // Give the peeked bytes back: the TLS socket reads what is buffered on the socket first.
+    if (peeked) socket.unshift(peeked)
     this.#tls.emit('connection', socket)
   }
 

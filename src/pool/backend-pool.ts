@@ -1,4 +1,5 @@
 import type { ResolvedPool } from '../config/load.js'
+import { rendezvousRank } from './rendezvous.js'
 
 /** Backend is one Client Access server as seen by casgate. */
 export interface Backend {
@@ -9,6 +10,8 @@ export interface Backend {
   readonly url: URL
   /** Requests sent and not yet finished; least-outstanding balancing reads it. */
   outstanding: number
+  /** Passthrough connections open to it; least-connections balancing reads it. */
+  connections: number
 }
 
 /** SelectionContext is what a request tells the selector; affinity and health add to it later. */
@@ -29,7 +32,20 @@ export class BackendPool {
   constructor (config: ResolvedPool) {
     this.name = config.name
     this.config = config
-    this.backends = config.servers.map((url) => ({ name: url.host, origin: url.origin, url, outstanding: 0 }))
+    this.backends = config.servers.map((url) => ({ name: url.host, origin: url.origin, url, outstanding: 0, connections: 0 }))
+  }
+
+  /**
+   * connectionOrder ranks the servers for a passthrough connection, best first; the caller
+   * tries them in turn until one accepts. source-ip is rendezvous hashing of the client
+   * address (the only key at layer 4); least-connections ranks by open connections.
+   */
+  connectionOrder (clientAddress: string, policy: 'source-ip' | 'least-connections'): Backend[] {
+    if (policy === 'source-ip') return rendezvousRank(clientAddress, this.backends)
+    const start = this.#next
+    this.#next = (start + 1) % Math.max(1, this.backends.length)
+    const rotated = [...this.backends.slice(start), ...this.backends.slice(0, start)]
+    return rotated.sort((a, b) => a.connections - b.connections)
   }
 
   /** select picks a backend for one request, or undefined when none can take it. */

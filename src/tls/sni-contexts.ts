@@ -1,4 +1,5 @@
 import { createSecureContext, type SecureContext } from 'node:tls'
+import { HostNameTable } from '../front/host-names.js'
 import type { LoadedCertificate } from './certificate.js'
 
 /** TLS_MIN_VERSION is the floor for client connections: TLS 1.0/1.1 are off in Exchange too. */
@@ -18,43 +19,34 @@ export function secureContextFor (certificate: LoadedCertificate): SecureContext
 /**
  * SniContexts picks the certificate for a TLS handshake by server name: exact names first, then
  * `*.domain` wildcards (one label, as RFC 6125 §6.4.3 allows). A handshake without SNI, or with
- * a name no host lists, gets the first host's certificate.
+ * a name no host lists, gets the fallback host's certificate.
  */
 export class SniContexts {
-  #exact = new Map<string, SecureContext>()
-  #wildcard = new Map<string, SecureContext>()
-  #fallback: SecureContext
+  #byName = new HostNameTable<SecureContext>()
+  #fallback: SecureContext | undefined
   /** Certificate served when the client names no known host; the TLS server's own default. */
   readonly fallbackCertificate: LoadedCertificate
 
-  constructor (hosts: readonly CertifiedHost[]) {
-    if (hosts.length === 0) throw new TypeError('SniContexts needs at least one host')
-    let fallback: SecureContext | undefined
+  /** `fallback` serves handshakes without a known name (default: the first host). */
+  constructor (hosts: readonly CertifiedHost[], fallback: CertifiedHost | undefined = hosts[0]) {
+    if (hosts.length === 0 || fallback === undefined) throw new TypeError('SniContexts needs at least one host')
     for (const host of hosts) {
       const context = secureContextFor(host.certificate)
-      fallback ??= context
-      for (const name of host.names) {
-        const lower = name.toLowerCase()
-        if (lower.startsWith('*.')) this.#wildcard.set(lower.slice(2), context)
-        else this.#exact.set(lower, context)
-      }
+      if (host === fallback) this.#fallback = context
+      for (const name of host.names) this.#byName.set(name, context)
     }
-    this.#fallback = fallback!
-    this.fallbackCertificate = hosts[0]!.certificate
+    this.#fallback ??= secureContextFor(fallback.certificate)
+    this.fallbackCertificate = fallback.certificate
   }
 
   /** lookup returns the context for a server name (undefined or unknown: the default). */
   lookup (servername: string | undefined): SecureContext {
-    if (!servername) return this.#fallback
-    const lower = servername.toLowerCase()
-    const exact = this.#exact.get(lower)
-    if (exact) return exact
-    const dot = lower.indexOf('.')
-    return (dot > 0 ? this.#wildcard.get(lower.slice(dot + 1)) : undefined) ?? this.#fallback
+    if (!servername) return this.#fallback!
+    return this.#byName.get(servername) ?? this.#fallback!
   }
 
   get fallback (): SecureContext {
-    return this.#fallback
+    return this.#fallback!
   }
 
   /** callback is node:tls's SNICallback. */

@@ -1,0 +1,116 @@
+import { connect, type Socket } from 'node:net'
+import type { FastifyInstance } from 'fastify'
+import fp from 'fastify-plugin'
+import type { Logger } from 'pino'
+import type { PassthroughHost } from '../src/config/load.js'
+import type { Backend, BackendPool } from '../src/pool/backend-pool.js'
+
+// Passthrough ("SSL_BRIDGE", "basic firewall"): TLS is not terminated. The front door has read
+// the ClientHello to learn the host name; its bytes and everything after go unopened to a
+// backend, so a client certificate (ActiveSync CBA) reaches Exchange itself.
+
+/** PassthroughOptions are what the passthrough plugin is registered with. */
+export interface PassthroughOptions {
+  pools: ReadonlyMap<string, BackendPool>
+  logger: Logger
+}
+
+/** PassthroughRelay takes connections the front door routes to passthrough hosts. */
+export interface PassthroughRelay {
+  relay: (client: Socket, hello: Buffer, host: PassthroughHost) => void
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    passthrough: PassthroughRelay
+  }
+}
+
+/**
+ * splice pipes two sockets both ways with backpressure and half-close, and makes sure both are
+ * destroyed whichever side closes or fails first: a bare a.pipe(b); b.pipe(a) leaks a
+ * descriptor per connection when the backend closes first.
+ */
+function splice (client: Socket, upstream: Socket, idleTimeoutMs: number, onClose: () => void): void {
+  let closed = false
+  const closeBoth = (): void => {
+    if (closed) return
+    closed = true
+    client.destroy()
+    upstream.destroy()
+    onClose()
+  }
+  // A client's FIN must travel to the backend (and the backend's answer back) instead of
+  // ending the connection at once.
+  client.allowHalfOpen = true
+  client.on('error', closeBoth)
+  upstream.on('error', closeBoth)
+  client.once('close', closeBoth)
+  upstream.once('close', closeBoth)
+  client.setTimeout(idleTimeoutMs, closeBoth)
+  client.pipe(upstream)
+  upstream.pipe(client)
+}
+
+async function passthroughMode (fastify: FastifyInstance, options: PassthroughOptions): Promise<void> {
+  if (!options?.pools || !options.logger) throw new TypeError('casgate-passthrough: options.pools and options.logger are required')
+  const log = options.logger
+  const open = new Set<Socket>()
+
+  function attempt (client: Socket, hello: Buffer, host: PassthroughHost, pool: BackendPool, candidates: Backend[], index: number): void {
+    if (client.destroyed) return
+    const backend = candidates[index]
+    if (backend === undefined) {
+      log.warn({ host: host.names[0], client: client.remoteAddress, tried: candidates.map((b) => b.name) }, 'no passthrough backend reachable')
+      client.destroy()
+      return
+    }
+    const upstream = connect({
+      host: backend.url.hostname.replace(/^\[|\]$/g, ''),
+      port: Number(backend.url.port || 443),
+      allowHalfOpen: true,
+      noDelay: true
+    })
+    open.add(upstream)
+    const giveUp = (err?: Error): void => {
+      upstream.destroy()
+      open.delete(upstream)
+      client.off('close', abandon)
+      log.warn({ backend: backend.name, host: host.names[0], err }, 'passthrough backend unreachable, trying the next')
+      attempt(client, hello, host, pool, candidates, index + 1)
+    }
+    const abandon = (): void => { upstream.destroy() }
+    upstream.setTimeout(pool.config.connectTimeoutMs, () => giveUp(new Error('connect timeout')))
+    upstream.once('error', giveUp)
+    client.once('close', abandon)
+    upstream.once('connect', () => {
+      upstream.off('error', giveUp)
+      client.off('close', abandon)
+      upstream.setTimeout(0)
+      backend.connections++
+      upstream.write(hello)
+      splice(client, upstream, host.idleTimeoutMs, () => {
+        backend.connections--
+        open.delete(upstream)
+      })
+      client.resume()
+    })
+  }
+
+  fastify.decorate('passthrough', {
+    relay (client, hello, host) {
+      const pool = options.pools.get(host.pool)
+      if (!pool) {
+        client.destroy()
+        return
+      }
+      attempt(client, hello, host, pool, pool.connectionOrder(client.remoteAddress ?? '', host.balance), 0)
+    }
+  } satisfies PassthroughRelay)
+
+  fastify.addHook('onClose', async () => {
+    for (const socket of open) socket.destroy()
+  })
+}
+
+export default fp(passthroughMode, { fastify: '5.x', name: 'casgate-passthrough' })
