@@ -3,12 +3,12 @@
 // alternating runs, driven by wrk over TLS on loopback. Prints req/s, p50/p99, RSS and ratios.
 //
 //   node bench/run.mjs [--duration 10] [--rounds 2] [--connections 32] [--only small-offload,...]
-import { spawn, spawnSync, execFileSync } from 'node:child_process'
-import { mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { spawnSync, execFileSync } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
-import { createLabPki } from '../dist/src/tls/lab-ca.js'
+import { childPids, nginxBin, nginxConf, ORIGIN_HTTP, ORIGIN_HTTPS, originConf, parseWrk, prepareWork, PROXY_PORT, rssOf, start, stop, waitForPort, work } from './lib.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -21,49 +21,7 @@ const { values } = parseArgs({
 const duration = Number(values.duration)
 const rounds = Number(values.rounds)
 const connections = Number(values.connections)
-const work = resolve('bench/results/work')
-rmSync(work, { recursive: true, force: true })
-mkdirSync(join(work, 'www/owa'), { recursive: true })
-const nginxBin = ['/usr/sbin/nginx', 'nginx'].find((bin) => { try { execFileSync(bin, ['-v'], { stdio: 'ignore' }); return true } catch { return false } })
-
-const ORIGIN_HTTP = 18080
-const ORIGIN_HTTPS = 18443
-const PROXY_PORT = 19443
-
-// Certificates: one lab PKI, the origin and both proxies serve the same leaf (as Extended Protection wants).
-const pki = await createLabPki(['mail.bench.test', 'localhost', '127.0.0.1'])
-writeFileSync(join(work, 'mail.crt'), pki.server.certPem + pki.intermediate.certPem)
-writeFileSync(join(work, 'mail.key'), pki.server.keyPem)
-writeFileSync(join(work, 'root.pem'), pki.root.certPem)
-writeFileSync(join(work, 'www/owa/64k'), Buffer.alloc(64 * 1024, 'x'))
-writeFileSync(join(work, 'www/owa/small'), 'ok\n'.repeat(30))
-
-function nginxConf (name, body) {
-  const dir = join(work, name)
-  mkdirSync(dir, { recursive: true })
-  writeFileSync(join(dir, 'nginx.conf'), `
-worker_processes 1;
-daemon off;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log ${dir}/access.log;
-  keepalive_requests 100000;
-  ${body}
-}`)
-  return join(dir, 'nginx.conf')
-}
-
-const originConf = nginxConf('origin', `
-  server {
-    listen 127.0.0.1:${ORIGIN_HTTP};
-    listen 127.0.0.1:${ORIGIN_HTTPS} ssl;
-    ssl_certificate ${work}/mail.crt;
-    ssl_certificate_key ${work}/mail.key;
-    access_log off;
-    root ${work}/www;
-  }`)
+await prepareWork()
 
 function proxyConf (mode) {
   const upstream = mode === 'offload' ? `http://127.0.0.1:${ORIGIN_HTTP}` : 'https://origin_tls'
@@ -108,56 +66,6 @@ pools:
   return file
 }
 
-async function waitForPort (port) {
-  for (let i = 0; i < 100; i++) {
-    try {
-      execFileSync('bash', ['-c', `exec 3<>/dev/tcp/127.0.0.1/${port}`], { stdio: 'ignore' })
-      return
-    } catch { await sleep(100) }
-  }
-  throw new Error(`port ${port} did not open`)
-}
-
-function start (command, args, logFile) {
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-  const chunks = []
-  child.stdout.on('data', (c) => chunks.push(c))
-  child.stderr.on('data', (c) => chunks.push(c))
-  child.on('exit', () => writeFileSync(logFile, Buffer.concat(chunks)))
-  return child
-}
-
-async function stop (child) {
-  if (child.exitCode !== null) return
-  child.kill('SIGTERM')
-  await Promise.race([new Promise((resolve) => child.once('exit', resolve)), sleep(5000)])
-  if (child.exitCode === null) child.kill('SIGKILL')
-}
-
-function rssOf (pids) {
-  let kb = 0
-  for (const pid of pids) {
-    try {
-      const status = readFileSync(`/proc/${pid}/status`, 'utf8')
-      kb += Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0)
-    } catch {}
-  }
-  return kb / 1024
-}
-
-function childPids (pid) {
-  try { return execFileSync('pgrep', ['-P', String(pid)]).toString().trim().split('\n').filter(Boolean).map(Number) } catch { return [] }
-}
-
-function parseWrk (text) {
-  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1] ?? NaN)
-  const toMs = (v, unit) => Number(v) * ({ us: 0.001, ms: 1, s: 1000 }[unit] ?? NaN)
-  const p = (q) => { const m = new RegExp(`\\s${q}%\\s+([\\d.]+)(us|ms|s)`).exec(text); return m ? toMs(m[1], m[2]) : NaN }
-  const errors = /Non-2xx or 3xx responses: (\d+)/.exec(text)?.[1] ?? '0'
-  const socketErrors = /Socket errors: (.*)/.exec(text)?.[1]
-  return { rps, p50: p(50), p99: p(99), errors: Number(errors), socketErrors }
-}
-
 function wrk (path, extraHeaders = []) {
   const args = ['-t', '1', '-c', String(connections), '-d', `${duration}s`, '--latency', '--timeout', '5s',
     '-H', 'Host: mail.bench.test', ...extraHeaders.flatMap((h) => ['-H', h]), `https://127.0.0.1:${PROXY_PORT}${path}`]
@@ -172,7 +80,7 @@ const scenarios = [
   { name: 'handshake-offload', mode: 'offload', path: '/owa/small', headers: ['Connection: close'], label: 'new TLS handshake per request, offload' }
 ].filter((s) => !values.only || values.only.split(',').includes(s.name))
 
-const origin = start(nginxBin, ['-c', originConf], join(work, 'origin/stdout.log'))
+const origin = start(nginxBin, ['-c', originConf()], join(work, 'origin/stdout.log'))
 await waitForPort(ORIGIN_HTTP)
 const results = []
 try {

@@ -40,9 +40,8 @@ function splice (client: Socket, upstream: Socket, idleTimeoutMs: number, onClos
     upstream.destroy()
     onClose()
   }
-  // A client's FIN must travel to the backend (and the backend's answer back) instead of
-  // ending the connection at once.
-  client.allowHalfOpen = true
+  // The front door accepts half-open, so a client's FIN travels to the backend (and the
+  // backend's answer back) instead of ending the connection at once.
   client.on('error', closeBoth)
   upstream.on('error', closeBoth)
   client.once('close', closeBoth)

@@ -163,6 +163,26 @@ describe('passthrough by SNI on the same port as terminated hosts', () => {
     expect(gateway.frontDoor.connections).toBe(0)
   })
 
+  it('carries a half-close: the client ends its side and still gets the whole answer', async () => {
+    const answer = Buffer.alloc(256 * 1024, 'a')
+    const server = createServer({ allowHalfOpen: true }, (socket) => {
+      socket.on('data', () => undefined)
+      socket.on('end', () => socket.end(answer))
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    onTestFinished(() => new Promise<void>((resolve) => server.close(() => resolve())))
+    const gateway = await mixedGateway([`https://127.0.0.1:${(server.address() as AddressInfo).port}`])
+    const hello = await captureClientHello('eas.contoso.test')
+    const received = await new Promise<number>((resolve, reject) => {
+      let total = 0
+      const socket = netConnect({ host: '127.0.0.1', port: gateway.address.port, allowHalfOpen: true }, () => socket.end(hello))
+      socket.on('data', (chunk: Buffer) => { total += chunk.length })
+      socket.on('end', () => resolve(total))
+      socket.on('error', reject)
+    })
+    expect(received).toBe(answer.length)
+  })
+
   it('shows open passthrough connections per backend on the admin listener', async () => {
     const pki = await labPki()
     const backend = await casBackend()

@@ -72,7 +72,10 @@ export class FrontDoor {
         socket.destroy()
       })
     }
-    this.#net = createNetServer({ noDelay: true }, (socket) => this.#accept(socket))
+    // Half-open: a passthrough client may send its FIN with the hello, before a backend is
+    // connected; the FIN must wait for the backend instead of closing the client. Terminated
+    // sockets are governed by their TLS socket, which is not half-open.
+    this.#net = createNetServer({ noDelay: true, allowHalfOpen: true }, (socket) => this.#accept(socket))
     this.#net.on('error', (err) => this.#log.error({ err }, 'listener error'))
   }
 

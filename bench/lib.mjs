@@ -1,0 +1,108 @@
+// Shared by the benchmarks: a work directory, a lab certificate, an nginx origin, and process helpers.
+import { spawn, execFileSync } from 'node:child_process'
+import { mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { createLabPki } from '../dist/src/tls/lab-ca.js'
+
+export const work = resolve('bench/results/work')
+export const ORIGIN_HTTP = 18080
+export const ORIGIN_HTTPS = 18443
+export const PROXY_PORT = 19443
+export const nginxBin = ['/usr/sbin/nginx', 'nginx'].find((bin) => { try { execFileSync(bin, ['-v'], { stdio: 'ignore' }); return true } catch { return false } })
+
+/** prepareWork makes a fresh work directory with a lab certificate and the origin's files. */
+export async function prepareWork (files = {}) {
+  rmSync(work, { recursive: true, force: true })
+  mkdirSync(join(work, 'www/owa'), { recursive: true })
+  // The origin and the proxies serve the same leaf (as Extended Protection wants).
+  const pki = await createLabPki(['mail.bench.test', 'localhost', '127.0.0.1'])
+  writeFileSync(join(work, 'mail.crt'), pki.server.certPem + pki.intermediate.certPem)
+  writeFileSync(join(work, 'mail.key'), pki.server.keyPem)
+  writeFileSync(join(work, 'root.pem'), pki.root.certPem)
+  writeFileSync(join(work, 'www/owa/64k'), Buffer.alloc(64 * 1024, 'x'))
+  writeFileSync(join(work, 'www/owa/small'), 'ok\n'.repeat(30))
+  for (const [name, size] of Object.entries(files)) {
+    execFileSync('truncate', ['-s', String(size), join(work, 'www/owa', name)])
+  }
+}
+
+export function nginxConf (name, body) {
+  const dir = join(work, name)
+  mkdirSync(dir, { recursive: true })
+  writeFileSync(join(dir, 'nginx.conf'), `
+worker_processes 1;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log ${dir}/access.log;
+  keepalive_requests 100000;
+  ${body}
+}`)
+  return join(dir, 'nginx.conf')
+}
+
+/** originConf is an nginx origin (1 worker) serving work/www over HTTP and HTTPS. */
+export function originConf () {
+  return nginxConf('origin', `
+  server {
+    listen 127.0.0.1:${ORIGIN_HTTP};
+    listen 127.0.0.1:${ORIGIN_HTTPS} ssl;
+    ssl_certificate ${work}/mail.crt;
+    ssl_certificate_key ${work}/mail.key;
+    access_log off;
+    root ${work}/www;
+  }`)
+}
+
+export async function waitForPort (port) {
+  for (let i = 0; i < 100; i++) {
+    try {
+      execFileSync('bash', ['-c', `exec 3<>/dev/tcp/127.0.0.1/${port}`], { stdio: 'ignore' })
+      return
+    } catch { await sleep(100) }
+  }
+  throw new Error(`port ${port} did not open`)
+}
+
+export function start (command, args, logFile) {
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+  const chunks = []
+  child.stdout.on('data', (c) => chunks.push(c))
+  child.stderr.on('data', (c) => chunks.push(c))
+  child.on('exit', () => writeFileSync(logFile, Buffer.concat(chunks)))
+  return child
+}
+
+export async function stop (child) {
+  if (child.exitCode !== null) return
+  child.kill('SIGTERM')
+  await Promise.race([new Promise((resolve) => child.once('exit', resolve)), sleep(5000)])
+  if (child.exitCode === null) child.kill('SIGKILL')
+}
+
+export function rssOf (pids) {
+  let kb = 0
+  for (const pid of pids) {
+    try {
+      const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+      kb += Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0)
+    } catch {}
+  }
+  return kb / 1024
+}
+
+export function childPids (pid) {
+  try { return execFileSync('pgrep', ['-P', String(pid)]).toString().trim().split('\n').filter(Boolean).map(Number) } catch { return [] }
+}
+
+export function parseWrk (text) {
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1] ?? NaN)
+  const toMs = (v, unit) => Number(v) * ({ us: 0.001, ms: 1, s: 1000 }[unit] ?? NaN)
+  const p = (q) => { const m = new RegExp(`\\s${q}%\\s+([\\d.]+)(us|ms|s)`).exec(text); return m ? toMs(m[1], m[2]) : NaN }
+  const errors = /Non-2xx or 3xx responses: (\d+)/.exec(text)?.[1] ?? '0'
+  const socketErrors = /Socket errors: (.*)/.exec(text)?.[1]
+  return { rps, p50: p(50), p99: p(99), errors: Number(errors), socketErrors }
+}
