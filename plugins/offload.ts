@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import { Pool } from 'undici'
-import { closeOnShutdown, upstreamPoolOptions, validateModeOptions, type SslModePlugin } from './ssl-mode.js'
+import { closeOnShutdown, upstreamClientOptions, upstreamPoolOptions, validateModeOptions, type SslModePlugin } from './ssl-mode.js'
 
 // SSL offload: TLS ends at casgate and the backends are spoken to in plain HTTP. Fastest, and
 // incompatible with Exchange Extended Protection (the backend cannot see the client's TLS
@@ -13,7 +13,7 @@ const offloadMode: SslModePlugin = async function offloadMode (fastify, options)
     for (const backend of pool.backends) {
       if (options.upstreams.has(backend.origin)) continue
       const upstream = new Pool(backend.origin, upstreamPoolOptions(pool))
-      options.upstreams.add(backend.origin, upstream)
+      options.upstreams.add(backend.origin, upstream, upstreamClientOptions(pool))
       created.push(upstream)
     }
   }

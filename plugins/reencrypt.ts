@@ -2,7 +2,7 @@ import { isIP } from 'node:net'
 import fp from 'fastify-plugin'
 import { Pool } from 'undici'
 import type { BackendPool } from '../src/pool/backend-pool.js'
-import { closeOnShutdown, upstreamPoolOptions, validateModeOptions, type SslModePlugin } from './ssl-mode.js'
+import { closeOnShutdown, upstreamClientOptions, upstreamPoolOptions, validateModeOptions, type SslModePlugin } from './ssl-mode.js'
 
 // Re-encrypt ("SSL bridging"): TLS ends at casgate and a new TLS connection goes to the
 // backend, verified against the pool's CA. With Extended Protection the front certificate must
@@ -30,8 +30,9 @@ const reencryptMode: SslModePlugin = async function reencryptMode (fastify, opti
     }
     for (const backend of pool.backends) {
       if (options.upstreams.has(backend.origin)) continue
-      const upstream = new Pool(backend.origin, { ...upstreamPoolOptions(pool), connect: connectOptions(pool, backend.url) })
-      options.upstreams.add(backend.origin, upstream)
+      const connect = connectOptions(pool, backend.url)
+      const upstream = new Pool(backend.origin, { ...upstreamPoolOptions(pool), connect })
+      options.upstreams.add(backend.origin, upstream, { ...upstreamClientOptions(pool), connect })
       created.push(upstream)
     }
   }

@@ -1,5 +1,5 @@
 import type { FastifyPluginAsync } from 'fastify'
-import { Pool } from 'undici'
+import type { Client, Pool } from 'undici'
 import type { BackendPool } from '../src/pool/backend-pool.js'
 import type { UpstreamDispatcher } from '../src/pool/upstream-dispatcher.js'
 
@@ -21,6 +21,13 @@ export type SslModePlugin = FastifyPluginAsync<SslModeOptions>
 export function upstreamPoolOptions (pool: BackendPool): Pool.Options {
   return {
     connections: pool.config.connectionsPerServer,
+    ...upstreamClientOptions(pool)
+  }
+}
+
+/** upstreamClientOptions are the settings of one upstream connection, shared or dedicated. */
+export function upstreamClientOptions (pool: BackendPool): Client.Options {
+  return {
     connectTimeout: pool.config.connectTimeoutMs,
     keepAliveTimeout: 60_000,
     keepAliveMaxTimeout: 10 * 60_000,

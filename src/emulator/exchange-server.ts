@@ -3,6 +3,7 @@ import { createServer as createHttpsServer } from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
 import { exchangeProfile } from '../config/exchange-profile.js'
+import { answerNtlm, type NtlmConnectionState, type NtlmDirectory } from './ntlm-server.js'
 
 // An emulated Exchange Client Access server for the demo, the tests and the benchmark. It
 // answers what a load balancer sees of Exchange: Managed Availability health pages per vdir,
@@ -28,6 +29,8 @@ export interface EmulatorOptions {
   tls?: EmulatorTls
   host?: string
   port?: number
+  /** Require Windows authentication (NTLM) on every vdir but the health pages, as IIS does. */
+  ntlm?: NtlmDirectory
 }
 
 /** EchoBody is the JSON the emulator answers ordinary requests with. */
@@ -39,6 +42,8 @@ export interface EchoBody {
   bodyBytes: number
   tls: { servername: string | false | null | undefined, clientCertificate: string | string[] | undefined } | undefined
   connection: number
+  /** The user the connection authenticated as (NTLM), if any. */
+  user?: string
 }
 
 const CHUNK = Buffer.alloc(64 * 1024, 'x')
@@ -54,6 +59,7 @@ export class ExchangeEmulator {
   #down = new Set<string>()
   #connections = 0
   #connectionIds = new WeakMap<Socket, number>()
+  #ntlm = new WeakMap<Socket, NtlmConnectionState>()
   #address: AddressInfo | undefined
 
   constructor (readonly options: EmulatorOptions) {
@@ -122,12 +128,25 @@ export class ExchangeEmulator {
       }
       return
     }
+    let user: string | undefined
+    if (this.options.ntlm) {
+      let state = this.#ntlm.get(req.socket)
+      if (!state) this.#ntlm.set(req.socket, state = {})
+      const outcome = answerNtlm(this.options.ntlm, this.name, state, req.headers.authorization)
+      if (outcome.kind !== 'authenticated') {
+        // Drain the body so the connection (and with it the handshake) survives.
+        req.resume()
+        req.on('end', () => res.writeHead(401, { 'www-authenticate': outcome.wwwAuthenticate, 'content-length': '0' }).end())
+        return
+      }
+      user = outcome.user
+    }
     if (rest === '__casgate/bytes') {
       this.#sendBytes(res, Number(url.searchParams.get('n') ?? 0))
       return
     }
     if (rest === '__casgate/hold') {
-      const timer = setTimeout(() => this.#echo(req, res, 0), Number(url.searchParams.get('ms') ?? 0))
+      const timer = setTimeout(() => this.#echo(req, res, 0, user), Number(url.searchParams.get('ms') ?? 0))
       res.once('close', () => {
         if (!res.writableFinished) this.abandoned++
         clearTimeout(timer)
@@ -144,7 +163,7 @@ export class ExchangeEmulator {
     }
     let bodyBytes = 0
     req.on('data', (chunk: Buffer) => { bodyBytes += chunk.length })
-    req.on('end', () => this.#echo(req, res, bodyBytes))
+    req.on('end', () => this.#echo(req, res, bodyBytes, user))
   }
 
   #sendBytes (res: ServerResponse, total: number): void {
@@ -164,7 +183,7 @@ export class ExchangeEmulator {
     pump()
   }
 
-  #echo (req: IncomingMessage, res: ServerResponse, bodyBytes: number): void {
+  #echo (req: IncomingMessage, res: ServerResponse, bodyBytes: number, user?: string): void {
     const socket = req.socket as TLSSocket
     const peer = this.options.tls?.clientCa ? socket.getPeerCertificate() : undefined
     const body: EchoBody = {
@@ -174,7 +193,8 @@ export class ExchangeEmulator {
       headers: req.headers,
       bodyBytes,
       tls: this.options.tls ? { servername: socket.servername, clientCertificate: peer?.subject?.CN } : undefined,
-      connection: this.#connectionIds.get(socket) ?? 0
+      connection: this.#connectionIds.get(socket) ?? 0,
+      ...(user !== undefined ? { user } : {})
     }
     const json = JSON.stringify(body)
     res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(json) }).end(json)

@@ -20,7 +20,8 @@ export function statusSnapshot (source: StatusSource): object {
         name: backend.name,
         origin: backend.origin,
         outstandingRequests: backend.outstanding,
-        passthroughConnections: backend.connections
+        passthroughConnections: backend.connections,
+        pinnedConnections: backend.pinned
       }))
     }]))
   }

@@ -12,6 +12,8 @@ export interface Backend {
   outstanding: number
   /** Passthrough connections open to it; least-connections balancing reads it. */
   connections: number
+  /** Client connections pinned to it by NTLM/Negotiate (each with its own upstream connection). */
+  pinned: number
 }
 
 /** SelectionContext is what a request tells the selector; affinity and health add to it later. */
@@ -32,7 +34,7 @@ export class BackendPool {
   constructor (config: ResolvedPool) {
     this.name = config.name
     this.config = config
-    this.backends = config.servers.map((url) => ({ name: url.host, origin: url.origin, url, outstanding: 0, connections: 0 }))
+    this.backends = config.servers.map((url) => ({ name: url.host, origin: url.origin, url, outstanding: 0, connections: 0, pinned: 0 }))
   }
 
   /**

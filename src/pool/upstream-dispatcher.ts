@@ -1,4 +1,4 @@
-import { Dispatcher } from 'undici'
+import { Client, Dispatcher } from 'undici'
 
 /**
  * UpstreamDispatcher is the undici dispatcher every proxied request goes through.
@@ -9,11 +9,26 @@ import { Dispatcher } from 'undici'
  */
 export class UpstreamDispatcher extends Dispatcher {
   readonly #byOrigin = new Map<string, Dispatcher>()
+  readonly #clientOptions = new Map<string, Client.Options>()
 
-  /** add registers the dispatcher that carries requests for `origin` (scheme://host:port). */
-  add (origin: string, dispatcher: Dispatcher): void {
+  /**
+   * add registers the shared dispatcher that carries requests for `origin` (scheme://host:port)
+   * and the connection options (TLS, timeouts) a dedicated connection to it must use.
+   */
+  add (origin: string, dispatcher: Dispatcher, clientOptions: Client.Options): void {
     if (this.#byOrigin.has(origin)) throw new Error(`upstream ${origin} is already registered`)
     this.#byOrigin.set(origin, dispatcher)
+    this.#clientOptions.set(origin, clientOptions)
+  }
+
+  /**
+   * dedicated opens a connection to `origin` that belongs to one client connection only: NTLM
+   * and Negotiate authenticate the connection, so it must never carry anyone else's requests.
+   */
+  dedicated (origin: string, overrides: Client.Options = {}): Client {
+    const options = this.#clientOptions.get(origin)
+    if (!options) throw new Error(`no upstream registered for ${origin}`)
+    return new Client(origin, { ...options, ...overrides, pipelining: 1 })
   }
 
   has (origin: string): boolean {

@@ -8,6 +8,7 @@ import type { Backend, BackendPool } from '../pool/backend-pool.js'
 import type { UpstreamDispatcher } from '../pool/upstream-dispatcher.js'
 import { VdirTable } from '../routing/vdir-table.js'
 import { sendError, sendFrameworkError, writeError } from './error-reply.js'
+import { ConnectionPins, isConnectionAuth, type ConnectionPin } from './connection-pins.js'
 import { upstreamRequestHeaders, type TrustedProxies } from './headers.js'
 import { UpstreamExchange, type ExchangeEvents } from './upstream-exchange.js'
 
@@ -61,16 +62,23 @@ interface RequestRecord {
   vdir: string | undefined
   backend: Backend | undefined
   exchange: UpstreamExchange | undefined
+  pin: ConnectionPin | undefined
 }
 
 async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptions): Promise<void> {
   if (!options?.upstreams || !Array.isArray(options.vdirs)) throw new TypeError('casgate proxy: vdirs and upstreams are required')
   const table = new VdirTable(options.vdirs)
   const { accessLog, upstreams, trusted, idleTimeoutMs } = options
+  const pins = new ConnectionPins(upstreams, idleTimeoutMs)
 
   const events: ExchangeEvents = {
     onFailure (exchange, error, cause) {
-      accessLog.warn({ err: cause, code: error.code }, 'upstream request failed')
+      accessLog.warn({ err: cause, code: error.code, pinned: exchange.pinned }, 'upstream request failed')
+      // A pinned connection whose backend is gone is closed, not moved: the client logs on anew.
+      if (exchange.pinned && (error.code === 'CASGATE_ERR_UPSTREAM_REFUSED' || error.code === 'CASGATE_ERR_UPSTREAM_RESET')) {
+        exchange.res.destroy()
+        return
+      }
       writeError(exchange.res, error)
     }
   }
@@ -82,6 +90,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
       url: request.url,
       vdir: record.vdir,
       backend: record.backend?.name,
+      ...(record.pin ? { pinned: true } : {}),
       status: res.statusCode,
       bytes: record.exchange?.bodyBytes,
       ms: Math.round(performance.now() - record.start),
@@ -98,10 +107,15 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
   function proxy (request: FastifyRequest, reply: FastifyReply): void {
     const res = reply.raw
     const socket = request.raw.socket
-    const record: RequestRecord = { start: performance.now(), client: socket.remoteAddress, vdir: undefined, backend: undefined, exchange: undefined }
+    const record: RequestRecord = { start: performance.now(), client: socket.remoteAddress, vdir: undefined, backend: undefined, exchange: undefined, pin: undefined }
     res.once('close', () => {
-      if (record.backend) record.backend.outstanding--
-      record.exchange?.clientGone()
+      const { backend, exchange, pin } = record
+      if (backend) backend.outstanding--
+      exchange?.clientGone()
+      if (pin) pins.requestDone(socket, pin)
+      // The backend offered NTLM/Negotiate: the client's next request starts the handshake,
+      // which must run on a connection of its own, to this backend.
+      else if (backend && exchange?.connectionAuthOffered && !socket.destroyed) pins.pin(socket, backend)
       logAccess(request, res, record)
     })
 
@@ -111,8 +125,11 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
     const vdir = table.match(url)
     if (vdir === undefined) return sendError(reply, new CasgateError('CASGATE_ERR_NOT_PUBLISHED'))
     record.vdir = vdir.path
-    const backend = vdir.backendPool.select({ vdir: vdir.path })
+    let pin = pins.get(socket)
+    if (pin && !vdir.backendPool.backends.includes(pin.backend)) pin = undefined // another pool: not this logon's business
+    const backend = pin ? pin.backend : vdir.backendPool.select({ vdir: vdir.path })
     if (backend === undefined) return sendError(reply, new CasgateError('CASGATE_ERR_NO_BACKEND', [vdir.path]))
+    if (!pin && isConnectionAuth(request.headers.authorization)) pin = pins.pin(socket, backend)
 
     // From here casgate writes the response itself, upstream bytes straight to the socket.
     reply.hijack()
@@ -123,7 +140,12 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
     if (vdir.timeoutMs > idleTimeoutMs) socket.setTimeout(vdir.timeoutMs + 5_000)
     const exchange = new UpstreamExchange(res, events)
     record.exchange = exchange
-    upstreams.dispatch({
+    if (pin) {
+      record.pin = pin
+      pin.inFlight++
+      exchange.pinned = true
+    }
+    ;(pin ? pin.upstream : upstreams).dispatch({
       origin: backend.origin,
       path: url,
       method: request.method as 'GET',

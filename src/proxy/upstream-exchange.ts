@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
 import type { Dispatcher } from 'undici'
 import type { CasgateError } from '../errors.js'
+import { challengesConnectionAuth } from './connection-pins.js'
 import { clientResponseHeaders } from './headers.js'
 import { upstreamFailure } from './upstream-errors.js'
 
@@ -24,6 +25,10 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler {
   bodyBytes = 0
   /** Whether the upstream answered (headers relayed); false means casgate wrote the answer. */
   relayed = false
+  /** The backend answered 401 offering NTLM/Negotiate: the client connection must be pinned. */
+  connectionAuthOffered = false
+  /** The request travels on the client connection's own upstream connection. */
+  pinned = false
   #controller: Dispatcher.DispatchController | undefined
   #done = false
 
@@ -47,6 +52,7 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler {
   onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders, statusMessage?: string): void {
     // 1xx interim responses (100 Continue) were already handled on the client side.
     if (statusCode < 200) return
+    if (statusCode === 401 && challengesConnectionAuth(headers['www-authenticate'])) this.connectionAuthOffered = true
     const res = this.res
     if (res.destroyed) {
       controller.abort(new Error('client closed the connection'))
