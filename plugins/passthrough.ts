@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
 import type { PassthroughHost } from '../src/config/load.js'
+import { splice } from '../src/front/splice.js'
 import type { Backend, BackendPool } from '../src/pool/backend-pool.js'
 
 // Passthrough ("SSL_BRIDGE", "basic firewall"): TLS is not terminated. The front door has read
@@ -24,31 +25,6 @@ declare module 'fastify' {
   interface FastifyInstance {
     passthrough: PassthroughRelay
   }
-}
-
-/**
- * splice pipes two sockets both ways with backpressure and half-close, and makes sure both are
- * destroyed whichever side closes or fails first: a bare a.pipe(b); b.pipe(a) leaks a
- * descriptor per connection when the backend closes first.
- */
-function splice (client: Socket, upstream: Socket, idleTimeoutMs: number, onClose: () => void): void {
-  let closed = false
-  const closeBoth = (): void => {
-    if (closed) return
-    closed = true
-    client.destroy()
-    upstream.destroy()
-    onClose()
-  }
-  // The front door accepts half-open, so a client's FIN travels to the backend (and the
-  // backend's answer back) instead of ending the connection at once.
-  client.on('error', closeBoth)
-  upstream.on('error', closeBoth)
-  client.once('close', closeBoth)
-  upstream.once('close', closeBoth)
-  client.setTimeout(idleTimeoutMs, closeBoth)
-  client.pipe(upstream)
-  upstream.pipe(client)
 }
 
 async function passthroughMode (fastify: FastifyInstance, options: PassthroughOptions): Promise<void> {

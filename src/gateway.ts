@@ -14,6 +14,8 @@ import { BackendPool } from './pool/backend-pool.js'
 import { UpstreamDispatcher } from './pool/upstream-dispatcher.js'
 import casgateProxy, { type RoutedVdir } from './proxy/proxy-plugin.js'
 import { trustedProxies } from './proxy/headers.js'
+import { RpcTunnel } from './proxy/rpc-tunnel.js'
+import { VdirTable } from './routing/vdir-table.js'
 import { SniContexts } from './tls/sni-contexts.js'
 import { sendFrameworkError } from './proxy/error-reply.js'
 
@@ -105,12 +107,17 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   })
   await app.ready()
 
+  // Outlook Anywhere needs the request-line peek only where /rpc is published.
+  const rpcTunnel = vdirs.some((vdir) => vdir.path === '/rpc')
+    ? new RpcTunnel({ vdirs: new VdirTable(vdirs), upstreams, requestLineTimeoutMs: config.listen.headersTimeoutMs, accessLog: logger.child({ component: 'access' }) })
+    : undefined
   const frontDoor = new FrontDoor({
     host: config.listen.host,
     port: config.listen.port,
     handshakeTimeoutMs: config.listen.handshakeTimeoutMs,
     sni: terminated.length > 0 ? new SniContexts(terminated, config.defaultHost.mode === 'passthrough' ? undefined : config.defaultHost) : undefined,
     routing: sniRouting(config, app.passthrough),
+    decrypted: rpcTunnel ? (socket, toHttp) => rpcTunnel.accept(socket, toHttp) : undefined,
     httpServer: httpServer!,
     logger: logger.child({ component: 'front' })
   })

@@ -1,7 +1,8 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import { createServer as createHttpsServer } from 'node:https'
-import type { AddressInfo, Socket } from 'node:net'
-import type { TLSSocket } from 'node:tls'
+import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net'
+import { createServer as createTlsServer, type TLSSocket } from 'node:tls'
+import { peekSocket } from '../front/peek.js'
+import { inspectRequestLine, MAX_REQUEST_LINE, RPC_METHODS, type RequestLine } from '../front/request-line.js'
 import { exchangeProfile } from '../config/exchange-profile.js'
 import { answerNtlm, type NtlmConnectionState, type NtlmDirectory } from './ntlm-server.js'
 
@@ -13,6 +14,8 @@ import { answerNtlm, type NtlmConnectionState, type NtlmDirectory } from './ntlm
 //   /<vdir>/__casgate/bytes?n=N     N bytes of body, streamed in 64 KiB chunks
 //   /<vdir>/__casgate/hold?ms=N     answers after N ms (a long poll)
 //   /<vdir>/__casgate/reset         drops the connection without an answer
+//   RPC_IN_DATA /rpc/…              reads Content-Length bytes, answers a JSON echo
+//   RPC_OUT_DATA /rpc/…?bytes=N     answers N bytes (Outlook Anywhere's two channels)
 //   anything else                   JSON echo: method, url, headers, body length, TLS facts
 
 /** EmulatorTls makes the emulator speak HTTPS (re-encrypt backends). */
@@ -51,7 +54,11 @@ const CHUNK = Buffer.alloc(64 * 1024, 'x')
 /** ExchangeEmulator is one emulated Client Access server on loopback. */
 export class ExchangeEmulator {
   readonly name: string
+  /** The HTTP server requests reach; it never listens itself (see #listener). */
   readonly server: Server
+  /** Accepts connections and reads the first request line, as IIS's HTTP.sys does for RPC. */
+  readonly #listener: NetServer
+  readonly #sockets = new Set<Socket>()
   /** Requests received, for tests that check where traffic went. */
   requests = 0
   /** Held requests whose client went away before the answer (the proxy aborted upstream). */
@@ -64,27 +71,103 @@ export class ExchangeEmulator {
 
   constructor (readonly options: EmulatorOptions) {
     this.name = options.name
-    const handler = (req: IncomingMessage, res: ServerResponse): void => this.#handle(req, res)
-    this.server = options.tls
-      ? createHttpsServer({
+    this.server = createHttpServer((req, res) => this.#handle(req, res))
+    this.server.keepAliveTimeout = 120_000
+    this.server.emit('listening') // starts Node's connection tracking; the listener is #listener
+    const accept = (socket: Socket): void => this.#accept(socket)
+    this.#listener = options.tls
+      ? createTlsServer({
         cert: options.tls.certPem,
         key: options.tls.keyPem,
         ...(options.tls.clientCa ? { ca: options.tls.clientCa, requestCert: true, rejectUnauthorized: false } : {})
-      }, handler)
-      : createHttpServer(handler)
-    this.server.keepAliveTimeout = 120_000
-    this.server.on(options.tls ? 'secureConnection' : 'connection', (socket: Socket) => {
-      this.#connectionIds.set(socket, ++this.#connections)
+      }).on('secureConnection', accept)
+      : createNetServer(accept)
+    this.#listener.on('tlsClientError', () => undefined)
+  }
+
+  #accept (socket: Socket): void {
+    this.#connectionIds.set(socket, ++this.#connections)
+    this.#sockets.add(socket)
+    socket.once('close', () => this.#sockets.delete(socket))
+    socket.on('error', () => socket.destroy())
+    peekSocket<RequestLine>(socket, { timeoutMs: 30_000, maxBytes: MAX_REQUEST_LINE }, inspectRequestLine, (outcome) => {
+      if (outcome.ok && RPC_METHODS.has(outcome.value.method)) {
+        socket.unshift(outcome.bytes)
+        this.#rpc(socket, outcome.value)
+        return
+      }
+      if (outcome.bytes.length === 0) {
+        socket.destroy()
+        return
+      }
+      socket.unshift(outcome.bytes)
+      this.server.emit('connection', socket)
+      socket.resume()
+    })
+  }
+
+  #rpc (socket: Socket, line: RequestLine): void {
+    this.requests++
+    peekSocket<number>(socket, { timeoutMs: 30_000, maxBytes: 64 * 1024 }, (bytes) => {
+      const end = bytes.indexOf('\r\n\r\n')
+      return end === -1 ? { state: 'partial' } : { state: 'complete', value: end + 4 }
+    }, (outcome) => {
+      if (!outcome.ok) {
+        socket.destroy()
+        return
+      }
+      const head = outcome.bytes.subarray(0, outcome.value).toString('latin1')
+      const headers: Record<string, string> = {}
+      for (const headerLine of head.split('\r\n').slice(1)) {
+        const colon = headerLine.indexOf(':')
+        if (colon > 0) headers[headerLine.slice(0, colon).trim().toLowerCase()] = headerLine.slice(colon + 1).trim()
+      }
+      const url = new URL(line.target, 'http://emulator')
+      if (line.method === 'RPC_OUT_DATA') {
+        const total = Number(url.searchParams.get('bytes') ?? 0)
+        socket.write(`HTTP/1.1 200 Success\r\nContent-Type: application/rpc\r\nX-Backend: ${this.name}\r\nContent-Length: ${total}\r\n\r\n`)
+        let left = total
+        const pump = (): void => {
+          while (left > 0) {
+            const chunk = left >= CHUNK.length ? CHUNK : CHUNK.subarray(0, left)
+            left -= chunk.length
+            if (!socket.write(chunk)) {
+              socket.once('drain', pump)
+              return
+            }
+          }
+          socket.end()
+        }
+        pump()
+        return
+      }
+      const expected = Number(headers['content-length'] ?? 0)
+      let bodyBytes = outcome.bytes.length - outcome.value
+      const finish = (): void => {
+        socket.off('data', onData)
+        const json = JSON.stringify({ server: this.name, method: line.method, url: line.target, headers, bodyBytes, tls: undefined, connection: this.#connectionIds.get(socket) ?? 0 } satisfies EchoBody)
+        socket.end(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Backend: ${this.name}\r\nContent-Length: ${Buffer.byteLength(json)}\r\n\r\n${json}`)
+      }
+      const onData = (chunk: Buffer): void => {
+        bodyBytes += chunk.length
+        if (bodyBytes >= expected) finish()
+      }
+      if (bodyBytes >= expected) {
+        finish()
+        return
+      }
+      socket.on('data', onData)
+      socket.resume()
     })
   }
 
   /** start listens on loopback (port 0 unless told otherwise). */
   async start (): Promise<this> {
     await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject)
-      this.server.listen(this.options.port ?? 0, this.options.host ?? '127.0.0.1', () => resolve())
+      this.#listener.once('error', reject)
+      this.#listener.listen(this.options.port ?? 0, this.options.host ?? '127.0.0.1', () => resolve())
     })
-    this.#address = this.server.address() as AddressInfo
+    this.#address = this.#listener.address() as AddressInfo
     return this
   }
 
@@ -102,8 +185,10 @@ export class ExchangeEmulator {
   }
 
   async close (): Promise<void> {
-    this.server.closeAllConnections()
-    await new Promise<void>((resolve) => this.server.close(() => resolve()))
+    const closed = new Promise<void>((resolve) => this.#listener.close(() => resolve()))
+    for (const socket of this.#sockets) socket.destroy()
+    this.server.close()
+    await closed
   }
 
   #handle (req: IncomingMessage, res: ServerResponse): void {

@@ -4,7 +4,8 @@ import { createServer as createTlsServer, type Server as TlsServer, type TLSSock
 import type { Logger } from 'pino'
 import type { PassthroughHost } from '../config/load.js'
 import { TLS_MIN_VERSION, type SniContexts } from '../tls/sni-contexts.js'
-import { readClientHello } from './read-hello.js'
+import { MAX_CLIENT_HELLO, parseClientHello, type ClientHelloInfo } from './client-hello.js'
+import { peekSocket } from './peek.js'
 
 /** SniRouting sends connections for passthrough host names elsewhere than the TLS server. */
 export interface SniRouting {
@@ -24,6 +25,8 @@ export interface FrontDoorOptions {
   routing: SniRouting | undefined
   /** Receives every decrypted connection; never listens itself. */
   httpServer: HttpServer
+  /** Looks at a decrypted connection before the HTTP server does (the RPC over HTTP tunnel). */
+  decrypted?: ((socket: TLSSocket, toHttp: (socket: Socket) => void) => void) | undefined
   logger: Logger
 }
 
@@ -65,7 +68,13 @@ export class FrontDoor {
         handshakeTimeout: options.handshakeTimeoutMs,
         ALPNProtocols: ['http/1.1']
       })
-      this.#tls.on('secureConnection', (socket: TLSSocket) => this.#http.emit('connection', socket))
+      const toHttp = (socket: Socket): void => {
+        this.#http.emit('connection', socket)
+        // A peek leaves the socket paused, and the HTTP server does not resume it itself.
+        if (socket.isPaused()) socket.resume()
+      }
+      const decrypted = options.decrypted
+      this.#tls.on('secureConnection', decrypted ? (socket: TLSSocket) => decrypted(socket, toHttp) : toHttp)
       this.#tls.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
         this.counters.handshakeFailures++
         this.#log.debug({ err: { code: err.code, message: err.message }, client: socket.remoteAddress }, 'tls handshake failed')
@@ -94,14 +103,17 @@ export class FrontDoor {
       this.#terminate(socket, undefined)
       return
     }
-    readClientHello(socket, this.options.handshakeTimeoutMs, (outcome) => {
+    peekSocket<ClientHelloInfo>(socket, { timeoutMs: this.options.handshakeTimeoutMs, maxBytes: MAX_CLIENT_HELLO + 64 }, (bytes) => {
+      const result = parseClientHello(bytes)
+      return result.state === 'complete' ? { state: 'complete', value: result.hello } : result
+    }, (outcome) => {
       if (!outcome.ok) {
         this.counters.helloFailures++
         this.#log.debug({ client: socket.remoteAddress, reason: outcome.reason }, 'connection closed before routing')
         socket.destroy()
         return
       }
-      const passthrough = routing.passthroughFor(outcome.hello.serverName)
+      const passthrough = routing.passthroughFor(outcome.value.serverName)
       if (passthrough) {
         this.counters.passthroughConnections++
         routing.relay(socket, outcome.bytes, passthrough)

@@ -21,6 +21,12 @@ export class UpstreamDispatcher extends Dispatcher {
     this.#clientOptions.set(origin, clientOptions)
   }
 
+  /** connectOptions are the TLS settings of `origin` (undefined for plain HTTP), for raw tunnels. */
+  connectOptions (origin: string): Record<string, unknown> | undefined {
+    const connect = this.#clientOptions.get(origin)?.connect
+    return typeof connect === 'object' && connect !== null ? connect as Record<string, unknown> : undefined
+  }
+
   /**
    * dedicated opens a connection to `origin` that belongs to one client connection only: NTLM
    * and Negotiate authenticate the connection, so it must never carry anyone else's requests.
