@@ -24,7 +24,8 @@ Runs the gateway. The configuration is checked first; any problem is reported wi
 path and casgate exits with status 2 before opening a port.
 
   -c, --config FILE   configuration file (default: $CASGATE_CONFIG or ./casgate.yaml)
-      --grace-ms N    on SIGTERM/SIGINT, let requests in flight finish for up to N ms (default 10000)`,
+      --grace-ms N    on SIGTERM/SIGINT, let requests in flight finish for up to N ms
+                      (default: listen.shutdownGraceMs, 30000)`,
   check: `Usage: casgate check [--config FILE]
 
 Validates the configuration and loads its certificates, then prints what would be published.
@@ -141,7 +142,7 @@ export async function main (argv: string[]): Promise<number | undefined> {
       case 'start': {
         const config = loadConfigFile(configPath(values.config as string | undefined))
         const gateway = await startGateway(config)
-        const graceMs = Number(values['grace-ms'] ?? 10_000)
+        const graceMs = values['grace-ms'] !== undefined ? Number(values['grace-ms']) : config.listen.shutdownGraceMs
         stopOnSignals(() => gateway.close(graceMs))
         return undefined
       }

@@ -6,7 +6,16 @@ export interface VdirProfile {
   timeoutMs: number
   /** Why the defaults are what they are, shown by `casgate check`. */
   note: string
+  /** Exchange holds requests open here (long polls, channels): shorter timeouts cut them. */
+  longPoll?: boolean
 }
+
+/**
+ * LONG_POLL_MINIMUM_MS is the shortest timeout casgate accepts silently on a long-poll vdir:
+ * Microsoft asks load balancers for 15–30 minutes of idle time, and EWS streaming
+ * notifications hold a request for 30.
+ */
+export const LONG_POLL_MINIMUM_MS = 30 * 60_000
 
 const MINUTE = 60_000
 const HOUR = 60 * MINUTE
@@ -21,11 +30,11 @@ const HOUR = 60 * MINUTE
 export const exchangeProfile: readonly VdirProfile[] = [
   { path: '/owa', enabled: true, timeoutMs: 5 * MINUTE, note: 'Outlook on the web' },
   { path: '/ecp', enabled: false, timeoutMs: 5 * MINUTE, note: 'admin center; publish deliberately' },
-  { path: '/Microsoft-Server-ActiveSync', enabled: true, timeoutMs: 65 * MINUTE, note: 'Ping holds up to 59 min' },
-  { path: '/EWS', enabled: true, timeoutMs: 35 * MINUTE, note: 'streaming notifications hold up to 30 min' },
+  { path: '/Microsoft-Server-ActiveSync', enabled: true, timeoutMs: 65 * MINUTE, note: 'Ping holds up to 59 min', longPoll: true },
+  { path: '/EWS', enabled: true, timeoutMs: 35 * MINUTE, note: 'streaming notifications hold up to 30 min', longPoll: true },
   { path: '/autodiscover', enabled: true, timeoutMs: 2 * MINUTE, note: 'short request/response' },
-  { path: '/mapi', enabled: true, timeoutMs: 2 * HOUR, note: 'NotificationWait long polls' },
-  { path: '/rpc', enabled: true, timeoutMs: 8 * HOUR, note: 'Outlook Anywhere channels live for hours' },
+  { path: '/mapi', enabled: true, timeoutMs: 2 * HOUR, note: 'NotificationWait long polls', longPoll: true },
+  { path: '/rpc', enabled: true, timeoutMs: 8 * HOUR, note: 'Outlook Anywhere channels live for hours', longPoll: true },
   { path: '/oab', enabled: true, timeoutMs: 10 * MINUTE, note: 'offline address book downloads' },
   { path: '/powershell', enabled: false, timeoutMs: 30 * MINUTE, note: 'remote management; publish deliberately' }
 ]

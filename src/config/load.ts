@@ -97,7 +97,7 @@ export function buildConfig (input: unknown, options: { source: string, baseDir:
   const raw = parsed.data
   const issues: ConfigIssue[] = []
   const warnings: ConfigIssue[] = []
-  const topology = resolveTopology(raw, issues)
+  const topology = resolveTopology(raw, issues, warnings)
 
   const hosts: ResolvedHost[] = []
   raw.hosts.forEach((host, i) => {

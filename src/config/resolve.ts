@@ -1,7 +1,7 @@
 import { BlockList, isIP } from 'node:net'
 import type { ConfigIssue } from '../errors.js'
 import { closest } from './issues.js'
-import { exchangeProfile, healthPathFor } from './exchange-profile.js'
+import { exchangeProfile, healthPathFor, LONG_POLL_MINIMUM_MS } from './exchange-profile.js'
 import type { PoolConfig, RawConfig, SslMode } from './schema.js'
 
 // Checks that need more than one key at a time (pool references, mode against scheme, …) and
@@ -59,7 +59,7 @@ function parseServers (name: string, pool: PoolConfig, issues: ConfigIssue[]): R
   return { name, servers, scheme }
 }
 
-function resolveVdirs (config: RawConfig, issues: ConfigIssue[]): ResolvedVdir[] {
+function resolveVdirs (config: RawConfig, issues: ConfigIssue[], warnings: ConfigIssue[]): ResolvedVdir[] {
   // Pools that only passthrough hosts use carry no HTTP: they are not candidates for vdirs.
   const passthroughPools = new Set(config.hosts.filter((host) => host.mode === 'passthrough').map((host) => host.pool))
   const poolNames = Object.keys(config.pools).filter((name) => !passthroughPools.has(name))
@@ -104,10 +104,18 @@ function resolveVdirs (config: RawConfig, issues: ConfigIssue[]): ResolvedVdir[]
       issues.push({ path: `vdirs.${key || profile.path}.pool`, message: `no pool named ${JSON.stringify(pool)} (pools: ${poolNames.join(', ') || 'none'})`, fix: suggestion ? `did you mean "${suggestion}"?` : 'define it under pools' })
       continue
     }
+    const timeoutMs = override.timeoutMs ?? profile.timeoutMs
+    if (profile.longPoll && timeoutMs < LONG_POLL_MINIMUM_MS) {
+      warnings.push({
+        path: `vdirs.${key || profile.path}.timeoutMs`,
+        message: `${timeoutMs} ms is shorter than Exchange holds requests on ${profile.path} (${profile.note}); Microsoft recommends at least 15–30 minutes, and long polls will end in 504`,
+        fix: `raise it to at least ${LONG_POLL_MINIMUM_MS} (the profile default is ${profile.timeoutMs})`
+      })
+    }
     vdirs.push({
       path: profile.path,
       pool,
-      timeoutMs: override.timeoutMs ?? profile.timeoutMs,
+      timeoutMs,
       healthPath: override.healthPath ?? healthPathFor(profile.path)
     })
   }
@@ -200,11 +208,11 @@ export function parseTrustProxy (entries: readonly string[], issues: ConfigIssue
 }
 
 /** resolveTopology merges the vdirs over the Exchange profile and checks cross-key rules. */
-export function resolveTopology (config: RawConfig, issues: ConfigIssue[]): { vdirs: ResolvedVdir[], pools: Map<string, ResolvedPoolServers>, trustProxy: BlockList } {
+export function resolveTopology (config: RawConfig, issues: ConfigIssue[], warnings: ConfigIssue[]): { vdirs: ResolvedVdir[], pools: Map<string, ResolvedPoolServers>, trustProxy: BlockList } {
   const pools = new Map(Object.entries(config.pools).map(([name, pool]) => [name, parseServers(name, pool, issues)]))
   const terminates = config.hosts.some((host) => host.mode !== 'passthrough')
   // With passthrough hosts only, nothing is routed by path and vdirs do not apply.
-  const vdirs = terminates ? resolveVdirs(config, issues) : []
+  const vdirs = terminates ? resolveVdirs(config, issues, warnings) : []
   checkHostNames(config, issues)
   config.hosts.forEach((host, i) => {
     if (host.mode === 'passthrough') checkPassthroughHost(host, i, pools, issues)

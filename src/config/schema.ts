@@ -38,6 +38,8 @@ export const listenSchema = z.strictObject({
     .describe('How long a client may take to send request headers (default 30 s).'),
   handshakeTimeoutMs: z.number().int().positive().default(10_000)
     .describe('How long a client may take to send its ClientHello and complete the TLS handshake (default 10 s).'),
+  shutdownGraceMs: z.number().int().min(0).default(30_000)
+    .describe('On SIGTERM/SIGINT: stop accepting, let requests in flight finish for up to this long, then close the rest (default 30 s).'),
   defaultHost: z.string().optional()
     .describe('Host name whose host block takes connections without SNI (default: the first offload/reencrypt host).')
 })
