@@ -15,3 +15,4 @@ fi
 [ -f dist/src/cli.js ] || npm run build --silent
 node bench/run.mjs "$@"
 node bench/passthrough.mjs
+node bench/held.mjs
