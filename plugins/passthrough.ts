@@ -79,7 +79,7 @@ async function passthroughMode (fastify: FastifyInstance, options: PassthroughOp
         client.destroy()
         return
       }
-      attempt(client, hello, host, pool, pool.connectionOrder(client.remoteAddress ?? '', host.balance), 0)
+      attempt(client, hello, host, pool, pool.connectionOrder(client.remoteAddress ?? '', host.balance, host.monitorVdir), 0)
     }
   } satisfies PassthroughRelay)
 

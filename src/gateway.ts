@@ -5,7 +5,9 @@ import type { Logger } from 'pino'
 import offloadMode from '../plugins/offload.js'
 import reencryptMode from '../plugins/reencrypt.js'
 import passthroughMode, { type PassthroughRelay } from '../plugins/passthrough.js'
-import type { GatewayConfig, ResolvedHost, TerminatedHost } from './config/load.js'
+import { healthPathFor } from './config/exchange-profile.js'
+import type { GatewayConfig, PassthroughHost, ResolvedHost, TerminatedHost } from './config/load.js'
+import { HealthMonitor } from './pool/health-monitor.js'
 import { FrontDoor, type SniRouting } from './front/front-door.js'
 import { HostNameTable } from './front/host-names.js'
 import { startAdminServer } from './observe/admin-server.js'
@@ -29,6 +31,7 @@ export interface Gateway {
   /** Where the admin listener is, when configured. */
   readonly adminAddress: AddressInfo | undefined
   readonly logger: Logger
+  readonly health: HealthMonitor
   /** url builds https://<host>:<port><path> for the bound port. */
   url: (path?: string, host?: string) => string
   close: (graceMs?: number) => Promise<void>
@@ -77,7 +80,9 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   const pools = new Map([...config.pools.values()].map((pool) => [pool.name, new BackendPool(pool)]))
   const terminated = config.hosts.filter((host): host is TerminatedHost => host.mode !== 'passthrough')
   const vdirs: RoutedVdir[] = config.vdirs.map((vdir) => ({ ...vdir, backendPool: pools.get(vdir.pool)! }))
-  const usedPools = [...new Set(vdirs.map((vdir) => vdir.backendPool))]
+  const passthroughHosts = config.hosts.filter((host): host is PassthroughHost => host.mode === 'passthrough')
+  // Passthrough pools are registered too: their health probes travel like re-encrypted traffic.
+  const usedPools = [...new Set([...vdirs.map((vdir) => vdir.backendPool), ...passthroughHosts.map((host) => pools.get(host.pool)!)])]
   const upstreams = new UpstreamDispatcher()
 
   let httpServer: HttpServer | undefined
@@ -107,6 +112,14 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   })
   await app.ready()
 
+  const health = new HealthMonitor(config.health, upstreams, logger.child({ component: 'health' }))
+  const probeHost = terminated[0]?.names.find((name) => !name.startsWith('*')) ?? 'localhost'
+  for (const vdir of vdirs) for (const backend of vdir.backendPool.backends) health.watch(backend, vdir.path, vdir.healthPath, probeHost)
+  for (const host of passthroughHosts) {
+    const name = host.names.find((n) => !n.startsWith('*')) ?? probeHost
+    for (const backend of pools.get(host.pool)!.backends) health.watch(backend, host.monitorVdir, healthPathFor(host.monitorVdir), name)
+  }
+
   // Outlook Anywhere needs the request-line peek only where /rpc is published.
   const rpcTunnel = vdirs.some((vdir) => vdir.path === '/rpc')
     ? new RpcTunnel({ vdirs: new VdirTable(vdirs), upstreams, requestLineTimeoutMs: config.listen.headersTimeoutMs, accessLog: logger.child({ component: 'access' }) })
@@ -126,7 +139,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   try {
     address = await frontDoor.listen()
     if (config.admin) {
-      admin = await startAdminServer(config.admin, { frontDoor, pools })
+      admin = await startAdminServer(config.admin, { frontDoor, pools, health })
       logger.info({ address: admin.address.address, port: admin.address.port }, 'admin listener on')
     }
   } catch (err) {
@@ -134,6 +147,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     await app.close()
     throw err
   }
+  health.start()
   logger.info({ address: address.address, port: address.port, hosts: config.hosts.flatMap((h) => h.names), vdirs: vdirs.map((v) => v.path) }, 'casgate listening')
 
   const defaultHost = config.defaultHost.names.find((name) => !name.startsWith('*')) ?? 'localhost'
@@ -146,7 +160,9 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     logger,
     url: (path = '/', host = defaultHost) => `https://${host}:${address.port}${path}`,
     adminAddress: admin?.address,
+    health,
     async close (graceMs = 0) {
+      health.stop()
       await admin?.app.close()
       await frontDoor.close(graceMs)
       await app.close()

@@ -44,6 +44,8 @@ async function mixedGateway (easServers: string[], extra: Record<string, unknown
     extra: {
       pools: { cas: { servers: http.map((s) => s.url) }, eas: { servers: easServers } },
       hostsExtra: [{ names: ['eas.contoso.test'], mode: 'passthrough', pool: 'eas' }],
+      // These backends are raw sockets, not Exchange: no health pages to probe.
+      health: { enabled: false },
       ...extra
     }
   })

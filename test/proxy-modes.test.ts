@@ -3,12 +3,13 @@ import type { EchoBody } from '../src/emulator/exchange-server.js'
 import { labClient, labPki, rawExchange, send, startEmulators, startLabGateway } from './helpers/lab.js'
 
 describe('reencrypt transport', () => {
-  it('sends the configured server name as SNI and verifies the backend against it', async () => {
+  it('sends the configured server name as SNI, not the client\'s Host, and verifies the backend against it', async () => {
     const pki = await labPki()
     const servers = await startEmulators(1, { certPem: pki.server.certPem + pki.intermediate.certPem, keyPem: pki.server.keyPem })
-    const gateway = await startLabGateway({ mode: 'reencrypt', servers: servers.map((s) => s.url), pool: { serverName: 'mail.contoso.test' } })
+    const gateway = await startLabGateway({ mode: 'reencrypt', servers: servers.map((s) => s.url), pool: { serverName: 'autodiscover.contoso.test' } })
     const echo = JSON.parse((await send(gateway, '/owa/', { dispatcher: await labClient() })).text) as EchoBody
-    expect(echo.tls?.servername).toBe('mail.contoso.test')
+    expect(echo.headers.host).toBe('mail.contoso.test')
+    expect(echo.tls?.servername).toBe('autodiscover.contoso.test')
   })
 
   it('refuses a backend whose certificate the pool CA did not sign: 502 with a TLS code', async () => {

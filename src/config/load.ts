@@ -8,7 +8,7 @@ import { CertificateLoadError, loadCertificate } from '../tls/load-certificate.j
 import { splitPemCertificates } from '../tls/certificate.js'
 import { zodIssuesToConfigIssues } from './issues.js'
 import { resolveTopology, type ResolvedVdir } from './resolve.js'
-import { configSchema, type AdminConfig, type CertificateConfig, type PoolConfig, type RawConfig, type SslMode } from './schema.js'
+import { configSchema, type AdminConfig, type CertificateConfig, type HealthConfig, type PoolConfig, type RawConfig, type SslMode } from './schema.js'
 
 /** TerminatedHost is an offload or reencrypt host block with its certificate loaded. */
 export interface TerminatedHost {
@@ -24,6 +24,8 @@ export interface PassthroughHost {
   pool: string
   balance: 'source-ip' | 'least-connections'
   idleTimeoutMs: number
+  /** Vdir whose health page gates the servers (ActiveSync by default). */
+  monitorVdir: string
 }
 
 /** ResolvedHost is one host block, resolved. */
@@ -52,6 +54,7 @@ export interface GatewayConfig {
   pools: ReadonlyMap<string, ResolvedPool>
   vdirs: readonly ResolvedVdir[]
   admin: AdminConfig | undefined
+  health: HealthConfig
   trustProxy: BlockList
   /** How many trustProxy entries there are; zero lets the hot path skip the check. */
   trustProxyEntries: number
@@ -102,7 +105,14 @@ export function buildConfig (input: unknown, options: { source: string, baseDir:
   const hosts: ResolvedHost[] = []
   raw.hosts.forEach((host, i) => {
     if (host.mode === 'passthrough') {
-      hosts.push({ names: host.names, mode: 'passthrough', pool: host.pool ?? '', balance: host.balance ?? 'source-ip', idleTimeoutMs: host.idleTimeoutMs ?? PASSTHROUGH_IDLE_TIMEOUT_MS })
+      hosts.push({
+        names: host.names,
+        mode: 'passthrough',
+        pool: host.pool ?? '',
+        balance: host.balance ?? 'source-ip',
+        idleTimeoutMs: host.idleTimeoutMs ?? PASSTHROUGH_IDLE_TIMEOUT_MS,
+        monitorVdir: host.monitorVdir ?? '/Microsoft-Server-ActiveSync'
+      })
       return
     }
     if (host.certificate === undefined) return // reported by resolveTopology
@@ -136,6 +146,7 @@ export function buildConfig (input: unknown, options: { source: string, baseDir:
     pools,
     vdirs: Object.freeze(topology.vdirs),
     admin: raw.admin,
+    health: raw.health,
     trustProxy: topology.trustProxy,
     trustProxyEntries: raw.trustProxy.length,
     log: raw.log,

@@ -175,7 +175,7 @@ function checkTerminatedHost (host: RawConfig['hosts'][number], i: number, vdirs
   if (host.certificate === undefined) {
     issues.push({ path: `${at}.certificate`, message: `is required for mode ${host.mode}`, fix: 'add certificate: { pfx: …, passphraseFile: … } or { cert: …, key: … }' })
   }
-  for (const key of ['pool', 'balance', 'idleTimeoutMs'] as const) {
+  for (const key of ['pool', 'balance', 'idleTimeoutMs', 'monitorVdir'] as const) {
     if (host[key] !== undefined) issues.push({ path: `${at}.${key}`, message: 'applies to mode passthrough only', fix: `remove it; ${host.mode} hosts route by vdirs` })
   }
   const wanted = schemeOfMode[host.mode as 'offload' | 'reencrypt']

@@ -53,7 +53,9 @@ export const hostSchema = z.strictObject({
   balance: z.enum(['source-ip', 'least-connections']).optional()
     .describe('passthrough: source-ip (rendezvous hashing of the client address, the only key at layer 4) or least-connections (default source-ip).'),
   idleTimeoutMs: z.number().int().positive().optional()
-    .describe('passthrough: how long a connection may be silent both ways (default 70 min, longer than an ActiveSync Ping).')
+    .describe('passthrough: how long a connection may be silent both ways (default 70 min, longer than an ActiveSync Ping).'),
+  monitorVdir: z.string().startsWith('/').optional()
+    .describe('passthrough: the vdir whose health page says whether a server may take connections (default /Microsoft-Server-ActiveSync).')
 })
 
 export const poolSchema = z.strictObject({
@@ -82,6 +84,15 @@ export const vdirSchema = z.strictObject({
   healthPath: z.string().startsWith('/').optional().describe('Managed Availability health page (default /<vdir>/healthcheck.htm).')
 })
 
+export const healthSchema = z.strictObject({
+  enabled: z.boolean().default(true).describe('Probe every (server, vdir) pair in use (default true).'),
+  intervalMs: z.number().int().positive().default(10_000).describe('Time between probes of one (server, vdir), jittered ±10% (default 10 s).'),
+  timeoutMs: z.number().int().positive().default(5_000).describe('How long a probe may take (default 5 s).'),
+  rise: z.number().int().positive().default(2).describe('Consecutive good probes that bring a server back (default 2).'),
+  fall: z.number().int().positive().default(3).describe('Consecutive failed probes that take a server out (default 3).'),
+  expectBody: z.string().default('200 OK').describe('Text the health page must contain (Managed Availability writes "200 OK"; default "200 OK").')
+})
+
 export const adminSchema = z.strictObject({
   host: z.string().default('127.0.0.1').describe('Address of the admin listener (default 127.0.0.1; it has no authentication, keep it on loopback or a management network).'),
   port: z.number().int().min(0).max(65535).default(9090).describe('Port of the admin listener (default 9090).')
@@ -100,6 +111,7 @@ export const configSchema = z.strictObject({
     .describe('Named groups of Client Access servers.'),
   vdirs: z.record(z.string(), vdirSchema).default({})
     .describe('Per virtual directory settings over the built-in Exchange profile, keyed by path (/owa).'),
+  health: healthSchema.default(healthSchema.parse({})).describe('Active monitors of Managed Availability health pages.'),
   admin: adminSchema.optional().describe('Plain-HTTP status listener (JSON): connection counts, backends. Off unless configured.'),
   trustProxy: z.array(z.string()).default([])
     .describe('Addresses of proxies in front of casgate whose X-Forwarded-For is trusted (default none).'),
@@ -113,3 +125,4 @@ export type PoolConfig = z.infer<typeof poolSchema>
 export type HostConfig = z.infer<typeof hostSchema>
 export type SslMode = HostConfig['mode']
 export type AdminConfig = z.infer<typeof adminSchema>
+export type HealthConfig = z.infer<typeof healthSchema>

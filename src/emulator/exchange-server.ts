@@ -59,8 +59,10 @@ export class ExchangeEmulator {
   /** Accepts connections and reads the first request line, as IIS's HTTP.sys does for RPC. */
   readonly #listener: NetServer
   readonly #sockets = new Set<Socket>()
-  /** Requests received, for tests that check where traffic went. */
+  /** Requests received, health probes excluded, for tests that check where traffic went. */
   requests = 0
+  /** Health page requests (load balancer probes). */
+  healthProbes = 0
   /** Held requests whose client went away before the answer (the proxy aborted upstream). */
   abandoned = 0
   #down = new Set<string>()
@@ -192,7 +194,6 @@ export class ExchangeEmulator {
   }
 
   #handle (req: IncomingMessage, res: ServerResponse): void {
-    this.requests++
     res.setHeader('x-backend', this.name)
     if (req.headers['x-emulator-hop'] !== undefined) {
       // A backend-private hop-by-hop header, for tests that check the proxy drops it.
@@ -205,6 +206,7 @@ export class ExchangeEmulator {
     const rest = segments.slice(2).join('/').toLowerCase()
 
     if (rest === 'healthcheck.htm') {
+      this.healthProbes++
       const known = exchangeProfile.some((p) => p.path.toLowerCase() === vdir)
       if (!known || this.#down.has(vdir)) {
         res.writeHead(404, { 'content-type': 'text/html' }).end('<html><body>404 - Not Found</body></html>')
@@ -213,6 +215,7 @@ export class ExchangeEmulator {
       }
       return
     }
+    this.requests++
     let user: string | undefined
     if (this.options.ntlm) {
       let state = this.#ntlm.get(req.socket)

@@ -3,11 +3,13 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import type { AdminConfig } from '../config/schema.js'
 import type { FrontDoorCounters } from '../front/front-door.js'
 import type { BackendPool } from '../pool/backend-pool.js'
+import type { HealthStatus } from '../pool/health-monitor.js'
 
 /** StatusSource is what the admin listener reports on. */
 export interface StatusSource {
   frontDoor: { connections: number, counters: FrontDoorCounters }
   pools: ReadonlyMap<string, BackendPool>
+  health: { snapshot: () => HealthStatus[] }
 }
 
 /** statusSnapshot is the JSON of GET /status: listener counters and every backend's load. */
@@ -21,9 +23,11 @@ export function statusSnapshot (source: StatusSource): object {
         origin: backend.origin,
         outstandingRequests: backend.outstanding,
         passthroughConnections: backend.connections,
-        pinnedConnections: backend.pinned
+        pinnedConnections: backend.pinned,
+        downVdirs: [...backend.down]
       }))
-    }]))
+    }])),
+    health: source.health.snapshot()
   }
 }
 

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net'
 import type { ResolvedPool } from '../config/load.js'
 import { rendezvousRank } from './rendezvous.js'
 
@@ -14,6 +15,14 @@ export interface Backend {
   connections: number
   /** Client connections pinned to it by NTLM/Negotiate (each with its own upstream connection). */
   pinned: number
+  /** Vdirs whose health page says this server is out (set by the health monitor). */
+  readonly down: Set<string>
+  /**
+   * TLS server name for HTTPS backends: the pool's serverName, else the URL's host name. Passed
+   * on every request, because undici otherwise takes the Host header (the external name) for
+   * SNI and certificate checks. Undefined for plain HTTP and for IP literals without serverName.
+   */
+  readonly tlsServerName: string | undefined
 }
 
 /** SelectionContext is what a request tells the selector; affinity and health add to it later. */
@@ -34,7 +43,16 @@ export class BackendPool {
   constructor (config: ResolvedPool) {
     this.name = config.name
     this.config = config
-    this.backends = config.servers.map((url) => ({ name: url.host, origin: url.origin, url, outstanding: 0, connections: 0, pinned: 0 }))
+    this.backends = config.servers.map((url) => ({
+      name: url.host,
+      origin: url.origin,
+      url,
+      outstanding: 0,
+      connections: 0,
+      pinned: 0,
+      down: new Set<string>(),
+      tlsServerName: url.protocol === 'https:' ? config.serverName ?? (isIP(url.hostname) === 0 ? url.hostname : undefined) : undefined
+    }))
   }
 
   /**
@@ -42,30 +60,35 @@ export class BackendPool {
    * tries them in turn until one accepts. source-ip is rendezvous hashing of the client
    * address (the only key at layer 4); least-connections ranks by open connections.
    */
-  connectionOrder (clientAddress: string, policy: 'source-ip' | 'least-connections'): Backend[] {
-    if (policy === 'source-ip') return rendezvousRank(clientAddress, this.backends)
-    const start = this.#next
-    this.#next = (start + 1) % Math.max(1, this.backends.length)
-    const rotated = [...this.backends.slice(start), ...this.backends.slice(0, start)]
+  connectionOrder (clientAddress: string, policy: 'source-ip' | 'least-connections', monitorVdir: string): Backend[] {
+    const healthy = this.backends.filter((backend) => !backend.down.has(monitorVdir))
+    if (policy === 'source-ip') return rendezvousRank(clientAddress, healthy)
+    const start = this.#next % Math.max(1, healthy.length)
+    this.#next = (this.#next + 1) % Math.max(1, this.backends.length)
+    const rotated = [...healthy.slice(start), ...healthy.slice(0, start)]
     return rotated.sort((a, b) => a.connections - b.connections)
   }
 
   /** select picks a backend for one request, or undefined when none can take it. */
-  select (_context: SelectionContext): Backend | undefined {
+  select (context: SelectionContext): Backend | undefined {
     const backends = this.backends
-    if (backends.length === 0) return undefined
-    if (this.config.balance === 'round-robin') {
-      const backend = backends[this.#next % backends.length]
-      this.#next = (this.#next + 1) % backends.length
-      return backend
-    }
-    // least-outstanding; ties rotate so that an idle pool still spreads.
+    const count = backends.length
+    const vdir = context.vdir
     const start = this.#next
-    this.#next = (start + 1) % backends.length
-    let best = backends[start]!
-    for (let i = 1; i < backends.length; i++) {
-      const candidate = backends[(start + i) % backends.length]!
-      if (candidate.outstanding < best.outstanding) best = candidate
+    this.#next = (start + 1) % Math.max(1, count)
+    if (this.config.balance === 'round-robin') {
+      for (let i = 0; i < count; i++) {
+        const backend = backends[(start + i) % count]!
+        if (!backend.down.has(vdir)) return backend
+      }
+      return undefined
+    }
+    // least-outstanding among the healthy; ties rotate so that an idle pool still spreads.
+    let best: Backend | undefined
+    for (let i = 0; i < count; i++) {
+      const candidate = backends[(start + i) % count]!
+      if (candidate.down.has(vdir)) continue
+      if (best === undefined || candidate.outstanding < best.outstanding) best = candidate
     }
     return best
   }

@@ -70,6 +70,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
   const table = new VdirTable(options.vdirs)
   const { accessLog, upstreams, trusted, idleTimeoutMs } = options
   const pins = new ConnectionPins(upstreams, idleTimeoutMs)
+  const exhausted = new Set<string>()
 
   const events: ExchangeEvents = {
     onFailure (exchange, error, cause) {
@@ -128,7 +129,15 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
     let pin = pins.get(socket)
     if (pin && !vdir.backendPool.backends.includes(pin.backend)) pin = undefined // another pool: not this logon's business
     const backend = pin ? pin.backend : vdir.backendPool.select({ vdir: vdir.path })
-    if (backend === undefined) return sendError(reply, new CasgateError('CASGATE_ERR_NO_BACKEND', [vdir.path]))
+    if (backend === undefined) {
+      // One line when a vdir runs out of servers, not one per request.
+      if (!exhausted.has(vdir.path)) {
+        exhausted.add(vdir.path)
+        accessLog.error({ vdir: vdir.path, pool: vdir.pool }, 'no healthy backend left for vdir')
+      }
+      return sendError(reply, new CasgateError('CASGATE_ERR_NO_BACKEND', [vdir.path]))
+    }
+    if (exhausted.size > 0 && exhausted.delete(vdir.path)) accessLog.info({ vdir: vdir.path, pool: vdir.pool }, 'vdir has a healthy backend again')
     if (!pin && isConnectionAuth(request.headers.authorization)) pin = pins.pin(socket, backend)
 
     // From here casgate writes the response itself, upstream bytes straight to the socket.
@@ -147,6 +156,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
     }
     ;(pin ? pin.upstream : upstreams).dispatch({
       origin: backend.origin,
+      ...(backend.tlsServerName ? { servername: backend.tlsServerName } : {}),
       path: url,
       method: request.method as 'GET',
       headers: upstreamRequestHeaders(request.raw.rawHeaders, record.client, trusted),

@@ -1,0 +1,138 @@
+import type { Logger } from 'pino'
+import type { Dispatcher } from 'undici'
+import type { HealthConfig } from '../config/schema.js'
+import type { Backend } from './backend-pool.js'
+
+// Exchange's Managed Availability publishes /<vdir>/healthcheck.htm while a protocol is healthy
+// on a server ("200 OK" and the server name) and takes it away (404) when it is not. So a server
+// is up or down per vdir: a server whose OWA is out still serves EWS. Probing / or a TCP port
+// sends users to a server whose ActiveSync is down.
+
+/** HealthTarget is one monitored (server, vdir) pair. */
+interface HealthTarget {
+  backend: Backend
+  vdir: string
+  path: string
+  host: string
+  up: boolean
+  known: boolean
+  streak: number
+  since: number
+  reason: string
+  timer: NodeJS.Timeout | undefined
+}
+
+/** HealthStatus is one target as the admin listener shows it. */
+export interface HealthStatus {
+  backend: string
+  vdir: string
+  state: 'up' | 'down'
+  since: string
+  reason: string
+}
+
+const MAX_BODY = 64 * 1024
+
+/**
+ * HealthMonitor probes each (server, vdir) pair in use over the same transport as traffic
+ * (HTTP for offload, HTTPS with the pool's CA, SNI and client certificate otherwise), with the
+ * external host name, and keeps the verdict on the backend (`backend.down`), where selection
+ * reads it. A pair changes state after `fall` failed or `rise` good probes in a row; the first
+ * probe decides at once. Each change is logged once.
+ */
+export class HealthMonitor {
+  readonly #targets = new Map<string, HealthTarget>()
+  readonly #config: HealthConfig
+  readonly #upstreams: Dispatcher
+  readonly #log: Logger
+  #running = false
+
+  constructor (config: HealthConfig, upstreams: Dispatcher, logger: Logger) {
+    this.#config = config
+    this.#upstreams = upstreams
+    this.#log = logger
+  }
+
+  /** watch adds a (server, vdir) pair; `host` is the Host header the probe sends. */
+  watch (backend: Backend, vdir: string, path: string, host: string): void {
+    const key = `${backend.origin} ${vdir.toLowerCase()}`
+    if (this.#targets.has(key)) return
+    this.#targets.set(key, { backend, vdir, path, host, up: true, known: false, streak: 0, since: Date.now(), reason: 'not probed yet', timer: undefined })
+  }
+
+  /** start probes every pair once right away, then every intervalMs (jittered so probes do not align). */
+  start (): void {
+    if (!this.#config.enabled || this.#running) return
+    this.#running = true
+    for (const target of this.#targets.values()) this.#schedule(target, Math.random() * Math.min(250, this.#config.intervalMs / 10))
+  }
+
+  stop (): void {
+    this.#running = false
+    for (const target of this.#targets.values()) clearTimeout(target.timer)
+  }
+
+  /** snapshot lists every pair with its state, for the admin listener. */
+  snapshot (): HealthStatus[] {
+    return [...this.#targets.values()].map((t) => ({ backend: t.backend.name, vdir: t.vdir, state: t.up ? 'up' : 'down', since: new Date(t.since).toISOString(), reason: t.reason }))
+  }
+
+  #schedule (target: HealthTarget, delayMs: number): void {
+    if (!this.#running) return
+    target.timer = setTimeout(() => { this.#probe(target).catch(() => undefined) }, delayMs)
+    target.timer.unref()
+  }
+
+  async #probe (target: HealthTarget): Promise<void> {
+    const { timeoutMs, expectBody, intervalMs } = this.#config
+    let reason = ''
+    try {
+      const response = await this.#upstreams.request({
+        origin: target.backend.origin,
+        ...(target.backend.tlsServerName ? { servername: target.backend.tlsServerName } : {}),
+        path: target.path,
+        method: 'GET',
+        headers: { host: target.host, 'user-agent': 'casgate-health' },
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs
+      })
+      let body = ''
+      for await (const chunk of response.body) {
+        if (body.length < MAX_BODY) body += chunk.toString()
+      }
+      if (response.statusCode !== 200) reason = `status ${response.statusCode}`
+      else if (!body.includes(expectBody)) reason = `body lacks ${JSON.stringify(expectBody)}`
+    } catch (err) {
+      reason = (err as { code?: string }).code ?? (err as Error).message
+    }
+    this.#record(target, reason === '', reason || 'healthy')
+    this.#schedule(target, intervalMs * (0.9 + Math.random() * 0.2))
+  }
+
+  #record (target: HealthTarget, ok: boolean, reason: string): void {
+    target.reason = reason
+    if (!target.known) {
+      target.known = true
+      if (!ok) this.#change(target, false, reason)
+      return
+    }
+    if (ok === target.up) {
+      target.streak = 0
+      return
+    }
+    target.streak++
+    if (target.streak >= (ok ? this.#config.rise : this.#config.fall)) this.#change(target, ok, reason)
+  }
+
+  #change (target: HealthTarget, up: boolean, reason: string): void {
+    const from = target.up ? 'up' : 'down'
+    target.up = up
+    target.streak = 0
+    target.since = Date.now()
+    if (up) target.backend.down.delete(target.vdir)
+    else target.backend.down.add(target.vdir)
+    const fields = { backend: target.backend.name, vdir: target.vdir, from, to: up ? 'up' : 'down', reason }
+    if (up) this.#log.info(fields, 'backend health changed')
+    else this.#log.warn(fields, 'backend health changed')
+  }
+}
