@@ -90,3 +90,39 @@ describe('health per vdir from Managed Availability health pages', () => {
     expect(status.health.filter((h) => h.state === 'down')).toEqual([expect.objectContaining({ vdir: '/Microsoft-Server-ActiveSync', reason: 'status 404' })])
   })
 })
+
+describe('monitors for vdirs behind certificate-based authentication', () => {
+  it('reach a CBA-protected health page only with the pool\'s client certificate', async () => {
+    const pki = await labPki()
+    const { issueCertificate } = await import('../src/tls/lab-ca.js')
+    const monitor = await issueCertificate({ commonName: 'casgate-monitor', usage: ['clientAuth'] }, pki.intermediate)
+    const tls = { certPem: pki.server.certPem + pki.intermediate.certPem, keyPem: pki.server.keyPem, clientCa: pki.root.certPem + pki.intermediate.certPem }
+    const [withCert, withoutCert] = await Promise.all(['cba1', 'cba2'].map((name) => new ExchangeEmulator({ name, tls }).start()))
+    onTestFinished(async () => { await Promise.all([withCert!.close(), withoutCert!.close()]) })
+    const http = await startEmulators(1)
+    const files = writeFiles(tempDir(), { 'root.pem': pki.root.certPem, 'monitor.crt': monitor.certPem, 'monitor.key': monitor.keyPem })
+    const gateway = await startLabGateway({
+      mode: 'offload',
+      servers: http.map((s) => s.url),
+      extra: {
+        pools: {
+          cas: { servers: http.map((s) => s.url) },
+          cba: { servers: [withCert!.url], ca: files['root.pem'], serverName: 'mail.contoso.test', clientCertificate: { cert: files['monitor.crt'], key: files['monitor.key'] } },
+          plain: { servers: [withoutCert!.url], ca: files['root.pem'], serverName: 'mail.contoso.test' }
+        },
+        hostsExtra: [
+          { names: ['eas.contoso.test'], mode: 'passthrough', pool: 'cba' },
+          { names: ['eas2.contoso.test'], mode: 'passthrough', pool: 'plain' }
+        ],
+        health: FAST
+      }
+    })
+    const cbaHosts = [withCert!, withoutCert!].map((server) => new URL(server.url).host)
+    const byVdir = () => gateway.health.snapshot().filter((h) => h.vdir === '/Microsoft-Server-ActiveSync' && cbaHosts.includes(h.backend))
+    await expect.poll(() => byVdir().map((h) => [h.backend, h.state, h.reason]).sort()).toEqual([
+      [new URL(withCert!.url).host, 'up', 'healthy'],
+      [new URL(withoutCert!.url).host, 'down', 'status 403']
+    ].sort())
+    expect(withCert!.healthProbes).toBeGreaterThan(0)
+  })
+})

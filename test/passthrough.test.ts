@@ -54,7 +54,7 @@ async function mixedGateway (easServers: string[], extra: Record<string, unknown
 async function casBackend () {
   const pki = await labPki()
   const eas = await issueCertificate({ commonName: 'eas.contoso.test', names: ['eas.contoso.test'] }, pki.intermediate)
-  const backend = await new ExchangeEmulator({ name: 'eas-cba', tls: { certPem: eas.certPem + pki.intermediate.certPem, keyPem: eas.keyPem, clientCa: pki.root.certPem } }).start()
+  const backend = await new ExchangeEmulator({ name: 'eas-cba', tls: { certPem: eas.certPem + pki.intermediate.certPem, keyPem: eas.keyPem, clientCa: pki.root.certPem + pki.intermediate.certPem } }).start()
   onTestFinished(() => backend.close())
   return backend
 }

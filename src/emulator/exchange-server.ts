@@ -22,7 +22,11 @@ import { answerNtlm, type NtlmConnectionState, type NtlmDirectory } from './ntlm
 export interface EmulatorTls {
   certPem: string
   keyPem: string
-  /** Ask clients for a certificate, verified against this CA (CBA-protected vdirs). */
+  /**
+   * Ask clients for a certificate, verified against this CA: /Microsoft-Server-ActiveSync then
+   * answers 403 (as IIS with "Require SSL client certificates") to anyone without a valid one,
+   * its health page included.
+   */
   clientCa?: string
 }
 
@@ -205,6 +209,11 @@ export class ExchangeEmulator {
     const vdir = `/${segments[1] ?? ''}`.toLowerCase()
     const rest = segments.slice(2).join('/').toLowerCase()
 
+    if (this.options.tls?.clientCa && vdir === '/microsoft-server-activesync' && !(req.socket as TLSSocket).authorized) {
+      if (rest === 'healthcheck.htm') this.healthProbes++
+      res.writeHead(403, { 'content-type': 'text/html', 'content-length': '33' }).end('403.7 - Client certificate needed')
+      return
+    }
     if (rest === 'healthcheck.htm') {
       this.healthProbes++
       const known = exchangeProfile.some((p) => p.path.toLowerCase() === vdir)
