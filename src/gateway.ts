@@ -84,6 +84,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   // Passthrough pools are registered too: their health probes travel like re-encrypted traffic.
   const usedPools = [...new Set([...vdirs.map((vdir) => vdir.backendPool), ...passthroughHosts.map((host) => pools.get(host.pool)!)])]
   const upstreams = new UpstreamDispatcher()
+  const health = new HealthMonitor(config.health, upstreams, logger.child({ component: 'health' }))
 
   let httpServer: HttpServer | undefined
   const app: FastifyInstance = Fastify({
@@ -108,11 +109,11 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     upstreams,
     trusted: trustedProxies(config.trustProxy, config.trustProxyEntries),
     idleTimeoutMs: config.listen.idleTimeoutMs,
-    accessLog: logger.child({ component: 'access' })
+    accessLog: logger.child({ component: 'access' }),
+    onBackendFailure: (backend, vdir, reason) => health.reportFailure(backend, vdir, reason)
   })
   await app.ready()
 
-  const health = new HealthMonitor(config.health, upstreams, logger.child({ component: 'health' }))
   const probeHost = terminated[0]?.names.find((name) => !name.startsWith('*')) ?? 'localhost'
   for (const vdir of vdirs) for (const backend of vdir.backendPool.backends) health.watch(backend, vdir.path, vdir.healthPath, probeHost)
   for (const host of passthroughHosts) {

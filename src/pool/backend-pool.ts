@@ -28,6 +28,8 @@ export interface Backend {
 /** SelectionContext is what a request tells the selector; affinity and health add to it later. */
 export interface SelectionContext {
   vdir: string
+  /** A server not to pick (the one a retried request just failed on). */
+  exclude?: Backend | undefined
 }
 
 /**
@@ -74,12 +76,13 @@ export class BackendPool {
     const backends = this.backends
     const count = backends.length
     const vdir = context.vdir
+    const exclude = context.exclude
     const start = this.#next
     this.#next = (start + 1) % Math.max(1, count)
     if (this.config.balance === 'round-robin') {
       for (let i = 0; i < count; i++) {
         const backend = backends[(start + i) % count]!
-        if (!backend.down.has(vdir)) return backend
+        if (!backend.down.has(vdir) && backend !== exclude) return backend
       }
       return undefined
     }
@@ -87,7 +90,7 @@ export class BackendPool {
     let best: Backend | undefined
     for (let i = 0; i < count; i++) {
       const candidate = backends[(start + i) % count]!
-      if (candidate.down.has(vdir)) continue
+      if (candidate.down.has(vdir) || candidate === exclude) continue
       if (best === undefined || candidate.outstanding < best.outstanding) best = candidate
     }
     return best

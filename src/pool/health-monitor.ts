@@ -77,6 +77,19 @@ export class HealthMonitor {
     return [...this.#targets.values()].map((t) => ({ backend: t.backend.name, vdir: t.vdir, state: t.up ? 'up' : 'down', since: new Date(t.since).toISOString(), reason: t.reason }))
   }
 
+  /**
+   * reportFailure counts a failure seen on live traffic (refused, reset, timed out) like a
+   * failed probe, so a dead server leaves before its next probe. Only probes bring it back.
+   */
+  reportFailure (backend: Backend, vdir: string, reason: string): void {
+    if (!this.#config.enabled) return
+    const target = this.#targets.get(`${backend.origin} ${vdir.toLowerCase()}`)
+    if (!target || !target.up) return
+    // Traffic is not a probe: it never decides alone, it counts towards `fall`.
+    target.known = true
+    this.#record(target, false, `traffic: ${reason}`)
+  }
+
   #schedule (target: HealthTarget, delayMs: number): void {
     if (!this.#running) return
     target.timer = setTimeout(() => { this.#probe(target).catch(() => undefined) }, delayMs)

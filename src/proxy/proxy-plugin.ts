@@ -25,6 +25,8 @@ export interface ProxyPluginOptions {
   /** Client socket idle timeout outside long requests; a vdir with a longer timeout raises it per request. */
   idleTimeoutMs: number
   accessLog: Logger
+  /** Hears failures of live traffic that are the server's fault (passive health). */
+  onBackendFailure: (backend: Backend, vdir: string, reason: string) => void
 }
 
 // What Exchange 2013+ clients use. WebDAV went with Exchange 2010, TRACE only helps
@@ -48,6 +50,13 @@ function invalidPath (url: string): string | undefined {
   if (path.includes('\0')) return 'NUL in path'
   return undefined
 }
+
+// RFC 9110 §9.2.2; PUT and DELETE are idempotent too but carry state Exchange acts on once.
+const idempotent = new Set(['GET', 'HEAD', 'OPTIONS'])
+// Failures that say the server (not the request) is at fault, and those safe to retry elsewhere:
+// nothing of the response reached the client, and the server may not have seen the request.
+const backendFaults = new Set(['CASGATE_ERR_UPSTREAM_REFUSED', 'CASGATE_ERR_UPSTREAM_RESET', 'CASGATE_ERR_UPSTREAM_TIMEOUT', 'CASGATE_ERR_UPSTREAM_TLS'])
+const retriable = new Set(['CASGATE_ERR_UPSTREAM_REFUSED', 'CASGATE_ERR_UPSTREAM_RESET', 'CASGATE_ERR_UPSTREAM_TLS'])
 
 function hasBody (request: FastifyRequest): boolean {
   const headers = request.headers
@@ -74,7 +83,10 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
 
   const events: ExchangeEvents = {
     onFailure (exchange, error, cause) {
-      accessLog.warn({ err: cause, code: error.code, pinned: exchange.pinned }, 'upstream request failed')
+      if (backendFaults.has(error.code)) options.onBackendFailure(exchange.backend, exchange.vdir, error.code)
+      accessLog.warn({ err: cause, code: error.code, backend: exchange.backend.name, pinned: exchange.pinned }, 'upstream request failed')
+      // Nothing reached the client yet and the request may be repeated: one more server tries.
+      if (retriable.has(error.code) && exchange.retry?.()) return
       // A pinned connection whose backend is gone is closed, not moved: the client logs on anew.
       if (exchange.pinned && (error.code === 'CASGATE_ERR_UPSTREAM_REFUSED' || error.code === 'CASGATE_ERR_UPSTREAM_RESET')) {
         exchange.res.destroy()
@@ -139,6 +151,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
     }
     if (exhausted.size > 0 && exhausted.delete(vdir.path)) accessLog.info({ vdir: vdir.path, pool: vdir.pool }, 'vdir has a healthy backend again')
     if (!pin && isConnectionAuth(request.headers.authorization)) pin = pins.pin(socket, backend)
+    const body = hasBody(request) ? request.raw : null
 
     // From here casgate writes the response itself, upstream bytes straight to the socket.
     reply.hijack()
@@ -147,23 +160,40 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
     // Long polls (ActiveSync Ping, MAPI NotificationWait) leave the client socket silent for as
     // long as the backend holds the request; the socket must outlive the upstream timeout.
     if (vdir.timeoutMs > idleTimeoutMs) socket.setTimeout(vdir.timeoutMs + 5_000)
-    const exchange = new UpstreamExchange(res, events)
-    record.exchange = exchange
-    if (pin) {
-      record.pin = pin
-      pin.inFlight++
-      exchange.pinned = true
+    const headers = upstreamRequestHeaders(request.raw.rawHeaders, record.client, trusted)
+    const send = (target: Backend, mayRetry: boolean): void => {
+      const exchange = new UpstreamExchange(res, events, target, vdir.path)
+      record.exchange = exchange
+      if (pin) {
+        record.pin = pin
+        pin.inFlight++
+        exchange.pinned = true
+      }
+      if (mayRetry) {
+        exchange.retry = () => {
+          const next = vdir.backendPool.select({ vdir: vdir.path, exclude: target })
+          if (next === undefined || res.destroyed) return false
+          target.outstanding--
+          next.outstanding++
+          record.backend = next
+          send(next, false)
+          return true
+        }
+      }
+      ;(pin ? pin.upstream : upstreams).dispatch({
+        origin: target.origin,
+        ...(target.tlsServerName ? { servername: target.tlsServerName } : {}),
+        path: url,
+        method: request.method as 'GET',
+        headers,
+        body,
+        headersTimeout: vdir.timeoutMs,
+        bodyTimeout: vdir.timeoutMs
+      }, exchange)
     }
-    ;(pin ? pin.upstream : upstreams).dispatch({
-      origin: backend.origin,
-      ...(backend.tlsServerName ? { servername: backend.tlsServerName } : {}),
-      path: url,
-      method: request.method as 'GET',
-      headers: upstreamRequestHeaders(request.raw.rawHeaders, record.client, trusted),
-      body: hasBody(request) ? request.raw : null,
-      headersTimeout: vdir.timeoutMs,
-      bodyTimeout: vdir.timeoutMs
-    }, exchange)
+    // Retried at most once, and only what may be repeated: idempotent methods without a body,
+    // not on a pinned (authenticated) connection.
+    send(backend, pin === undefined && body === null && idempotent.has(request.method))
   }
 
   fastify.route({ method: proxiedMethods, url: '/*', handler: proxy })

@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
 import type { Dispatcher } from 'undici'
 import type { CasgateError } from '../errors.js'
+import type { Backend } from '../pool/backend-pool.js'
 import { challengesConnectionAuth } from './connection-pins.js'
 import { clientResponseHeaders } from './headers.js'
 import { upstreamFailure } from './upstream-errors.js'
@@ -29,12 +30,18 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler {
   connectionAuthOffered = false
   /** The request travels on the client connection's own upstream connection. */
   pinned = false
+  /** Sends the request to another server once; set only for requests that may be retried. */
+  retry: (() => boolean) | undefined
+  readonly backend: Backend
+  readonly vdir: string
   #controller: Dispatcher.DispatchController | undefined
   #done = false
 
-  constructor (res: ServerResponse, events: ExchangeEvents) {
+  constructor (res: ServerResponse, events: ExchangeEvents, backend: Backend, vdir: string) {
     this.res = res
     this.events = events
+    this.backend = backend
+    this.vdir = vdir
   }
 
   /** clientGone aborts the upstream request when the client leaves before the response is complete. */
