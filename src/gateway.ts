@@ -7,7 +7,9 @@ import reencryptMode from '../plugins/reencrypt.js'
 import passthroughMode, { type PassthroughRelay } from '../plugins/passthrough.js'
 import { healthPathFor } from './config/exchange-profile.js'
 import type { GatewayConfig, PassthroughHost, ResolvedHost, TerminatedHost } from './config/load.js'
+import { DrainControl } from './pool/drain.js'
 import { HealthMonitor } from './pool/health-monitor.js'
+import { ConnectionPins } from './proxy/connection-pins.js'
 import { FrontDoor, type SniRouting } from './front/front-door.js'
 import { HostNameTable } from './front/host-names.js'
 import { startAdminServer } from './observe/admin-server.js'
@@ -32,6 +34,7 @@ export interface Gateway {
   readonly adminAddress: AddressInfo | undefined
   readonly logger: Logger
   readonly health: HealthMonitor
+  readonly drain: DrainControl
   /** url builds https://<host>:<port><path> for the bound port. */
   url: (path?: string, host?: string) => string
   close: (graceMs?: number) => Promise<void>
@@ -85,6 +88,8 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   const usedPools = [...new Set([...vdirs.map((vdir) => vdir.backendPool), ...passthroughHosts.map((host) => pools.get(host.pool)!)])]
   const upstreams = new UpstreamDispatcher()
   const health = new HealthMonitor(config.health, upstreams, logger.child({ component: 'health' }))
+  const pins = new ConnectionPins(upstreams, config.listen.idleTimeoutMs)
+  const drain = new DrainControl(pools, pins, logger.child({ component: 'drain' }))
 
   let httpServer: HttpServer | undefined
   const app: FastifyInstance = Fastify({
@@ -110,6 +115,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     trusted: trustedProxies(config.trustProxy, config.trustProxyEntries),
     idleTimeoutMs: config.listen.idleTimeoutMs,
     accessLog: logger.child({ component: 'access' }),
+    pins,
     onBackendFailure: (backend, vdir, reason) => health.reportFailure(backend, vdir, reason)
   })
   await app.ready()
@@ -140,7 +146,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   try {
     address = await frontDoor.listen()
     if (config.admin) {
-      admin = await startAdminServer(config.admin, { frontDoor, pools, health })
+      admin = await startAdminServer(config.admin, { frontDoor, pools, health, drain })
       logger.info({ address: admin.address.address, port: admin.address.port }, 'admin listener on')
     }
   } catch (err) {
@@ -162,8 +168,10 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     url: (path = '/', host = defaultHost) => `https://${host}:${address.port}${path}`,
     adminAddress: admin?.address,
     health,
+    drain,
     async close (graceMs = 0) {
       health.stop()
+      drain.stop()
       await admin?.app.close()
       await frontDoor.close(graceMs)
       await app.close()

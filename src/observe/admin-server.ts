@@ -3,6 +3,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import type { AdminConfig } from '../config/schema.js'
 import type { FrontDoorCounters } from '../front/front-door.js'
 import type { BackendPool } from '../pool/backend-pool.js'
+import type { DrainControl } from '../pool/drain.js'
 import type { HealthStatus } from '../pool/health-monitor.js'
 
 /** StatusSource is what the admin listener reports on. */
@@ -10,7 +11,11 @@ export interface StatusSource {
   frontDoor: { connections: number, counters: FrontDoorCounters }
   pools: ReadonlyMap<string, BackendPool>
   health: { snapshot: () => HealthStatus[] }
+  drain: DrainControl
 }
+
+/** DEFAULT_DRAIN_DEADLINE_MS lets an ActiveSync Ping (59 min) finish before pinned logons are cut. */
+export const DEFAULT_DRAIN_DEADLINE_MS = 60 * 60_000
 
 /** statusSnapshot is the JSON of GET /status: listener counters and every backend's load. */
 export function statusSnapshot (source: StatusSource): object {
@@ -27,17 +32,30 @@ export function statusSnapshot (source: StatusSource): object {
         downVdirs: [...backend.down]
       }))
     }])),
-    health: source.health.snapshot()
+    health: source.health.snapshot(),
+    drained: source.drain.snapshot()
   }
 }
 
 /**
- * startAdminServer opens the admin listener: plain HTTP, JSON, read-only for now. It has no
+ * startAdminServer opens the admin listener: plain HTTP, JSON status and drain/enable. It has no
  * authentication, which is why it binds to loopback unless told otherwise.
  */
 export async function startAdminServer (config: AdminConfig, source: StatusSource): Promise<{ app: FastifyInstance, address: AddressInfo }> {
   const app = Fastify({ logger: false })
   app.get('/status', async () => statusSnapshot(source))
+  // Maintenance: POST /backends/ex1.contoso.local:443/drain?vdir=/owa&deadlineMs=600000, then …/enable.
+  type Target = { Params: { name: string }, Querystring: { vdir?: string, deadlineMs?: string } }
+  app.post<Target>('/backends/:name/drain', async (request, reply) => {
+    const deadlineMs = request.query.deadlineMs === undefined ? DEFAULT_DRAIN_DEADLINE_MS : Number(request.query.deadlineMs)
+    if (!Number.isFinite(deadlineMs) || deadlineMs < 0) return reply.code(400).send({ error: 'deadlineMs must be a number of milliseconds' })
+    if (!source.drain.drain(request.params.name, request.query.vdir, deadlineMs)) return reply.code(404).send({ error: `no server named ${request.params.name}` })
+    return { drained: source.drain.snapshot() }
+  })
+  app.post<Target>('/backends/:name/enable', async (request, reply) => {
+    if (!source.drain.enable(request.params.name, request.query.vdir)) return reply.code(404).send({ error: `no server named ${request.params.name}` })
+    return { drained: source.drain.snapshot() }
+  })
   await app.listen({ host: config.host, port: config.port })
   return { app, address: app.server.address() as AddressInfo }
 }

@@ -17,12 +17,19 @@ export interface Backend {
   pinned: number
   /** Vdirs whose health page says this server is out (set by the health monitor). */
   readonly down: Set<string>
+  /** Vdirs an admin put into maintenance ('*': the whole server): no new requests or logons. */
+  readonly drained: Set<string>
   /**
    * TLS server name for HTTPS backends: the pool's serverName, else the URL's host name. Passed
    * on every request, because undici otherwise takes the Host header (the external name) for
    * SNI and certificate checks. Undefined for plain HTTP and for IP literals without serverName.
    */
   readonly tlsServerName: string | undefined
+}
+
+/** isAvailable says whether a server may take new work for a vdir: healthy and not drained. */
+export function isAvailable (backend: Backend, vdir: string): boolean {
+  return !backend.down.has(vdir) && (backend.drained.size === 0 || (!backend.drained.has('*') && !backend.drained.has(vdir)))
 }
 
 /** SelectionContext is what a request tells the selector; affinity and health add to it later. */
@@ -53,6 +60,7 @@ export class BackendPool {
       connections: 0,
       pinned: 0,
       down: new Set<string>(),
+      drained: new Set<string>(),
       tlsServerName: url.protocol === 'https:' ? config.serverName ?? (isIP(url.hostname) === 0 ? url.hostname : undefined) : undefined
     }))
   }
@@ -63,7 +71,7 @@ export class BackendPool {
    * address (the only key at layer 4); least-connections ranks by open connections.
    */
   connectionOrder (clientAddress: string, policy: 'source-ip' | 'least-connections', monitorVdir: string): Backend[] {
-    const healthy = this.backends.filter((backend) => !backend.down.has(monitorVdir))
+    const healthy = this.backends.filter((backend) => isAvailable(backend, monitorVdir))
     if (policy === 'source-ip') return rendezvousRank(clientAddress, healthy)
     const start = this.#next % Math.max(1, healthy.length)
     this.#next = (this.#next + 1) % Math.max(1, this.backends.length)
@@ -82,7 +90,7 @@ export class BackendPool {
     if (this.config.balance === 'round-robin') {
       for (let i = 0; i < count; i++) {
         const backend = backends[(start + i) % count]!
-        if (!backend.down.has(vdir) && backend !== exclude) return backend
+        if (backend !== exclude && isAvailable(backend, vdir)) return backend
       }
       return undefined
     }
@@ -90,7 +98,7 @@ export class BackendPool {
     let best: Backend | undefined
     for (let i = 0; i < count; i++) {
       const candidate = backends[(start + i) % count]!
-      if (candidate.down.has(vdir) || candidate === exclude) continue
+      if (candidate === exclude || !isAvailable(candidate, vdir)) continue
       if (best === undefined || candidate.outstanding < best.outstanding) best = candidate
     }
     return best

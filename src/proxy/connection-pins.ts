@@ -41,6 +41,8 @@ export interface ConnectionPin {
  */
 export class ConnectionPins {
   readonly #pins = new WeakMap<Socket, ConnectionPin>()
+  /** Client connections pinned to each backend, for drain deadlines. */
+  readonly #byBackend = new Map<Backend, Set<Socket>>()
   readonly #upstreams: UpstreamDispatcher
   readonly #idleTimeoutMs: number
 
@@ -63,11 +65,15 @@ export class ConnectionPins {
     const pin: ConnectionPin = { backend, upstream, inFlight: 0, closeWhenIdle: false }
     this.#pins.set(socket, pin)
     backend.pinned++
+    let sockets = this.#byBackend.get(backend)
+    if (!sockets) this.#byBackend.set(backend, sockets = new Set())
+    sockets.add(socket)
     let released = false
     const release = (): void => {
       if (released) return
       released = true
       backend.pinned--
+      sockets.delete(socket)
       upstream.destroy().catch(() => undefined)
     }
     socket.once('close', release)
@@ -78,6 +84,15 @@ export class ConnectionPins {
       else pin.closeWhenIdle = true
     })
     return pin
+  }
+
+  /** closeAll ends every client connection pinned to `backend` (a drain's deadline has come). */
+  closeAll (backend: Backend): number {
+    const sockets = this.#byBackend.get(backend)
+    if (!sockets) return 0
+    const count = sockets.size
+    for (const socket of sockets) socket.end()
+    return count
   }
 
   /** requestDone is called when a request on a pinned connection has finished. */

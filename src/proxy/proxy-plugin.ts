@@ -8,7 +8,7 @@ import type { Backend, BackendPool } from '../pool/backend-pool.js'
 import type { UpstreamDispatcher } from '../pool/upstream-dispatcher.js'
 import { VdirTable } from '../routing/vdir-table.js'
 import { sendError, sendFrameworkError, writeError } from './error-reply.js'
-import { ConnectionPins, isConnectionAuth, type ConnectionPin } from './connection-pins.js'
+import { isConnectionAuth, type ConnectionPin, type ConnectionPins } from './connection-pins.js'
 import { upstreamRequestHeaders, type TrustedProxies } from './headers.js'
 import { UpstreamExchange, type ExchangeEvents } from './upstream-exchange.js'
 
@@ -25,6 +25,8 @@ export interface ProxyPluginOptions {
   /** Client socket idle timeout outside long requests; a vdir with a longer timeout raises it per request. */
   idleTimeoutMs: number
   accessLog: Logger
+  /** Dedicated upstream connections of NTLM/Negotiate client connections. */
+  pins: ConnectionPins
   /** Hears failures of live traffic that are the server's fault (passive health). */
   onBackendFailure: (backend: Backend, vdir: string, reason: string) => void
 }
@@ -78,7 +80,8 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
   if (!options?.upstreams || !Array.isArray(options.vdirs)) throw new TypeError('casgate proxy: vdirs and upstreams are required')
   const table = new VdirTable(options.vdirs)
   const { accessLog, upstreams, trusted, idleTimeoutMs } = options
-  const pins = new ConnectionPins(upstreams, idleTimeoutMs)
+  if (!options.pins) throw new TypeError('casgate proxy: pins is required')
+  const pins = options.pins
   const exhausted = new Set<string>()
 
   const events: ExchangeEvents = {

@@ -1,0 +1,85 @@
+import type { Logger } from 'pino'
+import type { ConnectionPins } from '../proxy/connection-pins.js'
+import type { Backend, BackendPool } from './backend-pool.js'
+
+/** DrainState is one server's maintenance state, for the admin listener. */
+export interface DrainState {
+  backend: string
+  vdirs: string[]
+  deadline: string | undefined
+}
+
+/**
+ * DrainControl puts servers (or one vdir of a server) into maintenance: new requests and new
+ * logons avoid them at once, while requests in flight, held long polls and pinned NTLM
+ * connections finish by themselves; at the deadline, connections still pinned are closed so
+ * their clients log on elsewhere.
+ */
+export class DrainControl {
+  readonly #pools: ReadonlyMap<string, BackendPool>
+  readonly #pins: ConnectionPins
+  readonly #log: Logger
+  readonly #deadlines = new Map<Backend, { timer: NodeJS.Timeout, at: number }>()
+
+  constructor (pools: ReadonlyMap<string, BackendPool>, pins: ConnectionPins, logger: Logger) {
+    this.#pools = pools
+    this.#pins = pins
+    this.#log = logger
+  }
+
+  /** backendsNamed finds a server in every pool that lists it (its name is host:port). */
+  backendsNamed (name: string): Backend[] {
+    return [...this.#pools.values()].flatMap((pool) => pool.backends.filter((backend) => backend.name === name))
+  }
+
+  /** drain puts `name` (all vdirs, or one) into maintenance; returns false when no server has that name. */
+  drain (name: string, vdir: string | undefined, deadlineMs: number): boolean {
+    const backends = this.backendsNamed(name)
+    for (const backend of backends) {
+      backend.drained.add(vdir ?? '*')
+      const previous = this.#deadlines.get(backend)
+      if (previous) clearTimeout(previous.timer)
+      const timer = setTimeout(() => {
+        this.#deadlines.delete(backend)
+        if (backend.drained.size === 0) return
+        const closed = this.#pins.closeAll(backend)
+        this.#log.warn({ backend: backend.name, closedPinnedConnections: closed }, 'drain deadline reached')
+      }, deadlineMs)
+      timer.unref()
+      this.#deadlines.set(backend, { timer, at: Date.now() + deadlineMs })
+    }
+    if (backends.length > 0) this.#log.warn({ backend: name, vdir: vdir ?? 'all', deadlineMs }, 'backend drained')
+    return backends.length > 0
+  }
+
+  /** enable takes `name` (all vdirs, or one) out of maintenance. */
+  enable (name: string, vdir: string | undefined): boolean {
+    const backends = this.backendsNamed(name)
+    for (const backend of backends) {
+      if (vdir === undefined) backend.drained.clear()
+      else backend.drained.delete(vdir)
+      if (backend.drained.size === 0) {
+        clearTimeout(this.#deadlines.get(backend)?.timer)
+        this.#deadlines.delete(backend)
+      }
+    }
+    if (backends.length > 0) this.#log.info({ backend: name, vdir: vdir ?? 'all' }, 'backend enabled')
+    return backends.length > 0
+  }
+
+  snapshot (): DrainState[] {
+    const seen = new Map<string, DrainState>()
+    for (const pool of this.#pools.values()) {
+      for (const backend of pool.backends) {
+        if (backend.drained.size === 0 || seen.has(backend.name)) continue
+        const deadline = this.#deadlines.get(backend)?.at
+        seen.set(backend.name, { backend: backend.name, vdirs: [...backend.drained], deadline: deadline ? new Date(deadline).toISOString() : undefined })
+      }
+    }
+    return [...seen.values()]
+  }
+
+  stop (): void {
+    for (const { timer } of this.#deadlines.values()) clearTimeout(timer)
+  }
+}
