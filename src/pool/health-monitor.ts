@@ -46,6 +46,7 @@ export class HealthMonitor {
   readonly #upstreams: Dispatcher
   readonly #log: Logger
   #running = false
+  readonly #offline = new Set<Backend>()
 
   constructor (config: HealthConfig, upstreams: Dispatcher, logger: Logger) {
     this.#config = config
@@ -145,7 +146,24 @@ export class HealthMonitor {
     if (up) target.backend.down.delete(target.vdir)
     else target.backend.down.add(target.vdir)
     const fields = { backend: target.backend.name, vdir: target.vdir, from, to: up ? 'up' : 'down', reason }
-    if (up) this.#log.info(fields, 'backend health changed')
+    // A 404 is Managed Availability taking a protocol out on purpose: news, not an error.
+    if (up || reason === 'status 404') this.#log.info(fields, 'backend health changed')
     else this.#log.warn(fields, 'backend health changed')
+    this.#noteServerWide(target.backend)
+  }
+
+  /**
+   * Exchange's "server-wide offline" (Set-ServerComponentState ServerWideOffline) makes every
+   * health page answer 404: say it once, as maintenance, instead of one alarm per vdir.
+   */
+  #noteServerWide (backend: Backend): void {
+    const targets = [...this.#targets.values()].filter((t) => t.backend === backend)
+    const offline = targets.length > 1 && targets.every((t) => !t.up && t.reason === 'status 404')
+    if (offline && !this.#offline.has(backend)) {
+      this.#offline.add(backend)
+      this.#log.warn({ backend: backend.name, vdirs: targets.length }, 'backend is offline for maintenance (every health page answers 404)')
+    } else if (!offline && this.#offline.delete(backend)) {
+      this.#log.info({ backend: backend.name }, 'backend is back from maintenance')
+    }
   }
 }
