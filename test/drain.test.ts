@@ -33,6 +33,25 @@ describe('drain from the admin listener', () => {
     expect((await adminPost(admin, '/backends/nowhere:443/drain')).status).toBe(404)
   })
 
+  it('lets held long polls run until the deadline, then cuts them', async () => {
+    const servers = await startEmulators(2)
+    const gateway = await startLabGateway({ mode: 'offload', servers: servers.map((s) => s.url), pool: { balance: 'round-robin' }, extra: { admin: { host: '127.0.0.1', port: 0 }, health: { enabled: false } } })
+    const client = await labClient()
+    const ping = (ms: number) => send(gateway, `/Microsoft-Server-ActiveSync/__casgate/hold?ms=${ms}`, { dispatcher: client }).catch((err: Error) => err)
+    const longPing = ping(60_000) // round robin: ex1
+    await expect.poll(() => servers[0]!.requests).toBe(1)
+    const shortPing = ping(300) // ex2
+    await expect.poll(() => servers[1]!.requests).toBe(1)
+    const pings = [longPing, shortPing]
+    expect((await adminPost(gateway.adminAddress!.port, `/backends/${new URL(servers[0]!.url).host}/drain?deadlineMs=600`)).status).toBe(200)
+    const [long, short] = await Promise.all(pings)
+    // The short Ping (on ex2) finished normally; the long one (on ex1) was cut at the deadline.
+    expect(short).toMatchObject({ status: 200 })
+    expect(long).toBeInstanceOf(Error)
+    await expect.poll(() => servers[0]!.abandoned).toBe(1)
+    expect(gateway.logs.lines.find((line) => line.msg === 'drain deadline reached')).toMatchObject({ cutRequests: 1 })
+  })
+
   it('lets a pinned NTLM connection finish until the deadline, then closes it', async () => {
     const directory = { domain: 'CONTOSO', users: { alice: 'Secret-1' } }
     const servers = await Promise.all(['ex1', 'ex2'].map((name) => new ExchangeEmulator({ name, ntlm: directory }).start()))

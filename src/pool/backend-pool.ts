@@ -19,6 +19,8 @@ export interface Backend {
   readonly down: Set<string>
   /** Vdirs an admin put into maintenance ('*': the whole server): no new requests or logons. */
   readonly drained: Set<string>
+  /** Requests in flight on it that can be cut (a drain's deadline ends held long polls). */
+  readonly inFlight: Set<{ cut: () => void }>
   /**
    * TLS server name for HTTPS backends: the pool's serverName, else the URL's host name. Passed
    * on every request, because undici otherwise takes the Host header (the external name) for
@@ -61,6 +63,7 @@ export class BackendPool {
       pinned: 0,
       down: new Set<string>(),
       drained: new Set<string>(),
+      inFlight: new Set(),
       tlsServerName: url.protocol === 'https:' ? config.serverName ?? (isIP(url.hostname) === 0 ? url.hostname : undefined) : undefined
     }))
   }

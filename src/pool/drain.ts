@@ -12,8 +12,8 @@ export interface DrainState {
 /**
  * DrainControl puts servers (or one vdir of a server) into maintenance: new requests and new
  * logons avoid them at once, while requests in flight, held long polls and pinned NTLM
- * connections finish by themselves; at the deadline, connections still pinned are closed so
- * their clients log on elsewhere.
+ * connections finish by themselves; at the deadline, requests still running there are cut and
+ * connections still pinned are closed, so their clients come back (and log on) elsewhere.
  */
 export class DrainControl {
   readonly #pools: ReadonlyMap<string, BackendPool>
@@ -43,7 +43,9 @@ export class DrainControl {
         this.#deadlines.delete(backend)
         if (backend.drained.size === 0) return
         const closed = this.#pins.closeAll(backend)
-        this.#log.warn({ backend: backend.name, closedPinnedConnections: closed }, 'drain deadline reached')
+        const cut = backend.inFlight.size
+        for (const request of [...backend.inFlight]) request.cut()
+        this.#log.warn({ backend: backend.name, closedPinnedConnections: closed, cutRequests: cut }, 'drain deadline reached')
       }, deadlineMs)
       timer.unref()
       this.#deadlines.set(backend, { timer, at: Date.now() + deadlineMs })

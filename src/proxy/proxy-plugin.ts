@@ -127,6 +127,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
     res.once('close', () => {
       const { backend, exchange, pin } = record
       if (backend) backend.outstanding--
+      if (exchange) exchange.backend.inFlight.delete(exchange)
       exchange?.clientGone()
       if (pin) pins.requestDone(socket, pin)
       // The backend offered NTLM/Negotiate: the client's next request starts the handshake,
@@ -166,7 +167,9 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
     const headers = upstreamRequestHeaders(request.raw.rawHeaders, record.client, trusted)
     const send = (target: Backend, mayRetry: boolean): void => {
       const exchange = new UpstreamExchange(res, events, target, vdir.path)
+      if (record.exchange) record.exchange.backend.inFlight.delete(record.exchange)
       record.exchange = exchange
+      target.inFlight.add(exchange)
       if (pin) {
         record.pin = pin
         pin.inFlight++

@@ -44,6 +44,12 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler {
     this.vdir = vdir
   }
 
+  /** cut ends the exchange from casgate's side (a drain deadline): upstream aborted, client connection closed. */
+  cut (): void {
+    this.clientGone()
+    this.res.destroy()
+  }
+
   /** clientGone aborts the upstream request when the client leaves before the response is complete. */
   clientGone (): void {
     if (this.#done) return
