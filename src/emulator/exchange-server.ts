@@ -2,6 +2,7 @@ import { createServer as createHttpServer, type IncomingMessage, type Server, ty
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net'
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls'
 import { peekSocket } from '../front/peek.js'
+import { answerRpcOverHttp } from './rpc-over-http.js'
 import { inspectRequestLine, MAX_REQUEST_LINE, RPC_METHODS, type RequestLine } from '../front/request-line.js'
 import { exchangeProfile } from '../config/exchange-profile.js'
 import { answerNtlm, type NtlmConnectionState, type NtlmDirectory } from './ntlm-server.js'
@@ -53,7 +54,8 @@ export interface EchoBody {
   user?: string
 }
 
-const CHUNK = Buffer.alloc(64 * 1024, 'x')
+/** CHUNK is the 64 KiB of filler the emulator streams bodies from. */
+export const CHUNK = Buffer.alloc(64 * 1024, 'x')
 
 /** ExchangeEmulator is one emulated Client Access server on loopback. */
 export class ExchangeEmulator {
@@ -99,7 +101,8 @@ export class ExchangeEmulator {
     peekSocket<RequestLine>(socket, { timeoutMs: 30_000, maxBytes: MAX_REQUEST_LINE }, inspectRequestLine, (outcome) => {
       if (outcome.ok && RPC_METHODS.has(outcome.value.method)) {
         socket.unshift(outcome.bytes)
-        this.#rpc(socket, outcome.value)
+        this.requests++
+        answerRpcOverHttp(socket, outcome.value, this.name, this.#connectionIds.get(socket) ?? 0)
         return
       }
       if (outcome.bytes.length === 0) {
@@ -108,61 +111,6 @@ export class ExchangeEmulator {
       }
       socket.unshift(outcome.bytes)
       this.server.emit('connection', socket)
-      socket.resume()
-    })
-  }
-
-  #rpc (socket: Socket, line: RequestLine): void {
-    this.requests++
-    peekSocket<number>(socket, { timeoutMs: 30_000, maxBytes: 64 * 1024 }, (bytes) => {
-      const end = bytes.indexOf('\r\n\r\n')
-      return end === -1 ? { state: 'partial' } : { state: 'complete', value: end + 4 }
-    }, (outcome) => {
-      if (!outcome.ok) {
-        socket.destroy()
-        return
-      }
-      const head = outcome.bytes.subarray(0, outcome.value).toString('latin1')
-      const headers: Record<string, string> = {}
-      for (const headerLine of head.split('\r\n').slice(1)) {
-        const colon = headerLine.indexOf(':')
-        if (colon > 0) headers[headerLine.slice(0, colon).trim().toLowerCase()] = headerLine.slice(colon + 1).trim()
-      }
-      const url = new URL(line.target, 'http://emulator')
-      if (line.method === 'RPC_OUT_DATA') {
-        const total = Number(url.searchParams.get('bytes') ?? 0)
-        socket.write(`HTTP/1.1 200 Success\r\nContent-Type: application/rpc\r\nX-Backend: ${this.name}\r\nContent-Length: ${total}\r\n\r\n`)
-        let left = total
-        const pump = (): void => {
-          while (left > 0) {
-            const chunk = left >= CHUNK.length ? CHUNK : CHUNK.subarray(0, left)
-            left -= chunk.length
-            if (!socket.write(chunk)) {
-              socket.once('drain', pump)
-              return
-            }
-          }
-          socket.end()
-        }
-        pump()
-        return
-      }
-      const expected = Number(headers['content-length'] ?? 0)
-      let bodyBytes = outcome.bytes.length - outcome.value
-      const finish = (): void => {
-        socket.off('data', onData)
-        const json = JSON.stringify({ server: this.name, method: line.method, url: line.target, headers, bodyBytes, tls: undefined, connection: this.#connectionIds.get(socket) ?? 0 } satisfies EchoBody)
-        socket.end(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Backend: ${this.name}\r\nContent-Length: ${Buffer.byteLength(json)}\r\n\r\n${json}`)
-      }
-      const onData = (chunk: Buffer): void => {
-        bodyBytes += chunk.length
-        if (bodyBytes >= expected) finish()
-      }
-      if (bodyBytes >= expected) {
-        finish()
-        return
-      }
-      socket.on('data', onData)
       socket.resume()
     })
   }
