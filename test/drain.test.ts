@@ -3,7 +3,7 @@ import { Client } from 'undici'
 import type { EchoBody } from '../src/emulator/exchange-server.js'
 import { ExchangeEmulator } from '../src/emulator/exchange-server.js'
 import { labClient, labPki, send, startEmulators, startLabGateway } from './helpers/lab.js'
-import { authenticateHeader, negotiateHeader } from './helpers/ntlm-client.js'
+import { logOn } from './helpers/ntlm-client.js'
 
 async function adminPost (port: number, path: string): Promise<{ status: number, body: Record<string, unknown> }> {
   const response = await fetch(`http://127.0.0.1:${port}${path}`, { method: 'POST' })
@@ -61,9 +61,7 @@ describe('drain from the admin listener', () => {
     const client = new Client(`https://127.0.0.1:${gateway.address.port}`, { connect: { ca: pki.root.certPem, servername: 'mail.contoso.test' }, pipelining: 1 })
     onTestFinished(() => client.destroy())
     const get = (authorization?: string) => client.request({ path: '/EWS/Exchange.asmx', method: 'GET', headers: { host: 'mail.contoso.test', ...(authorization ? { authorization } : {}) } })
-    const challenge = await get(negotiateHeader())
-    await challenge.body.dump()
-    const first = await (await get(authenticateHeader(String(challenge.headers['www-authenticate']), 'alice', 'Secret-1', 'CONTOSO'))).body.json() as EchoBody
+    const first = await (await logOn(client, '/EWS/Exchange.asmx', 'alice', 'Secret-1', 'CONTOSO')).body.json() as EchoBody
     const pinnedTo = servers.find((s) => s.name === first.server)!
     expect((await adminPost(gateway.adminAddress!.port, `/backends/${new URL(pinnedTo.url).host}/drain?deadlineMs=400`)).status).toBe(200)
     // New clients go elsewhere; the logged-on connection keeps its server until the deadline.

@@ -1,14 +1,6 @@
-import { createServer, type AddressInfo } from 'node:net'
+import { closedPort } from './helpers/ports.js'
 import { describe, expect, it } from 'vitest'
 import { labClient, send, startEmulators, startLabGateway } from './helpers/lab.js'
-
-async function closedPort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as AddressInfo
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
 
 // Probes every minute: whatever happens within a test is seen on live traffic only.
 const SLOW_PROBES = { intervalMs: 60_000, timeoutMs: 1_000, rise: 1, fall: 2 }

@@ -2,6 +2,7 @@ import { readdirSync } from 'node:fs'
 import { connect as netConnect, createServer, type AddressInfo, type Server, type Socket } from 'node:net'
 import { connect as tlsConnect } from 'node:tls'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { closedPort } from './helpers/ports.js'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import type { EchoBody } from '../src/emulator/exchange-server.js'
 import { ExchangeEmulator } from '../src/emulator/exchange-server.js'
@@ -10,14 +11,6 @@ import { captureClientHello, splitIntoRecords } from './helpers/client-hello.js'
 import { curl } from './helpers/curl.js'
 import { labClient, labPki, send, startEmulators, startLabGateway } from './helpers/lab.js'
 import { tempDir, writeFiles } from './helpers/tmp.js'
-
-async function closedPort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as AddressInfo
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
 
 /** A raw TCP "backend" that records what it receives and, optionally, hangs up at once. */
 async function recordingBackend (options: { hangUp?: boolean } = {}): Promise<{ server: Server, url: string, received: () => Buffer[] }> {

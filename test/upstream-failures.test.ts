@@ -1,14 +1,6 @@
-import { createServer } from 'node:net'
+import { closedPort } from './helpers/ports.js'
 import { describe, expect, it } from 'vitest'
 import { labClient, send, startEmulators, startLabGateway } from './helpers/lab.js'
-
-async function closedPort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as { port: number }
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
 
 describe('upstream failures map to status codes with stable error codes', () => {
   it('502 CASGATE_ERR_UPSTREAM_REFUSED when the backend refuses the connection', async () => {

@@ -54,8 +54,24 @@ export interface EchoBody {
   user?: string
 }
 
-/** CHUNK is the 64 KiB of filler the emulator streams bodies from. */
-export const CHUNK = Buffer.alloc(64 * 1024, 'x')
+const CHUNK = Buffer.alloc(64 * 1024, 'x')
+
+/** pumpBytes writes `total` bytes of filler with backpressure, then ends the stream. */
+export function pumpBytes (out: NodeJS.WritableStream, total: number): void {
+  let left = total
+  const pump = (): void => {
+    while (left > 0) {
+      const chunk = left >= CHUNK.length ? CHUNK : CHUNK.subarray(0, left)
+      left -= chunk.length
+      if (!out.write(chunk)) {
+        out.once('drain', pump)
+        return
+      }
+    }
+    out.end()
+  }
+  pump()
+}
 
 /** ExchangeEmulator is one emulated Client Access server on loopback. */
 export class ExchangeEmulator {
@@ -213,19 +229,7 @@ export class ExchangeEmulator {
 
   #sendBytes (res: ServerResponse, total: number): void {
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(total) })
-    let left = total
-    const pump = (): void => {
-      while (left > 0) {
-        const chunk = left >= CHUNK.length ? CHUNK : CHUNK.subarray(0, left)
-        left -= chunk.length
-        if (!res.write(chunk)) {
-          res.once('drain', pump)
-          return
-        }
-      }
-      res.end()
-    }
-    pump()
+    pumpBytes(res, total)
   }
 
   #echo (req: IncomingMessage, res: ServerResponse, bodyBytes: number, user?: string): void {

@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net'
 import { peekSocket } from '../front/peek.js'
 import type { RequestLine } from '../front/request-line.js'
-import { CHUNK, type EchoBody } from './exchange-server.js'
+import { pumpBytes, type EchoBody } from './exchange-server.js'
 
 /**
  * answerRpcOverHttp plays Exchange's RPC proxy (rpcproxy.dll) for one RPC over HTTP request:
@@ -27,19 +27,7 @@ export function answerRpcOverHttp (socket: Socket, line: RequestLine, name: stri
     if (line.method === 'RPC_OUT_DATA') {
       const total = Number(url.searchParams.get('bytes') ?? 0)
       socket.write(`HTTP/1.1 200 Success\r\nContent-Type: application/rpc\r\nX-Backend: ${name}\r\nContent-Length: ${total}\r\n\r\n`)
-      let left = total
-      const pump = (): void => {
-        while (left > 0) {
-          const chunk = left >= CHUNK.length ? CHUNK : CHUNK.subarray(0, left)
-          left -= chunk.length
-          if (!socket.write(chunk)) {
-            socket.once('drain', pump)
-            return
-          }
-        }
-        socket.end()
-      }
-      pump()
+      pumpBytes(socket, total)
       return
     }
     const expected = Number(headers['content-length'] ?? 0)

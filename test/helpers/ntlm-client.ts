@@ -1,6 +1,7 @@
 import { createHmac, randomBytes } from 'node:crypto'
 import { ntlmField, ntlmToken } from '../../src/auth/ntlm-message.js'
 import { md4 } from '../../src/emulator/md4.js'
+import type { Dispatcher } from 'undici'
 
 // A client side of NTLMv2 (MS-NLMP §3.1.5), for tests that need control over which connection
 // each message travels on. curl and requests_ntlm are the real clients; this one is for the
@@ -41,4 +42,13 @@ export function authenticateHeader (wwwAuthenticate: string, user: string, passw
   })
   header.writeUInt32LE(FLAGS >>> 0, 60)
   return `NTLM ${Buffer.concat([header, ...fields]).toString('base64')}`
+}
+
+/** logOn runs a whole NTLM handshake on one undici connection and returns the final response. */
+export async function logOn (client: Dispatcher, path: string, user: string, password: string, domain: string): Promise<Dispatcher.ResponseData> {
+  const headers = { host: 'mail.contoso.test' }
+  const challenge = await client.request({ path, method: 'GET', headers: { ...headers, authorization: negotiateHeader() } })
+  await challenge.body.dump()
+  if (challenge.statusCode !== 401) throw new Error(`expected a 401 challenge, got ${challenge.statusCode}`)
+  return client.request({ path, method: 'GET', headers: { ...headers, authorization: authenticateHeader(String(challenge.headers['www-authenticate']), user, password, domain) } })
 }
