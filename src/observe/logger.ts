@@ -29,13 +29,15 @@ export function loggerOptions (options: LogOptions): LoggerOptions {
 
 /**
  * createLogger builds the root logger; components take `logger.child({ component })`.
- * To stdout, lines are written in batches of 4 KiB rather than one write per access line, and
- * flushed at exit.
+ * To stdout, lines are written in batches of up to 4 KiB rather than one write per access
+ * line, flushed at least every second and at exit.
  */
 export function createLogger (options: LogOptions, destination?: NodeJS.WritableStream): Logger {
   if (destination) return pino(loggerOptions({ ...options, pretty: false }), destination)
   if (options.pretty) return pino(loggerOptions(options))
   const stream = pinoDestination({ dest: 1, sync: false, minLength: 4096 })
+  // A quiet gateway must not keep its last lines (the start line, a health change) buffered.
+  setInterval(() => { stream.flush() }, 1_000).unref()
   process.once('exit', () => stream.flushSync())
   return pino(loggerOptions(options), stream)
 }
