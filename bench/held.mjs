@@ -39,6 +39,7 @@ try {
   await waitForPort(PROXY_PORT)
   await sleep(500)
   const idleMb = rssOf([casgate.pid])
+  const idleProcess = (await (await fetch(`http://127.0.0.1:${ADMIN_PORT}/status`)).json()).process
   const ca = (await import('node:fs')).readFileSync(join(work, 'root.pem'))
   const open = () => new Promise((resolve) => {
     const socket = connect({ host: '127.0.0.1', port: PROXY_PORT, servername: 'mail.bench.test', ca }, () => {
@@ -51,13 +52,17 @@ try {
   const started = Date.now()
   for (let i = 0; i < count; i += 100) await Promise.all(Array.from({ length: Math.min(100, count - i) }, open))
   let held = 0
+  let status
   for (let i = 0; i < 120 && held < count; i++) {
     await sleep(500)
-    const status = await (await fetch(`http://127.0.0.1:${ADMIN_PORT}/status`)).json()
+    status = await (await fetch(`http://127.0.0.1:${ADMIN_PORT}/status`)).json()
     held = status.pools.cas.servers[0].outstandingRequests
   }
   await sleep(1000)
   const heldMb = rssOf([casgate.pid])
+  status = await (await fetch(`http://127.0.0.1:${ADMIN_PORT}/status`)).json()
+  const kb = (bytes) => (bytes / 1024 / held).toFixed(1)
+  process.stderr.write(`per held request: V8 heap ${kb(status.process.heapUsedBytes - idleProcess.heapUsedBytes)} KB, external ${kb(status.process.externalBytes - idleProcess.externalBytes)} KB, rest of RSS (TLS, sockets, allocator) ${(((heldMb - idleMb) * 1024 * 1024 - (status.process.heapUsedBytes - idleProcess.heapUsedBytes) - (status.process.externalBytes - idleProcess.externalBytes)) / 1024 / held).toFixed(1)} KB\n`)
   const perConnectionKb = ((heldMb - idleMb) * 1024) / held
   const lines = [
     `held ActiveSync Pings through casgate (offload, TLS from the client), node ${process.version}, ${new Date().toISOString().slice(0, 10)}`,

@@ -19,7 +19,9 @@ export const DEFAULT_DRAIN_DEADLINE_MS = 60 * 60_000
 
 /** statusSnapshot is the JSON of GET /status: listener counters and every backend's load. */
 export function statusSnapshot (source: StatusSource): object {
+  const memory = process.memoryUsage()
   return {
+    process: { rssBytes: memory.rss, heapUsedBytes: memory.heapUsed, externalBytes: memory.external, arrayBuffersBytes: memory.arrayBuffers },
     frontDoor: { openConnections: source.frontDoor.connections, ...source.frontDoor.counters },
     pools: Object.fromEntries([...source.pools].map(([name, pool]) => [name, {
       balance: pool.config.balance,

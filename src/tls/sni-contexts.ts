@@ -45,10 +45,6 @@ export class SniContexts {
     return this.#byName.get(servername) ?? this.#fallback!
   }
 
-  get fallback (): SecureContext {
-    return this.#fallback!
-  }
-
   /** callback is node:tls's SNICallback. */
   readonly callback = (servername: string, done: (err: Error | null, context?: SecureContext) => void): void => {
     done(null, this.lookup(servername))
