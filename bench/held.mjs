@@ -25,7 +25,7 @@ writeFileSync(join(work, 'casgate-held.yaml'), `
 listen: { host: 127.0.0.1, port: ${PROXY_PORT} }
 hosts:
   - names: [mail.bench.test]
-    certificate: { cert: mail.crt, key: mail.key }
+    certificate: { cert: mail.crt, key: mail.key, ca: root.pem }
     mode: offload
 pools:
   cas: { servers: [http://127.0.0.1:${BACKEND_PORT}], connectionsPerServer: ${count + 100} }

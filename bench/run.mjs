@@ -56,7 +56,7 @@ function casgateConf (mode) {
 listen: { host: 127.0.0.1, port: ${PROXY_PORT} }
 hosts:
   - names: [mail.bench.test, localhost]
-    certificate: { cert: mail.crt, key: mail.key }
+    certificate: { cert: mail.crt, key: mail.key, ca: root.pem }
     mode: ${mode}
 pools:
   cas:

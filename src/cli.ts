@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util'
 import { loadConfigFile, type GatewayConfig } from './config/load.js'
 import { exchangeProfile } from './config/exchange-profile.js'
 import { demoBanner, runDemo } from './demo.js'
-import { CasgateError, ConfigError } from './errors.js'
+import { CasgateError, ConfigError, type ConfigIssue } from './errors.js'
 import { startGateway } from './gateway.js'
 
 const usage: Record<string, string> = {
@@ -26,12 +26,14 @@ path and casgate exits with status 2 before opening a port.
   -c, --config FILE   configuration file (default: $CASGATE_CONFIG or ./casgate.yaml)
       --grace-ms N    on SIGTERM/SIGINT, let requests in flight finish for up to N ms
                       (default: listen.shutdownGraceMs, 30000)`,
-  check: `Usage: casgate check [--config FILE]
+  check: `Usage: casgate check [--config FILE] [--json]
 
-Validates the configuration and loads its certificates, then prints what would be published.
-Exit status: 0 all good, 1 warnings, 2 errors.
+Validates the configuration, loads its certificates and checks them (chain up to a trusted root,
+names covered by subjectAltName, expiry, key strength, SHA-1), then prints what would be
+published, one line per finding with its fix. Exit status: 0 all good, 1 warnings, 2 errors.
 
-  -c, --config FILE   configuration file (default: $CASGATE_CONFIG or ./casgate.yaml)`,
+  -c, --config FILE   configuration file (default: $CASGATE_CONFIG or ./casgate.yaml)
+      --json          print the result as JSON instead`,
   demo: `Usage: casgate demo [--port N] [--host ADDRESS] [--dir DIR]
 
 Generates a throwaway CA and certificates, starts two emulated Exchange servers on loopback
@@ -76,18 +78,37 @@ function stopOnSignals (stop: () => Promise<void>): void {
   process.on('SIGTERM', handler)
 }
 
-/** checkReport renders what a configuration publishes, for `casgate check`. */
+/** checkJson is `casgate check --json`: the verdict, every finding, and the exit status. */
+function checkJson (file: string): number {
+  try {
+    const config = loadConfigFile(file)
+    process.stdout.write(JSON.stringify({ source: file, valid: true, errors: [], warnings: config.warnings }, null, 2) + '\n')
+    return config.warnings.length > 0 ? 1 : 0
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err
+    process.stdout.write(JSON.stringify({ source: file, valid: false, errors: err.issues, warnings: [] }, null, 2) + '\n')
+    return 2
+  }
+}
+
+/** checkReport renders what a configuration publishes, for `casgate check`, warnings under their host. */
 export function checkReport (config: GatewayConfig): string {
   const lines: string[] = [`configuration ${config.source} is valid`]
-  for (const host of config.hosts) {
+  const shown = new Set<ConfigIssue>()
+  const warningsUnder = (prefix: string): string[] => config.warnings.filter((w) => w.path.startsWith(prefix)).map((w) => {
+    shown.add(w)
+    return `    warning ${w.path}: ${w.message}.${w.fix ? ` Fix: ${w.fix}` : ''}`
+  })
+  config.hosts.forEach((host, i) => {
     if (host.mode === 'passthrough') {
       lines.push(`  host ${host.names.join(', ')} (passthrough to pool ${host.pool}, ${host.balance}, idle ${Math.round(host.idleTimeoutMs / 60_000)} min)`)
-      continue
+      return
     }
     const leaf = host.certificate.leaf
     lines.push(`  host ${host.names.join(', ')} (${host.mode})`)
     lines.push(`    certificate ${leaf.subject.replace(/\n/g, ', ')}; expires ${new Date(leaf.validTo).toISOString().slice(0, 10)}; chain ${host.certificate.chain.length} intermediate(s)`)
-  }
+    lines.push(...warningsUnder(`hosts[${i}]`))
+  })
   for (const pool of config.pools.values()) {
     lines.push(`  pool ${pool.name}: ${pool.servers.map((url) => url.origin).join(', ')} (${pool.balance})`)
   }
@@ -95,7 +116,7 @@ export function checkReport (config: GatewayConfig): string {
     const profile = exchangeProfile.find((p) => p.path === vdir.path)
     lines.push(`  vdir ${vdir.path} -> pool ${vdir.pool}, timeout ${Math.round(vdir.timeoutMs / 1000)} s${profile ? ` (${profile.note})` : ''}`)
   }
-  for (const warning of config.warnings) lines.push(`  warning ${warning.path}: ${warning.message}.${warning.fix ? ` Fix: ${warning.fix}` : ''}`)
+  for (const warning of config.warnings.filter((w) => !shown.has(w))) lines.push(`  warning ${warning.path}: ${warning.message}.${warning.fix ? ` Fix: ${warning.fix}` : ''}`)
   return lines.join('\n')
 }
 
@@ -116,6 +137,7 @@ export async function main (argv: string[]): Promise<number | undefined> {
       args: argv.slice(1),
       options: {
         help: { type: 'boolean', short: 'h' },
+        json: { type: 'boolean' },
         config: { type: 'string', short: 'c' },
         'grace-ms': { type: 'string' },
         port: { type: 'string' },
@@ -135,7 +157,9 @@ export async function main (argv: string[]): Promise<number | undefined> {
   try {
     switch (command) {
       case 'check': {
-        const config = loadConfigFile(configPath(values.config as string | undefined))
+        const file = configPath(values.config as string | undefined)
+        if (values.json) return checkJson(file)
+        const config = loadConfigFile(file)
         process.stdout.write(checkReport(config) + '\n')
         return config.warnings.length > 0 ? 1 : 0
       }

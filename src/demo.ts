@@ -49,7 +49,7 @@ export async function runDemo (options: DemoOptions): Promise<DemoRun> {
   const backends = await Promise.all(['ex1', 'ex2'].map((name) => new ExchangeEmulator({ name, tls }).start()))
   const config = buildConfig({
     listen: { host: options.host, port: options.port },
-    hosts: [{ names: DEMO_NAMES.filter((name) => !name.includes(':') && !/^\d/.test(name)), certificate: { cert: files.cert, key: files.key, chain: files.chain }, mode: 'reencrypt' }],
+    hosts: [{ names: DEMO_NAMES.filter((name) => !name.includes(':') && !/^\d/.test(name)), certificate: { cert: files.cert, key: files.key, chain: files.chain, ca: files.rootCa }, mode: 'reencrypt' }],
     pools: { cas: { servers: backends.map((b) => b.url), ca: files.rootCa, serverName: 'mail.casgate.test' } },
     vdirs: { '/ecp': { enabled: true } },
     log: { level: 'info', pretty: process.stdout.isTTY === true }

@@ -6,6 +6,7 @@ import { CasgateError, ConfigError, type ConfigIssue } from '../errors.js'
 import type { LoadedCertificate } from '../tls/certificate.js'
 import { CertificateLoadError, loadCertificate } from '../tls/load-certificate.js'
 import { splitPemCertificates } from '../tls/certificate.js'
+import { checkCertificate } from '../tls/certificate-check.js'
 import { zodIssuesToConfigIssues } from './issues.js'
 import { resolveTopology, type ResolvedVdir } from './resolve.js'
 import { configSchema, type AdminConfig, type CertificateConfig, type HealthConfig, type PoolConfig, type RawConfig, type SslMode } from './schema.js'
@@ -116,8 +117,14 @@ export function buildConfig (input: unknown, options: { source: string, baseDir:
       return
     }
     if (host.certificate === undefined) return // reported by resolveTopology
-    const certificate = tryLoadCertificate(host.certificate, options.baseDir, `hosts[${i}].certificate`, issues)
-    if (certificate) hosts.push({ names: host.names, mode: host.mode, certificate })
+    const path = `hosts[${i}].certificate`
+    const certificate = tryLoadCertificate(host.certificate, options.baseDir, path, issues)
+    if (!certificate) return
+    const extraRoots = host.certificate.ca === undefined ? [] : splitPemCertificates(loadCa(host.certificate.ca, options.baseDir, `${path}.ca`, issues) ?? '')
+    const findings = checkCertificate({ path, certificate, names: host.names, extraRoots })
+    issues.push(...findings.errors)
+    warnings.push(...findings.warnings)
+    hosts.push({ names: host.names, mode: host.mode, certificate })
   })
 
   const pools = new Map<string, ResolvedPool>()

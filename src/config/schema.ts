@@ -8,6 +8,12 @@ const filePath = z.string().min(1)
  * secretSource names where a passphrase comes from. A passphrase is never written in the YAML
  * itself: configuration files end up in backups, tickets and chat.
  */
+/** Fields every certificate block has besides its files. */
+const certificateCommon = {
+  ca: z.union([filePath, z.array(filePath)]).optional()
+    .describe('PEM root certificate(s) clients trust for this certificate when it comes from an internal CA; used to check the chain (public roots are known).')
+}
+
 const secretSource = {
   passphraseFile: filePath.optional().describe('File holding the passphrase (first line, trailing newline ignored).'),
   passphraseEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name').optional()
@@ -16,14 +22,16 @@ const secretSource = {
 
 export const pfxCertificateSchema = z.strictObject({
   pfx: filePath.describe('PKCS#12 / PFX bundle with the private key, the certificate and its chain.'),
-  ...secretSource
+  ...secretSource,
+  ...certificateCommon
 })
 
 export const pemCertificateSchema = z.strictObject({
   cert: filePath.describe('PEM certificate; may also contain the intermediates after the leaf.'),
   key: filePath.describe('PEM private key (PKCS#1, PKCS#8 or encrypted PKCS#8).'),
   chain: z.union([filePath, z.array(filePath)]).optional().describe('PEM intermediate certificate(s) to serve after the leaf.'),
-  ...secretSource
+  ...secretSource,
+  ...certificateCommon
 })
 
 /** certificateSchema accepts either a PFX bundle or PEM files. */

@@ -30,11 +30,13 @@ export interface LabCertificateOptions {
   notAfter?: Date
   /** Reuse a key (PEM) instead of generating one; the same key under two certificates is allowed. */
   keyPem?: string
+  /** Signature hash (default sha256); sha1 makes the certificates old clients and tests need. */
+  signatureHash?: 'sha256' | 'sha1'
 }
 
-/** newKeyPem generates an RSA-2048 private key as PKCS#8 PEM. */
-export async function newKeyPem (): Promise<string> {
-  const { privateKey } = await generateKeyPairAsync('rsa', { modulusLength: 2048 })
+/** newKeyPem generates an RSA private key (2048 bits unless told) as PKCS#8 PEM. */
+export async function newKeyPem (modulusLength = 2048): Promise<string> {
+  const { privateKey } = await generateKeyPairAsync('rsa', { modulusLength })
   return privateKey.export({ type: 'pkcs8', format: 'pem' }).toString()
 }
 
@@ -71,7 +73,7 @@ export async function issueCertificate (options: LabCertificateOptions, issuer?:
   if (options.names && options.names.length > 0) extensions.push({ name: 'subjectAltName', altNames: altNames(options.names) })
   if (issuer) extensions.push({ name: 'authorityKeyIdentifier', keyIdentifier: issuer.forgeCert.generateSubjectKeyIdentifier().getBytes() })
   cert.setExtensions(extensions)
-  cert.sign(issuer ? issuer.forgeKey : privateKey, forge.md.sha256.create())
+  cert.sign(issuer ? issuer.forgeKey : privateKey, options.signatureHash === 'sha1' ? forge.md.sha1.create() : forge.md.sha256.create())
   return { certPem: forge.pki.certificateToPem(cert), keyPem, forgeCert: cert, forgeKey: privateKey }
 }
 
