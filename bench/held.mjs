@@ -27,6 +27,7 @@ hosts:
   - names: [mail.bench.test]
     certificate: { cert: mail.crt, key: mail.key, ca: root.pem }
     mode: offload
+    extendedProtection: false
 pools:
   cas: { servers: [http://127.0.0.1:${BACKEND_PORT}], connectionsPerServer: ${count + 100} }
 admin: { host: 127.0.0.1, port: ${ADMIN_PORT} }

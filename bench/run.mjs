@@ -58,6 +58,7 @@ hosts:
   - names: [mail.bench.test, localhost]
     certificate: { cert: mail.crt, key: mail.key, ca: root.pem }
     mode: ${mode}
+    extendedProtection: ${mode === 'reencrypt'}
 pools:
   cas:
     servers: [${mode === 'offload' ? `http://127.0.0.1:${ORIGIN_HTTP}` : `https://127.0.0.1:${ORIGIN_HTTPS}`}]

@@ -5,6 +5,7 @@ import { exchangeProfile } from './config/exchange-profile.js'
 import { demoBanner, runDemo } from './demo.js'
 import { CasgateError, ConfigError, type ConfigIssue } from './errors.js'
 import { startGateway } from './gateway.js'
+import { checkExtendedProtection } from './tls/extended-protection.js'
 
 const usage: Record<string, string> = {
   main: `casgate — edge reverse proxy and load balancer for Microsoft Exchange
@@ -18,14 +19,17 @@ Commands:
           and casgate in front of them (what \`npm start\` does)
 
 Run \`casgate <command> --help\` for the options of a command.`,
-  start: `Usage: casgate start [--config FILE] [--grace-ms N]
+  start: `Usage: casgate start [--config FILE] [--grace-ms N] [--ignore-extended-protection]
 
 Runs the gateway. The configuration is checked first; any problem is reported with its key
 path and casgate exits with status 2 before opening a port.
 
   -c, --config FILE   configuration file (default: $CASGATE_CONFIG or ./casgate.yaml)
       --grace-ms N    on SIGTERM/SIGINT, let requests in flight finish for up to N ms
-                      (default: listen.shutdownGraceMs, 30000)`,
+                      (default: listen.shutdownGraceMs, 30000)
+      --ignore-extended-protection
+                      start even when a re-encrypting host serves another certificate than its
+                      backends while Extended Protection is on (each mismatch is logged as an error)`,
   check: `Usage: casgate check [--config FILE] [--json]
 
 Validates the configuration, loads its certificates and checks them (chain up to a trusted root,
@@ -79,9 +83,12 @@ function stopOnSignals (stop: () => Promise<void>): void {
 }
 
 /** checkJson is `casgate check --json`: the verdict, every finding, and the exit status. */
-function checkJson (file: string): number {
+async function checkJson (file: string): Promise<number> {
   try {
     const config = loadConfigFile(file)
+    const ep = await checkExtendedProtection(config)
+    if (ep.errors.length > 0) throw new ConfigError(file, ep.errors)
+    config.warnings.push(...ep.warnings)
     process.stdout.write(JSON.stringify({ source: file, valid: true, errors: [], warnings: config.warnings }, null, 2) + '\n')
     return config.warnings.length > 0 ? 1 : 0
   } catch (err) {
@@ -138,6 +145,7 @@ export async function main (argv: string[]): Promise<number | undefined> {
       options: {
         help: { type: 'boolean', short: 'h' },
         json: { type: 'boolean' },
+        'ignore-extended-protection': { type: 'boolean' },
         config: { type: 'string', short: 'c' },
         'grace-ms': { type: 'string' },
         port: { type: 'string' },
@@ -158,14 +166,17 @@ export async function main (argv: string[]): Promise<number | undefined> {
     switch (command) {
       case 'check': {
         const file = configPath(values.config as string | undefined)
-        if (values.json) return checkJson(file)
+        if (values.json) return await checkJson(file)
         const config = loadConfigFile(file)
+        const ep = await checkExtendedProtection(config)
+        if (ep.errors.length > 0) throw new ConfigError(file, ep.errors)
+        config.warnings.push(...ep.warnings)
         process.stdout.write(checkReport(config) + '\n')
         return config.warnings.length > 0 ? 1 : 0
       }
       case 'start': {
         const config = loadConfigFile(configPath(values.config as string | undefined))
-        const gateway = await startGateway(config)
+        const gateway = await startGateway(config, { extendedProtection: values['ignore-extended-protection'] ? 'warn' : 'enforce' })
         const graceMs = values['grace-ms'] !== undefined ? Number(values['grace-ms']) : config.listen.shutdownGraceMs
         stopOnSignals(() => gateway.close(graceMs))
         return undefined

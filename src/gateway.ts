@@ -20,6 +20,8 @@ import casgateProxy, { type RoutedVdir } from './proxy/proxy-plugin.js'
 import { trustedProxies } from './proxy/headers.js'
 import { RpcTunnel } from './proxy/rpc-tunnel.js'
 import { VdirTable } from './routing/vdir-table.js'
+import { ConfigError } from './errors.js'
+import { checkExtendedProtection } from './tls/extended-protection.js'
 import { SniContexts } from './tls/sni-contexts.js'
 import { sendFrameworkError } from './proxy/error-reply.js'
 
@@ -43,6 +45,11 @@ export interface Gateway {
 /** GatewayOptions override what the configuration says, for tests and embedding. */
 export interface GatewayOptions {
   logger?: Logger
+  /**
+   * 'enforce' (default) refuses to start when a re-encrypting host's certificate differs from its
+   * backends' while Extended Protection is on; 'warn' starts anyway, logging each mismatch as an error.
+   */
+  extendedProtection?: 'enforce' | 'warn'
 }
 
 function createClientHttpServer (config: GatewayConfig, handler: Parameters<typeof createHttpServer>[1]): HttpServer {
@@ -79,6 +86,12 @@ function sniRouting (config: GatewayConfig, relay: PassthroughRelay): SniRouting
 export async function startGateway (config: GatewayConfig, options: GatewayOptions = {}): Promise<Gateway> {
   const logger = options.logger ?? createLogger(config.log)
   for (const warning of config.warnings) logger.warn({ path: warning.path, fix: warning.fix }, warning.message)
+  const ep = await checkExtendedProtection(config)
+  for (const warning of ep.warnings) logger.warn({ path: warning.path, fix: warning.fix }, warning.message)
+  if (ep.errors.length > 0) {
+    if (options.extendedProtection !== 'warn') throw new ConfigError(config.source, ep.errors)
+    for (const error of ep.errors) logger.error({ path: error.path, fix: error.fix }, `STARTING ANYWAY (--ignore-extended-protection): ${error.message}`)
+  }
 
   const pools = new Map([...config.pools.values()].map((pool) => [pool.name, new BackendPool(pool)]))
   const terminated = config.hosts.filter((host): host is TerminatedHost => host.mode !== 'passthrough')

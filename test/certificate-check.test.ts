@@ -73,7 +73,7 @@ describe('casgate check reports certificate findings', () => {
       'mail.crt': leaf.certPem + pki.intermediate.certPem,
       'mail.key': leaf.keyPem,
       'root.pem': pki.root.certPem,
-      'casgate.yaml': `hosts:\n  - names: [${names.join(', ')}]\n    certificate: { cert: mail.crt, key: mail.key, ca: root.pem }\n    mode: offload\npools:\n  cas: { servers: [http://10.0.0.1] }\n`
+      'casgate.yaml': `hosts:\n  - names: [${names.join(', ')}]\n    certificate: { cert: mail.crt, key: mail.key, ca: root.pem }\n    mode: offload\n    extendedProtection: false\npools:\n  cas: { servers: [http://10.0.0.1] }\n`
     })['casgate.yaml']
   }
 

@@ -58,7 +58,7 @@ describe('casgate check (the binary)', () => {
       'mail.crt': pki.server.certPem + pki.intermediate.certPem,
       'mail.key': pki.server.keyPem,
       'root.pem': pki.root.certPem,
-      'casgate.yaml': 'hosts:\n  - names: [mail.contoso.test]\n    certificate: { cert: mail.crt, key: mail.key, ca: root.pem }\n    mode: offload\npools:\n  cas: { servers: [http://10.0.0.1, http://10.0.0.2] }\nvdirs:\n  /Microsoft-Server-ActiveSync: { timeoutMs: 3600000 }\n'
+      'casgate.yaml': 'hosts:\n  - names: [mail.contoso.test]\n    certificate: { cert: mail.crt, key: mail.key, ca: root.pem }\n    mode: offload\n    extendedProtection: false\npools:\n  cas: { servers: [http://10.0.0.1, http://10.0.0.2] }\nvdirs:\n  /Microsoft-Server-ActiveSync: { timeoutMs: 3600000 }\n'
     })
     const { stdout } = await run('node', [cli, 'check', '-c', files['casgate.yaml']])
     expect(stdout).toContain('host mail.contoso.test (offload)')

@@ -38,8 +38,8 @@ async function twoHostGateway () {
   const config = buildConfig({
     listen: { host: '127.0.0.1', port: 0 },
     hosts: [
-      { names: ['mail.contoso.test'], certificate: { cert: 'contoso.crt', key: 'contoso.key', chain: 'chain.pem', ca: 'root.pem' }, mode: 'offload' },
-      { names: ['*.fabrikam.test'], certificate: { cert: 'fabrikam.crt', key: 'fabrikam.key', ca: 'root.pem' }, mode: 'offload' }
+      { names: ['mail.contoso.test'], certificate: { cert: 'contoso.crt', key: 'contoso.key', chain: 'chain.pem', ca: 'root.pem' }, mode: 'offload', extendedProtection: false },
+      { names: ['*.fabrikam.test'], certificate: { cert: 'fabrikam.crt', key: 'fabrikam.key', ca: 'root.pem' }, mode: 'offload', extendedProtection: false }
     ],
     pools: { cas: { servers: servers.map((s) => s.url) } }
   }, { source: 'test', baseDir: dir })

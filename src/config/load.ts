@@ -16,6 +16,7 @@ export interface TerminatedHost {
   names: string[]
   mode: Exclude<SslMode, 'passthrough'>
   certificate: LoadedCertificate
+  extendedProtection: boolean
 }
 
 /** PassthroughHost is a host whose TLS connections are piped, unopened, to a pool. */
@@ -124,7 +125,7 @@ export function buildConfig (input: unknown, options: { source: string, baseDir:
     const findings = checkCertificate({ path, certificate, names: host.names, extraRoots })
     issues.push(...findings.errors)
     warnings.push(...findings.warnings)
-    hosts.push({ names: host.names, mode: host.mode, certificate })
+    hosts.push({ names: host.names, mode: host.mode, certificate, extendedProtection: host.extendedProtection })
   })
 
   const pools = new Map<string, ResolvedPool>()

@@ -175,6 +175,13 @@ function checkTerminatedHost (host: RawConfig['hosts'][number], i: number, vdirs
   if (host.certificate === undefined) {
     issues.push({ path: `${at}.certificate`, message: `is required for mode ${host.mode}`, fix: 'add certificate: { pfx: …, passphraseFile: … } or { cert: …, key: … }' })
   }
+  if (host.mode === 'offload' && host.extendedProtection) {
+    issues.push({
+      path: `${at}.mode`,
+      message: 'SSL offload cannot work with Extended Protection: the client binds its logon to the TLS channel it sees, which ends at casgate, and Exchange rejects the binding (OWA may work while Outlook and phones fail)',
+      fix: 'use mode: reencrypt with the certificate the Exchange servers serve, or, only if Extended Protection is off on the Exchange servers, set extendedProtection: false on this host'
+    })
+  }
   for (const key of ['pool', 'balance', 'idleTimeoutMs', 'monitorVdir'] as const) {
     if (host[key] !== undefined) issues.push({ path: `${at}.${key}`, message: 'applies to mode passthrough only', fix: `remove it; ${host.mode} hosts route by vdirs` })
   }

@@ -57,6 +57,8 @@ export const hostSchema = z.strictObject({
   mode: z.enum(['offload', 'reencrypt', 'passthrough'])
     .describe('offload: TLS ends here, plain HTTP to the backends; reencrypt: TLS ends here, HTTPS to the backends; passthrough: TLS is not terminated, bytes go to a backend chosen by SNI (client certificates reach Exchange).'),
   certificate: certificateSchema.optional().describe('offload/reencrypt: the certificate served for these names, with its full chain.'),
+  extendedProtection: z.boolean().default(true)
+    .describe('Whether Exchange Extended Protection (channel binding) is on for these names (default true, Exchange\'s default since 2019 CU14). Offload is refused with it; reencrypt needs the very certificate the backends serve.'),
   pool: z.string().optional().describe('passthrough: the pool whose servers receive the connections.'),
   balance: z.enum(['source-ip', 'least-connections']).optional()
     .describe('passthrough: source-ip (rendezvous hashing of the client address, the only key at layer 4) or least-connections (default source-ip).'),

@@ -46,6 +46,8 @@ export interface LabGatewayOptions {
   vdirs?: Record<string, unknown>
   pool?: Record<string, unknown>
   listen?: Record<string, unknown>
+  /** Default: on for reencrypt (lab backends serve casgate's certificate), off for offload. */
+  extendedProtection?: boolean
   extra?: Record<string, unknown>
 }
 
@@ -62,7 +64,7 @@ export async function labConfig (options: LabGatewayOptions): Promise<GatewayCon
   const { hostsExtra = [], ...extra } = (options.extra ?? {}) as { hostsExtra?: unknown[] } & Record<string, unknown>
   return buildConfig({
     listen: { host: '127.0.0.1', port: 0, ...options.listen },
-    hosts: [{ names: LAB_NAMES.filter((n) => n !== '127.0.0.1'), certificate: { cert: files['mail.crt'], key: files['mail.key'], chain: files['chain.pem'], ca: files['root.pem'] }, mode: options.mode }, ...hostsExtra],
+    hosts: [{ names: LAB_NAMES.filter((n) => n !== '127.0.0.1'), certificate: { cert: files['mail.crt'], key: files['mail.key'], chain: files['chain.pem'], ca: files['root.pem'] }, mode: options.mode, extendedProtection: options.extendedProtection ?? options.mode === 'reencrypt' }, ...hostsExtra],
     pools: { cas: { servers: options.servers, ...(options.mode === 'reencrypt' ? { ca: files['root.pem'] } : {}), ...options.pool } },
     vdirs: options.vdirs ?? {},
     ...extra
