@@ -22,7 +22,8 @@ Run \`casgate <command> --help\` for the options of a command.`,
   start: `Usage: casgate start [--config FILE] [--grace-ms N] [--ignore-extended-protection]
 
 Runs the gateway. The configuration is checked first; any problem is reported with its key
-path and casgate exits with status 2 before opening a port.
+path and casgate exits with status 2 before opening a port. SIGHUP reloads the certificates
+from the configuration file (new handshakes get them; open connections keep theirs).
 
   -c, --config FILE   configuration file (default: $CASGATE_CONFIG or ./casgate.yaml)
       --grace-ms N    on SIGTERM/SIGINT, let requests in flight finish for up to N ms
@@ -179,6 +180,9 @@ export async function main (argv: string[]): Promise<number | undefined> {
         const gateway = await startGateway(config, { extendedProtection: values['ignore-extended-protection'] ? 'warn' : 'enforce' })
         const graceMs = values['grace-ms'] !== undefined ? Number(values['grace-ms']) : config.listen.shutdownGraceMs
         stopOnSignals(() => gateway.close(graceMs))
+        process.on('SIGHUP', () => {
+          gateway.certificates.reload().catch((err) => gateway.logger.error({ err: err instanceof ConfigError ? err.message : err }, 'certificate reload refused; the running certificates stay'))
+        })
         return undefined
       }
       case 'demo': {

@@ -21,6 +21,7 @@ import { trustedProxies } from './proxy/headers.js'
 import { RpcTunnel } from './proxy/rpc-tunnel.js'
 import { VdirTable } from './routing/vdir-table.js'
 import { ConfigError } from './errors.js'
+import { CertificateWatch } from './tls/certificate-watch.js'
 import { checkExtendedProtection } from './tls/extended-protection.js'
 import { SniContexts } from './tls/sni-contexts.js'
 import { sendFrameworkError } from './proxy/error-reply.js'
@@ -37,6 +38,8 @@ export interface Gateway {
   readonly logger: Logger
   readonly health: HealthMonitor
   readonly drain: DrainControl
+  /** Drift checks and certificate reload (SIGHUP). */
+  readonly certificates: CertificateWatch
   /** url builds https://<host>:<port><path> for the bound port. */
   url: (path?: string, host?: string) => string
   close: (graceMs?: number) => Promise<void>
@@ -159,7 +162,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   try {
     address = await frontDoor.listen()
     if (config.admin) {
-      admin = await startAdminServer(config.admin, { frontDoor, pools, health, drain })
+      admin = await startAdminServer(config.admin, { frontDoor, pools, health, drain, certificates: () => certificates.status })
       logger.info({ address: admin.address.address, port: admin.address.port }, 'admin listener on')
     }
   } catch (err) {
@@ -168,6 +171,9 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     throw err
   }
   health.start()
+  const certificates = new CertificateWatch(config, frontDoor, logger.child({ component: 'certificates' }))
+  certificates.status = { checkedAt: new Date().toISOString(), errors: ep.errors, warnings: ep.warnings }
+  certificates.start()
   logger.info({ address: address.address, port: address.port, hosts: config.hosts.flatMap((h) => h.names), vdirs: vdirs.map((v) => v.path) }, 'casgate listening')
 
   const defaultHost = config.defaultHost.names.find((name) => !name.startsWith('*')) ?? 'localhost'
@@ -182,8 +188,10 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     adminAddress: admin?.address,
     health,
     drain,
+    certificates,
     async close (graceMs = 0) {
       health.stop()
+      certificates.stop()
       drain.stop()
       await admin?.app.close()
       await frontDoor.close(graceMs)

@@ -57,6 +57,7 @@ export interface GatewayConfig {
   vdirs: readonly ResolvedVdir[]
   admin: AdminConfig | undefined
   health: HealthConfig
+  certificateCheckIntervalMs: number
   trustProxy: BlockList
   /** How many trustProxy entries there are; zero lets the hot path skip the check. */
   trustProxyEntries: number
@@ -155,6 +156,7 @@ export function buildConfig (input: unknown, options: { source: string, baseDir:
     vdirs: Object.freeze(topology.vdirs),
     admin: raw.admin,
     health: raw.health,
+    certificateCheckIntervalMs: raw.certificateCheckIntervalMs,
     trustProxy: topology.trustProxy,
     trustProxyEntries: raw.trustProxy.length,
     log: raw.log,

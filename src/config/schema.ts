@@ -122,6 +122,8 @@ export const configSchema = z.strictObject({
   vdirs: z.record(z.string(), vdirSchema).default({})
     .describe('Per virtual directory settings over the built-in Exchange profile, keyed by path (/owa).'),
   health: healthSchema.default(healthSchema.parse({})).describe('Active monitors of Managed Availability health pages.'),
+  certificateCheckIntervalMs: z.number().int().positive().default(60 * 60_000)
+    .describe('How often the Extended Protection comparison with the backends\' certificates repeats, to catch a backend renewed without casgate (default 1 h).'),
   admin: adminSchema.optional().describe('Plain-HTTP status listener (JSON): connection counts, backends. Off unless configured.'),
   trustProxy: z.array(z.string()).default([])
     .describe('Addresses of proxies in front of casgate whose X-Forwarded-For is trusted (default none).'),

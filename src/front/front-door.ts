@@ -50,6 +50,7 @@ export interface FrontDoorCounters {
 export class FrontDoor {
   readonly #net: NetServer
   readonly #tls: TlsServer | undefined
+  #sni: SniContexts | undefined
   readonly #http: HttpServer
   readonly #sockets = new Set<Socket>()
   readonly #log: Logger
@@ -58,12 +59,14 @@ export class FrontDoor {
   constructor (readonly options: FrontDoorOptions) {
     this.#log = options.logger
     this.#http = options.httpServer
+    this.#sni = options.sni
     if (options.sni) {
       const fallback = options.sni.fallbackCertificate
       this.#tls = createTlsServer({
         cert: fallback.certPem,
         key: fallback.keyPem,
-        SNICallback: options.sni.callback,
+        // Through #sni, so that a reload swaps every certificate at once.
+        SNICallback: (servername, done) => this.#sni!.callback(servername, done),
         minVersion: TLS_MIN_VERSION,
         handshakeTimeout: options.handshakeTimeoutMs,
         ALPNProtocols: ['http/1.1']
@@ -86,6 +89,16 @@ export class FrontDoor {
     // sockets are governed by their TLS socket, which is not half-open.
     this.#net = createNetServer({ noDelay: true, allowHalfOpen: true }, (socket) => this.#accept(socket))
     this.#net.on('error', (err) => this.#log.error({ err }, 'listener error'))
+  }
+
+  /**
+   * replaceCertificates makes new handshakes use `sni`; connections already open keep theirs.
+   * The set of terminated hosts must be unchanged (a restart changes that).
+   */
+  replaceCertificates (sni: SniContexts): void {
+    if (!this.#tls) throw new Error('no terminated host: nothing to reload')
+    this.#sni = sni
+    this.#tls.setSecureContext({ cert: sni.fallbackCertificate.certPem, key: sni.fallbackCertificate.keyPem, minVersion: TLS_MIN_VERSION })
   }
 
   /** handshakeFailures counts TLS handshakes that failed (bad client, scanner, timeout). */

@@ -5,6 +5,7 @@ import type { FrontDoorCounters } from '../front/front-door.js'
 import type { BackendPool } from '../pool/backend-pool.js'
 import type { DrainControl } from '../pool/drain.js'
 import type { HealthStatus } from '../pool/health-monitor.js'
+import type { CertificateStatus } from '../tls/certificate-watch.js'
 
 /** StatusSource is what the admin listener reports on. */
 export interface StatusSource {
@@ -12,6 +13,7 @@ export interface StatusSource {
   pools: ReadonlyMap<string, BackendPool>
   health: { snapshot: () => HealthStatus[] }
   drain: DrainControl
+  certificates: () => CertificateStatus
 }
 
 /** DEFAULT_DRAIN_DEADLINE_MS lets an ActiveSync Ping (59 min) finish before pinned logons are cut. */
@@ -35,7 +37,8 @@ export function statusSnapshot (source: StatusSource): object {
       }))
     }])),
     health: source.health.snapshot(),
-    drained: source.drain.snapshot()
+    drained: source.drain.snapshot(),
+    certificates: source.certificates()
   }
 }
 
