@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util'
+import { certsCommand, CERTS_USAGE } from './cli-certs.js'
 import { loadConfigFile, type GatewayConfig } from './config/load.js'
 import { exchangeProfile } from './config/exchange-profile.js'
 import { demoBanner, runDemo } from './demo.js'
@@ -15,6 +16,7 @@ Usage: casgate <command> [options]
 Commands:
   start   run the gateway from a configuration file
   check   validate a configuration and its certificates without opening a port
+  certs   show a certificate chain, convert PFX to PEM, generate a lab CA
   demo    run a self-contained demo: generated certificates, two emulated Exchange servers
           and casgate in front of them (what \`npm start\` does)
 
@@ -39,6 +41,7 @@ published, one line per finding with its fix. Exit status: 0 all good, 1 warning
 
   -c, --config FILE   configuration file (default: $CASGATE_CONFIG or ./casgate.yaml)
       --json          print the result as JSON instead`,
+  certs: CERTS_USAGE,
   demo: `Usage: casgate demo [--port N] [--host ADDRESS] [--dir DIR]
 
 Generates a throwaway CA and certificates, starts two emulated Exchange servers on loopback
@@ -140,21 +143,27 @@ export async function main (argv: string[]): Promise<number | undefined> {
     return 1
   }
   let values: Record<string, string | boolean | undefined>
+  let positionals: string[]
   try {
-    values = parseArgs({
+    ({ values, positionals } = parseArgs({
       args: argv.slice(1),
       options: {
         help: { type: 'boolean', short: 'h' },
         json: { type: 'boolean' },
         'ignore-extended-protection': { type: 'boolean' },
+        'passphrase-env': { type: 'string' },
+        'passphrase-file': { type: 'string' },
+        out: { type: 'string' },
+        names: { type: 'string' },
         config: { type: 'string', short: 'c' },
         'grace-ms': { type: 'string' },
         port: { type: 'string' },
         host: { type: 'string' },
         dir: { type: 'string' }
       },
-      strict: true
-    }).values
+      strict: true,
+      allowPositionals: command === 'certs'
+    }))
   } catch (err) {
     process.stderr.write(`casgate ${command}: ${(err as Error).message}\n\n${usage[command]}\n`)
     return 1
@@ -185,6 +194,8 @@ export async function main (argv: string[]): Promise<number | undefined> {
         })
         return undefined
       }
+      case 'certs':
+        return await certsCommand(positionals, values)
       case 'demo': {
         const run = await runDemo({
           port: Number(values.port ?? 8443),
