@@ -22,6 +22,20 @@ function servedFingerprint (port: number, ca: string): Promise<string> {
   })
 }
 
+/** offloadSetup writes a configuration file (offload, one emulated server) next to its certificate files. */
+async function offloadSetup () {
+  const pki = await labPki()
+  const servers = await startEmulators(1)
+  const dir = tempDir()
+  const files = writeFiles(dir, {
+    'mail.crt': pki.server.certPem + pki.intermediate.certPem,
+    'mail.key': pki.server.keyPem,
+    'root.pem': pki.root.certPem,
+    'casgate.yaml': `listen: { host: 127.0.0.1, port: 0 }\nhosts:\n  - names: [mail.contoso.test]\n    certificate: { cert: mail.crt, key: mail.key, ca: root.pem }\n    mode: offload\n    extendedProtection: false\npools:\n  cas: { servers: [${servers[0]!.url}] }\n`
+  })
+  return { pki, dir, files }
+}
+
 describe('certificate drift and reload', () => {
   it('reports a backend that renewed its certificate without casgate', async () => {
     const pki = await labPki()
@@ -48,15 +62,7 @@ describe('certificate drift and reload', () => {
   })
 
   it('reloads certificates for new handshakes while open connections carry on', async () => {
-    const pki = await labPki()
-    const servers = await startEmulators(1)
-    const dir = tempDir()
-    const files = writeFiles(dir, {
-      'mail.crt': pki.server.certPem + pki.intermediate.certPem,
-      'mail.key': pki.server.keyPem,
-      'root.pem': pki.root.certPem,
-      'casgate.yaml': `listen: { host: 127.0.0.1, port: 0 }\nhosts:\n  - names: [mail.contoso.test]\n    certificate: { cert: mail.crt, key: mail.key, ca: root.pem }\n    mode: offload\n    extendedProtection: false\npools:\n  cas: { servers: [${servers[0]!.url}] }\n`
-    })
+    const { pki, dir, files } = await offloadSetup()
     const gateway = await startGateway(loadConfigFile(files['casgate.yaml']), { logger: createLogger({ level: 'warn', pretty: false }, new LogCapture()) })
     onTestFinished(() => gateway.close())
     const port = gateway.address.port
@@ -77,15 +83,7 @@ describe('certificate drift and reload', () => {
   })
 
   it('refuses a reload whose configuration has problems, keeping the running certificates', async () => {
-    const pki = await labPki()
-    const servers = await startEmulators(1)
-    const dir = tempDir()
-    const files = writeFiles(dir, {
-      'mail.crt': pki.server.certPem + pki.intermediate.certPem,
-      'mail.key': pki.server.keyPem,
-      'root.pem': pki.root.certPem,
-      'casgate.yaml': `listen: { host: 127.0.0.1, port: 0 }\nhosts:\n  - names: [mail.contoso.test]\n    certificate: { cert: mail.crt, key: mail.key, ca: root.pem }\n    mode: offload\n    extendedProtection: false\npools:\n  cas: { servers: [${servers[0]!.url}] }\n`
-    })
+    const { pki, dir, files } = await offloadSetup()
     const gateway = await startGateway(loadConfigFile(files['casgate.yaml']), { logger: createLogger({ level: 'warn', pretty: false }, new LogCapture()) })
     onTestFinished(() => gateway.close())
     const before = await servedFingerprint(gateway.address.port, pki.root.certPem)
@@ -98,15 +96,7 @@ describe('certificate drift and reload', () => {
 describe('casgate start (the binary) reloads certificates on SIGHUP', () => {
   it('serves the new certificate to new handshakes after kill -HUP', async () => {
     const { spawn } = await import('node:child_process')
-    const pki = await labPki()
-    const servers = await startEmulators(1)
-    const dir = tempDir()
-    const files = writeFiles(dir, {
-      'mail.crt': pki.server.certPem + pki.intermediate.certPem,
-      'mail.key': pki.server.keyPem,
-      'root.pem': pki.root.certPem,
-      'casgate.yaml': `listen: { host: 127.0.0.1, port: 0 }\nhosts:\n  - names: [mail.contoso.test]\n    certificate: { cert: mail.crt, key: mail.key, ca: root.pem }\n    mode: offload\n    extendedProtection: false\npools:\n  cas: { servers: [${servers[0]!.url}] }\n`
-    })
+    const { pki, dir, files } = await offloadSetup()
     const child = spawn('node', ['dist/src/cli.js', 'start', '-c', files['casgate.yaml']], { stdio: ['ignore', 'pipe', 'pipe'] })
     onTestFinished(() => { child.kill('SIGKILL') })
     let output = ''

@@ -107,6 +107,11 @@ export class ExchangeEmulator {
       }).on('secureConnection', accept)
       : createNetServer(accept)
     this.#listener.on('tlsClientError', () => undefined)
+    // Raw TCP connections too, so that close() also ends those still in their TLS handshake.
+    this.#listener.on('connection', (raw: Socket) => {
+      this.#sockets.add(raw)
+      raw.once('close', () => this.#sockets.delete(raw))
+    })
   }
 
   #accept (socket: Socket): void {
