@@ -22,6 +22,11 @@ export async function prepareWork (files = {}) {
   writeFileSync(join(work, 'root.pem'), pki.root.certPem)
   writeFileSync(join(work, 'www/owa/64k'), Buffer.alloc(64 * 1024, 'x'))
   writeFileSync(join(work, 'www/owa/small'), 'ok\n'.repeat(30))
+  // Managed Availability's health pages, or casgate's monitors take the origin out.
+  for (const vdir of ['owa', 'ecp', 'Microsoft-Server-ActiveSync', 'EWS', 'autodiscover', 'mapi', 'rpc', 'oab', 'powershell']) {
+    mkdirSync(join(work, 'www', vdir), { recursive: true })
+    writeFileSync(join(work, 'www', vdir, 'healthcheck.htm'), '200 OK<br/>ORIGIN')
+  }
   for (const [name, size] of Object.entries(files)) {
     execFileSync('truncate', ['-s', String(size), join(work, 'www/owa', name)])
   }

@@ -96,6 +96,8 @@ try {
           await waitForPort(PROXY_PORT)
           wrk(scenario.path, scenario.headers) // warm-up run, discarded
           const result = wrk(scenario.path, scenario.headers)
+          // A run with error answers measures the errors, not the proxy: refuse it.
+          if (result.errors > 0) throw new Error(`${proxy} answered ${result.errors} non-2xx responses in ${scenario.name}; see ${work}`)
           const pids = proxy === 'nginx' ? [child.pid, ...childPids(child.pid)] : [child.pid]
           result.rssMb = rssOf(pids)
           samples[proxy].push(result)
