@@ -126,9 +126,11 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
     const record: RequestRecord = { start: performance.now(), client: socket.remoteAddress, vdir: undefined, backend: undefined, exchange: undefined, pin: undefined }
     res.once('close', () => {
       const { backend, exchange, pin } = record
-      if (backend) backend.outstanding--
-      if (exchange) exchange.backend.inFlight.delete(exchange)
-      exchange?.clientGone()
+      if (exchange) {
+        exchange.backend.outstanding--
+        exchange.backend.inFlight.delete(exchange)
+        exchange.clientGone()
+      }
       if (pin) pins.requestDone(socket, pin)
       // The backend offered NTLM/Negotiate: the client's next request starts the handshake,
       // which must run on a connection of its own, to this backend.
@@ -159,16 +161,21 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
 
     // From here casgate writes the response itself, upstream bytes straight to the socket.
     reply.hijack()
-    record.backend = backend
-    backend.outstanding++
     // Long polls (ActiveSync Ping, MAPI NotificationWait) leave the client socket silent for as
     // long as the backend holds the request; the socket must outlive the upstream timeout.
     if (vdir.timeoutMs > idleTimeoutMs) socket.setTimeout(vdir.timeoutMs + 5_000)
     const headers = upstreamRequestHeaders(request.raw.rawHeaders, record.client, trusted)
+    // The one place a request is counted on a backend (and, on retry, moved to another).
     const send = (target: Backend, mayRetry: boolean): void => {
       const exchange = new UpstreamExchange(res, events, target, vdir.path)
-      if (record.exchange) record.exchange.backend.inFlight.delete(record.exchange)
+      const previous = record.exchange
+      if (previous) {
+        previous.backend.outstanding--
+        previous.backend.inFlight.delete(previous)
+      }
       record.exchange = exchange
+      record.backend = target
+      target.outstanding++
       target.inFlight.add(exchange)
       if (pin) {
         record.pin = pin
@@ -179,9 +186,6 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
         exchange.retry = () => {
           const next = vdir.backendPool.select({ vdir: vdir.path, exclude: target })
           if (next === undefined || res.destroyed) return false
-          target.outstanding--
-          next.outstanding++
-          record.backend = next
           send(next, false)
           return true
         }
