@@ -16,3 +16,4 @@ fi
 node bench/run.mjs "$@"
 node bench/passthrough.mjs
 node bench/held.mjs
+node --expose-gc bench/affinity.mjs

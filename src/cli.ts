@@ -125,7 +125,12 @@ export function checkReport (config: GatewayConfig): string {
   }
   for (const vdir of config.vdirs) {
     const profile = exchangeProfile.find((p) => p.path === vdir.path)
-    lines.push(`  vdir ${vdir.path} -> pool ${vdir.pool}, timeout ${Math.round(vdir.timeoutMs / 1000)} s${profile ? ` (${profile.note})` : ''}`)
+    const affinity = vdir.affinity === 'cookie' ? `cookie ${vdir.affinityCookie ?? `${config.affinity.cookieName}-${vdir.pool} (casgate's)`}` : vdir.affinity
+    lines.push(`  vdir ${vdir.path} -> pool ${vdir.pool}, timeout ${Math.round(vdir.timeoutMs / 1000)} s, affinity ${affinity}${profile ? ` (${profile.note})` : ''}`)
+  }
+  if (config.vdirs.some((vdir) => vdir.affinity !== 'none')) {
+    const source = { file: 'affinity.secretFile', env: 'affinity.secretEnv', certificate: 'derived from the first host\'s private key', random: 'random at each start' }[config.affinity.secretSource]
+    lines.push(`  affinity: up to ${config.affinity.maxEntries} assignments, idle ${Math.round(config.affinity.idleTtlMs / 60_000)} min, balance factor ${config.affinity.balanceFactor}, secret ${source}`)
   }
   for (const warning of config.warnings.filter((w) => !shown.has(w))) lines.push(`  warning ${warning.path}: ${warning.message}.${warning.fix ? ` Fix: ${warning.fix}` : ''}`)
   return lines.join('\n')

@@ -7,6 +7,7 @@ import reencryptMode from '../plugins/reencrypt.js'
 import passthroughMode, { type PassthroughRelay } from '../plugins/passthrough.js'
 import { healthPathFor } from './config/exchange-profile.js'
 import type { GatewayConfig, PassthroughHost, ResolvedHost, TerminatedHost } from './config/load.js'
+import { Affinity } from './affinity/affinity.js'
 import { DrainControl } from './pool/drain.js'
 import { HealthMonitor } from './pool/health-monitor.js'
 import { ConnectionPins } from './proxy/connection-pins.js'
@@ -38,6 +39,8 @@ export interface Gateway {
   readonly logger: Logger
   readonly health: HealthMonitor
   readonly drain: DrainControl
+  /** Affinity policies per vdir, their assignments and tuning data. */
+  readonly affinity: Affinity
   /** Drift checks and certificate reload (SIGHUP). */
   readonly certificates: CertificateWatch
   /** url builds https://<host>:<port><path> for the bound port. */
@@ -98,7 +101,8 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
 
   const pools = new Map([...config.pools.values()].map((pool) => [pool.name, new BackendPool(pool)]))
   const terminated = config.hosts.filter((host): host is TerminatedHost => host.mode !== 'passthrough')
-  const vdirs: RoutedVdir[] = config.vdirs.map((vdir) => ({ ...vdir, backendPool: pools.get(vdir.pool)! }))
+  const affinity = new Affinity(config.affinity)
+  const vdirs: RoutedVdir[] = config.vdirs.map((vdir) => ({ ...vdir, backendPool: pools.get(vdir.pool)!, selector: affinity.forVdir(vdir, pools.get(vdir.pool)!) }))
   const passthroughHosts = config.hosts.filter((host): host is PassthroughHost => host.mode === 'passthrough')
   // Passthrough pools are registered too: their health probes travel like re-encrypted traffic.
   const usedPools = [...new Set([...vdirs.map((vdir) => vdir.backendPool), ...passthroughHosts.map((host) => pools.get(host.pool)!)])]
@@ -162,7 +166,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   try {
     address = await frontDoor.listen()
     if (config.admin) {
-      admin = await startAdminServer(config.admin, { frontDoor, pools, health, drain, certificates: () => certificates.status })
+      admin = await startAdminServer(config.admin, { frontDoor, pools, health, drain, affinity, certificates: () => certificates.status })
       logger.info({ address: admin.address.address, port: admin.address.port }, 'admin listener on')
     }
   } catch (err) {
@@ -171,6 +175,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     throw err
   }
   health.start()
+  affinity.start()
   const certificates = new CertificateWatch(config, frontDoor, logger.child({ component: 'certificates' }))
   certificates.status = { checkedAt: new Date().toISOString(), errors: ep.errors, warnings: ep.warnings }
   certificates.start()
@@ -188,9 +193,11 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     adminAddress: admin?.address,
     health,
     drain,
+    affinity,
     certificates,
     async close (graceMs = 0) {
       health.stop()
+      affinity.stop()
       certificates.stop()
       drain.stop()
       await admin?.app.close()

@@ -1,3 +1,5 @@
+import type { AffinityPolicy } from './schema.js'
+
 /** VdirProfile is the built-in default for one Exchange virtual directory. */
 export interface VdirProfile {
   /** Canonical spelling of the path, as Exchange publishes it. */
@@ -8,6 +10,8 @@ export interface VdirProfile {
   note: string
   /** Exchange holds requests open here (long polls, channels): shorter timeouts cut them. */
   longPoll?: boolean
+  /** Default affinity; `none` unless said otherwise. */
+  affinity?: AffinityPolicy
 }
 
 /**
@@ -26,11 +30,15 @@ const HOUR = 60 * MINUTE
  * poll first: ActiveSync Ping holds a request up to 59 minutes, EWS streaming notifications up
  * to 30, MAPI NotificationWait and Outlook Anywhere RPC channels for hours.
  * /ecp and /powershell are administration surfaces: off unless the config publishes them.
+ * Affinity: Exchange 2016+ needs none at layer 7, but an ActiveSync device that moves server
+ * re-creates its mailbox notification subscription, so it stays with its server by identity
+ * (not by address: a carrier NAT puts every phone behind one). OWA and ECP keep a browser on
+ * one server by cookie, which saves re-rendering and re-authenticating forms sessions.
  */
 export const exchangeProfile: readonly VdirProfile[] = [
-  { path: '/owa', enabled: true, timeoutMs: 5 * MINUTE, note: 'Outlook on the web' },
-  { path: '/ecp', enabled: false, timeoutMs: 5 * MINUTE, note: 'admin center; publish deliberately' },
-  { path: '/Microsoft-Server-ActiveSync', enabled: true, timeoutMs: 65 * MINUTE, note: 'Ping holds up to 59 min', longPoll: true },
+  { path: '/owa', enabled: true, timeoutMs: 5 * MINUTE, note: 'Outlook on the web', affinity: 'cookie' },
+  { path: '/ecp', enabled: false, timeoutMs: 5 * MINUTE, note: 'admin center; publish deliberately', affinity: 'cookie' },
+  { path: '/Microsoft-Server-ActiveSync', enabled: true, timeoutMs: 65 * MINUTE, note: 'Ping holds up to 59 min', longPoll: true, affinity: 'authorization' },
   { path: '/EWS', enabled: true, timeoutMs: 35 * MINUTE, note: 'streaming notifications hold up to 30 min', longPoll: true },
   { path: '/autodiscover', enabled: true, timeoutMs: 2 * MINUTE, note: 'short request/response' },
   { path: '/mapi', enabled: true, timeoutMs: 2 * HOUR, note: 'NotificationWait long polls', longPoll: true },

@@ -162,11 +162,23 @@ function issueToLines (issue: RawIssue, schema: z.ZodType, input: unknown): Conf
       }
       return best.flatMap((inner) => issueToLines({ ...inner, path: [...path, ...inner.path] }, schema, input))
     }
+    case 'invalid_format': {
+      const key = String(path[path.length - 1] ?? '')
+      return [{ path: formatPath(path), message: `${issue.message}, got ${describeValue(got)}`, fix: formatFixes[key] ?? `rewrite ${formatPath(path)} in that form` }]
+    }
     case 'too_big': case 'too_small':
       return [{ path: formatPath(path), message: `${issue.message.replace(/^Too (big|small): /, '')}, got ${describeValue(got)}`, fix: `change ${formatPath(path)} to fit` }]
     default:
       return [{ path: formatPath(path), message: `${issue.message.replace(/^Invalid input: /, '')}, got ${describeValue(got)}` }]
   }
+}
+
+/** formatFixes say how to write a key whose text has a required form. */
+const formatFixes: Record<string, string> = {
+  affinityCookie: 'write the cookie name exactly as the backend sets it, e.g. X-OWA-Session (no spaces, commas, semicolons or quotes)',
+  cookieName: 'use a name such as CasgateAffinity (no spaces, commas, semicolons or quotes)',
+  secretEnv: 'use a variable name such as CASGATE_AFFINITY_SECRET',
+  passphraseEnv: 'use a variable name such as CASGATE_PFX_PASSPHRASE'
 }
 
 /** zodIssuesToConfigIssues converts a failed parse into config issues, in document order. */

@@ -2,7 +2,7 @@ import { BlockList, isIP } from 'node:net'
 import type { ConfigIssue } from '../errors.js'
 import { closest } from './issues.js'
 import { exchangeProfile, healthPathFor, LONG_POLL_MINIMUM_MS } from './exchange-profile.js'
-import type { PoolConfig, RawConfig, SslMode } from './schema.js'
+import type { AffinityPolicy, PoolConfig, RawConfig, SslMode } from './schema.js'
 
 // Checks that need more than one key at a time (pool references, mode against scheme, …) and
 // the merge of the config's vdirs over the Exchange profile.
@@ -14,6 +14,9 @@ export interface ResolvedVdir {
   pool: string
   timeoutMs: number
   healthPath: string
+  affinity: AffinityPolicy
+  /** affinity cookie: the backend cookie to follow; undefined means casgate inserts its own. */
+  affinityCookie: string | undefined
 }
 
 /** ResolvedPoolServers is a pool's server list, parsed. */
@@ -112,11 +115,24 @@ function resolveVdirs (config: RawConfig, issues: ConfigIssue[], warnings: Confi
         fix: `raise it to at least ${LONG_POLL_MINIMUM_MS} (the profile default is ${profile.timeoutMs})`
       })
     }
+    const affinity = override.affinity ?? profile.affinity ?? 'none'
+    if (override.affinityCookie !== undefined && affinity !== 'cookie') {
+      issues.push({ path: `vdirs.${key || profile.path}.affinityCookie`, message: `applies to affinity: cookie, but this vdir's affinity is ${affinity}`, fix: 'set affinity: cookie, or remove affinityCookie' })
+    }
+    if (affinity === 'source-ip') {
+      warnings.push({
+        path: `vdirs.${key || profile.path}.affinity`,
+        message: 'source-ip affinity puts every client behind one address (a mobile carrier\'s NAT, a company proxy) on one server',
+        fix: profile.path === '/Microsoft-Server-ActiveSync' ? 'use affinity: authorization (the profile default), which keys on the user' : 'use affinity: none or cookie unless the clients really have addresses of their own'
+      })
+    }
     vdirs.push({
       path: profile.path,
       pool,
       timeoutMs,
-      healthPath: override.healthPath ?? healthPathFor(profile.path)
+      healthPath: override.healthPath ?? healthPathFor(profile.path),
+      affinity,
+      affinityCookie: override.affinityCookie
     })
   }
   if (withoutPool.length > 0) {

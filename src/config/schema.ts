@@ -91,7 +91,11 @@ export const vdirSchema = z.strictObject({
   enabled: z.boolean().optional().describe('Whether the path is published (Exchange profile default).'),
   timeoutMs: z.number().int().positive().optional()
     .describe('Longest silence tolerated from the backend: waiting for headers, or between body chunks (Exchange profile default).'),
-  healthPath: z.string().startsWith('/').optional().describe('Managed Availability health page (default /<vdir>/healthcheck.htm).')
+  healthPath: z.string().startsWith('/').optional().describe('Managed Availability health page (default /<vdir>/healthcheck.htm).'),
+  affinity: z.enum(['none', 'authorization', 'cookie', 'source-ip']).optional()
+    .describe('Which requests stay on one server: none (balance every request), authorization (the user behind the Authorization header; ActiveSync also User=/DeviceId=), cookie (a cookie names the server), source-ip (the client address; all users behind one NAT land on one server). Exchange profile default: ActiveSync authorization, OWA/ECP cookie, the rest none.'),
+  affinityCookie: z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be a cookie name (letters, digits and !#$%&\'*+-.^_`|~)').optional()
+    .describe('affinity cookie: follow this cookie set by the backends (each value stays with the server that set it) instead of inserting casgate\'s own signed cookie.')
 })
 
 export const healthSchema = z.strictObject({
@@ -106,6 +110,21 @@ export const healthSchema = z.strictObject({
 export const adminSchema = z.strictObject({
   host: z.string().default('127.0.0.1').describe('Address of the admin listener (default 127.0.0.1; it has no authentication, keep it on loopback or a management network).'),
   port: z.number().int().min(0).max(65535).default(9090).describe('Port of the admin listener (default 9090).')
+})
+
+export const affinitySchema = z.strictObject({
+  secretFile: filePath.optional()
+    .describe('File holding the affinity secret (HMAC key for identity hashes and cookie signatures; at least 32 characters). Instances sharing it place users alike. Default: derived from the first terminated host\'s private key, so instances with the same certificate agree.'),
+  secretEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name').optional()
+    .describe('Environment variable holding the affinity secret.'),
+  maxEntries: z.number().int().positive().default(500_000)
+    .describe('Most remembered assignments (user/device/address/cookie → server) over all vdirs; the least recently used go first (default 500,000; about 100 bytes each, a fifth of it allocated up front).'),
+  idleTtlMs: z.number().int().positive().default(2 * 60 * 60_000)
+    .describe('How long an assignment is kept without requests (default 2 h, longer than an ActiveSync Ping interval).'),
+  balanceFactor: z.number().min(1).max(10).default(1.1)
+    .describe('Bounded loads: a new key goes to its rendezvous-hash server unless that server already holds more than this factor times the average keys per server, then to its next choice (default 1.1; higher keeps more keys on their first choice, so instances agree more; lower balances tighter).'),
+  cookieName: z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be a cookie name').default('CasgateAffinity')
+    .describe('Name prefix of casgate\'s own affinity cookie; the pool name is appended (default CasgateAffinity).')
 })
 
 export const logSchema = z.strictObject({
@@ -125,6 +144,7 @@ export const configSchema = z.strictObject({
   certificateCheckIntervalMs: z.number().int().positive().default(60 * 60_000)
     .describe('How often the Extended Protection comparison with the backends\' certificates repeats, to catch a backend renewed without casgate (default 1 h).'),
   admin: adminSchema.optional().describe('Plain-HTTP status listener (JSON): connection counts, backends. Off unless configured.'),
+  affinity: affinitySchema.default(affinitySchema.parse({})).describe('Where assignments are kept and how new keys are placed (per-vdir policy: vdirs.<path>.affinity).'),
   trustProxy: z.array(z.string()).default([])
     .describe('Addresses of proxies in front of casgate whose X-Forwarded-For is trusted (default none).'),
   log: logSchema.default(logSchema.parse({}))
@@ -138,3 +158,5 @@ export type HostConfig = z.infer<typeof hostSchema>
 export type SslMode = HostConfig['mode']
 export type AdminConfig = z.infer<typeof adminSchema>
 export type HealthConfig = z.infer<typeof healthSchema>
+export type AffinityConfig = z.infer<typeof affinitySchema>
+export type AffinityPolicy = NonNullable<z.infer<typeof vdirSchema>['affinity']>

@@ -15,6 +15,8 @@ import { answerNtlm, type NtlmConnectionState, type NtlmDirectory } from './ntlm
 //   /<vdir>/__casgate/bytes?n=N     N bytes of body, streamed in 64 KiB chunks
 //   /<vdir>/__casgate/hold?ms=N     answers after N ms (a long poll)
 //   /<vdir>/__casgate/reset         drops the connection without an answer
+//   /<vdir>/__casgate/redirect?to=P 302 to P (a logon redirect, for cookie round trips)
+//   /<vdir>/__casgate/cookie?name=N&value=V  sets cookie N=V (a backend's session cookie)
 //   RPC_IN_DATA /rpc/…              reads Content-Length bytes, answers a JSON echo
 //   RPC_OUT_DATA /rpc/…?bytes=N     answers N bytes (Outlook Anywhere's two channels)
 //   anything else                   JSON echo: method, url, headers, body length, TLS facts
@@ -221,6 +223,15 @@ export class ExchangeEmulator {
     }
     if (rest === '__casgate/reset') {
       req.socket.destroy()
+      return
+    }
+    if (rest === '__casgate/redirect') {
+      res.writeHead(302, { location: url.searchParams.get('to') ?? '/', 'content-length': '0' }).end()
+      return
+    }
+    if (rest === '__casgate/cookie') {
+      res.setHeader('set-cookie', `${url.searchParams.get('name') ?? 'session'}=${url.searchParams.get('value') ?? ''}; Path=/; Secure; HttpOnly`)
+      this.#echo(req, res, 0, user)
       return
     }
     if ((vdir === '/owa') && (rest === '' || url.pathname === '/owa') && req.method === 'GET' && String(req.headers.accept ?? '').includes('text/html')) {

@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net'
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { AdminConfig } from '../config/schema.js'
+import type { Affinity } from '../affinity/affinity.js'
 import type { FrontDoorCounters } from '../front/front-door.js'
 import type { BackendPool } from '../pool/backend-pool.js'
 import type { DrainControl } from '../pool/drain.js'
@@ -13,6 +14,7 @@ export interface StatusSource {
   pools: ReadonlyMap<string, BackendPool>
   health: { snapshot: () => HealthStatus[] }
   drain: DrainControl
+  affinity: Pick<Affinity, 'snapshot'>
   certificates: () => CertificateStatus
 }
 
@@ -49,6 +51,9 @@ export function statusSnapshot (source: StatusSource): object {
 export async function startAdminServer (config: AdminConfig, source: StatusSource): Promise<{ app: FastifyInstance, address: AddressInfo }> {
   const app = Fastify({ logger: false })
   app.get('/status', async () => statusSnapshot(source))
+  // Tuning data: per vdir and server, keys held, requests and share (the carrier-NAT case shows as
+  // one server with most of ActiveSync's keys and requests).
+  app.get('/affinity', async () => source.affinity.snapshot())
   // Maintenance: POST /backends/ex1.contoso.local:443/drain?vdir=/owa&deadlineMs=600000, then …/enable.
   type Target = { Params: { name: string }, Querystring: { vdir?: string, deadlineMs?: string } }
   app.post<Target>('/backends/:name/drain', async (request, reply) => {

@@ -6,6 +6,8 @@ import { rendezvousRank } from './rendezvous.js'
 export interface Backend {
   /** Stable name for logs and admin views: the server's host[:port]. */
   readonly name: string
+  /** Position in its pool, for per-server counters kept in arrays. */
+  readonly index: number
   /** scheme://host:port, the key of its upstream connection pool. */
   readonly origin: string
   readonly url: URL
@@ -54,8 +56,9 @@ export class BackendPool {
   constructor (config: ResolvedPool) {
     this.name = config.name
     this.config = config
-    this.backends = config.servers.map((url) => ({
+    this.backends = config.servers.map((url, index) => ({
       name: url.host,
+      index,
       origin: url.origin,
       url,
       outstanding: 0,

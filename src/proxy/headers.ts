@@ -22,6 +22,21 @@ export function trustedProxies (list: BlockList, entries: number): TrustedProxie
   }
 }
 
+/**
+ * clientAddress is the address of the client behind the connection: the socket's peer, or, when
+ * that peer is a trusted proxy, the last address its X-Forwarded-For names.
+ */
+export function clientAddress (request: { socket: { remoteAddress?: string | undefined }, headers: IncomingHttpHeaders }, trusted: TrustedProxies): string | undefined {
+  const peer = request.socket.remoteAddress
+  if (peer === undefined || !trusted(peer)) return peer
+  const header = request.headers['x-forwarded-for']
+  if (header === undefined) return peer
+  // Node joins repeated X-Forwarded-For lines with ", "; the last entry is the trusted proxy's.
+  const forwarded = String(header)
+  const last = forwarded.slice(forwarded.lastIndexOf(',') + 1).trim()
+  return last === '' ? peer : last
+}
+
 function connectionTokens (rawHeaders: readonly string[]): Set<string> | undefined {
   let tokens: Set<string> | undefined
   for (let i = 0; i < rawHeaders.length; i += 2) {

@@ -2,6 +2,7 @@ import type { ServerResponse } from 'node:http'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
+import type { VdirAffinity } from '../affinity/vdir-affinity.js'
 import type { ResolvedVdir } from '../config/resolve.js'
 import { CasgateError } from '../errors.js'
 import type { Backend, BackendPool } from '../pool/backend-pool.js'
@@ -9,12 +10,14 @@ import type { UpstreamDispatcher } from '../pool/upstream-dispatcher.js'
 import { VdirTable } from '../routing/vdir-table.js'
 import { sendError, sendFrameworkError, writeError } from './error-reply.js'
 import { isConnectionAuth, type ConnectionPin, type ConnectionPins } from './connection-pins.js'
-import { upstreamRequestHeaders, type TrustedProxies } from './headers.js'
+import { clientAddress, upstreamRequestHeaders, type TrustedProxies } from './headers.js'
 import { UpstreamExchange, type ExchangeEvents } from './upstream-exchange.js'
 
-/** RoutedVdir is a published vdir bound to its pool. */
+/** RoutedVdir is a published vdir bound to its pool and its affinity policy. */
 export interface RoutedVdir extends ResolvedVdir {
   backendPool: BackendPool
+  /** Picks the backend under the vdir's affinity policy and keeps its tuning data. */
+  selector: VdirAffinity
 }
 
 /** ProxyPluginOptions wires the proxy to the routing table and the upstream side. */
@@ -146,7 +149,18 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
     record.vdir = vdir.path
     let pin = pins.get(socket)
     if (pin && !vdir.backendPool.backends.includes(pin.backend)) pin = undefined // another pool: not this logon's business
-    const backend = pin ? pin.backend : vdir.backendPool.select({ vdir: vdir.path })
+    const affinity = vdir.selector
+    let backend: Backend | undefined
+    let setCookie: string | undefined
+    if (pin) {
+      backend = pin.backend
+      // An NTLM AUTHENTICATE names the user only now, on a connection already bound: remember it.
+      if (affinity.policy === 'authorization' && request.headers.authorization !== undefined) affinity.learn({ url, headers: request.headers, client: record.client }, backend)
+    } else {
+      const choice = affinity.select({ url, headers: request.headers, client: affinity.policy === 'source-ip' ? clientAddress(request.raw, trusted) : record.client })
+      backend = choice?.backend
+      setCookie = choice?.setCookie
+    }
     if (backend === undefined) {
       // One line when a vdir runs out of servers, not one per request.
       if (!exhausted.has(vdir.path)) {
@@ -168,6 +182,8 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
     // The one place a request is counted on a backend (and, on retry, moved to another).
     const send = (target: Backend, mayRetry: boolean): void => {
       const exchange = new UpstreamExchange(res, events, target, vdir.path)
+      exchange.setCookie = setCookie
+      if (affinity.followsCookies) exchange.followCookie = affinity
       const previous = record.exchange
       if (previous) {
         previous.backend.outstanding--
@@ -177,6 +193,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
       record.backend = target
       target.outstanding++
       target.inFlight.add(exchange)
+      affinity.count(target)
       if (pin) {
         record.pin = pin
         pin.inFlight++
@@ -186,6 +203,8 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
         exchange.retry = () => {
           const next = vdir.backendPool.select({ vdir: vdir.path, exclude: target })
           if (next === undefined || res.destroyed) return false
+          // A cookie handed out with the failed attempt would send the browser back to it.
+          if (setCookie !== undefined) setCookie = affinity.cookieFor(next)
           send(next, false)
           return true
         }

@@ -68,7 +68,8 @@ export class RpcTunnel {
       answer(client, new CasgateError('CASGATE_ERR_METHOD_NOT_ALLOWED', [line.method, vdir ? vdir.path : 'this path']))
       return
     }
-    const backend = vdir.backendPool.select({ vdir: vdir.path })
+    // Only the request line is known here: source-ip affinity applies, the others balance.
+    const backend = vdir.selector.select({ url: line.target, headers: {}, client: client.remoteAddress })?.backend
     if (!backend) {
       answer(client, new CasgateError('CASGATE_ERR_NO_BACKEND', [vdir.path]))
       return
@@ -89,6 +90,7 @@ export class RpcTunnel {
     }
     upstream.once('error', fail)
     backend.outstanding++
+    vdir.selector.count(backend)
     this.open++
     let bytesIn = 0
     let bytesOut = 0

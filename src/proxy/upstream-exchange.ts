@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
 import type { Dispatcher } from 'undici'
+import type { VdirAffinity } from '../affinity/vdir-affinity.js'
 import type { CasgateError } from '../errors.js'
 import type { Backend } from '../pool/backend-pool.js'
 import { challengesConnectionAuth } from './connection-pins.js'
@@ -32,6 +33,10 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler {
   pinned = false
   /** Sends the request to another server once; set only for requests that may be retried. */
   retry: (() => boolean) | undefined
+  /** casgate's affinity cookie for this response, when the client's named no usable server. */
+  setCookie: string | undefined
+  /** Set when the vdir follows a backend cookie: its Set-Cookie values are learned. */
+  followCookie: VdirAffinity | undefined
   readonly backend: Backend
   readonly vdir: string
   #controller: Dispatcher.DispatchController | undefined
@@ -71,8 +76,11 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler {
       controller.abort(new Error('client closed the connection'))
       return
     }
+    this.followCookie?.learnFromResponse(headers['set-cookie'], this.backend)
+    const out = clientResponseHeaders(headers)
+    if (this.setCookie !== undefined) out.push('set-cookie', this.setCookie)
     try {
-      res.writeHead(statusCode, statusMessage || undefined, clientResponseHeaders(headers))
+      res.writeHead(statusCode, statusMessage || undefined, out)
     } catch (err) {
       // A header Node refuses to write (invalid characters): the response cannot be relayed.
       controller.abort(err as Error)

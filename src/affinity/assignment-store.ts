@@ -1,0 +1,99 @@
+import { LRUCache } from 'lru-cache'
+
+/** AssignmentOwner is a vdir's table of keys held per server; the store tells it of every removal. */
+export interface AssignmentOwner {
+  /** Keys held per server index of the vdir's pool. */
+  readonly held: Int32Array
+}
+
+// lru-cache forgets an idle entry only when it is next read, or in purgeStale(), which walks the
+// whole cache: ~240 ms for 500,000 entries, a stall no proxy can afford. So the store is split
+// into shards (by the key's first hash byte, which is uniform) of at most ~8,000 entries, and
+// one shard is swept per tick: a couple of milliseconds at a time, every entry visited within
+// a minute (or the idle TTL, when shorter).
+const MAX_SHARDS = 64
+const ENTRIES_PER_SHARD_TARGET = 1024
+
+/**
+ * AssignmentStore remembers which server each affinity key went to: lru-cache shards bounded
+ * by entry count, each entry forgotten after `idleTtlMs` without requests. The key's first
+ * character says which vdir it belongs to, the second (a hash byte) picks the shard; the value
+ * is the server's index in that vdir's pool (a small integer, so an entry allocates nothing but
+ * its key).
+ */
+export class AssignmentStore {
+  readonly maxEntries: number
+  readonly idleTtlMs: number
+  readonly #owners: AssignmentOwner[] = []
+  readonly #shards: Array<LRUCache<string, number>>
+  readonly #shardMask: number
+  #sweep: NodeJS.Timeout | undefined
+  #nextSweep = 0
+
+  constructor (options: { maxEntries: number, idleTtlMs: number }) {
+    this.maxEntries = options.maxEntries
+    this.idleTtlMs = options.idleTtlMs
+    let shards = 1
+    while (shards < MAX_SHARDS && shards * 2 * ENTRIES_PER_SHARD_TARGET <= options.maxEntries) shards *= 2
+    this.#shardMask = shards - 1
+    const dispose = (server: number, key: string): void => {
+      const owner = this.#owners[key.charCodeAt(0)]
+      if (owner) owner.held[server]!--
+    }
+    this.#shards = Array.from({ length: shards }, () => new LRUCache<string, number>({
+      max: Math.ceil(options.maxEntries / shards),
+      ttl: options.idleTtlMs,
+      updateAgeOnGet: true,
+      dispose
+    }))
+  }
+
+  /** register gives a vdir its key prefix (one character). */
+  register (owner: AssignmentOwner): string {
+    this.#owners.push(owner)
+    return String.fromCharCode(this.#owners.length - 1)
+  }
+
+  get size (): number {
+    let size = 0
+    for (const shard of this.#shards) size += shard.size
+    return size
+  }
+
+  #shard (key: string): LRUCache<string, number> {
+    return this.#shards[key.charCodeAt(1) & this.#shardMask]!
+  }
+
+  get (key: string): number | undefined {
+    return this.#shard(key).get(key)
+  }
+
+  /** set assigns `key` to a server; the owner's count moves with it. */
+  set (key: string, server: number): void {
+    const owner = this.#owners[key.charCodeAt(0)]!
+    const shard = this.#shard(key)
+    const previous = shard.get(key, { updateAgeOnGet: false })
+    if (previous === server) return
+    shard.set(key, server)
+    owner.held[server]!++
+  }
+
+  /** purgeStale drops every expired entry now (all shards): for tests and small stores. */
+  purgeStale (): void {
+    for (const shard of this.#shards) shard.purgeStale()
+  }
+
+  /** start sweeps one shard per tick, so that counts of keys held are not inflated by the idle. */
+  start (): void {
+    const cycleMs = Math.min(60_000, this.idleTtlMs)
+    this.#sweep ??= setInterval(() => {
+      this.#shards[this.#nextSweep]!.purgeStale()
+      this.#nextSweep = (this.#nextSweep + 1) % this.#shards.length
+    }, Math.max(10, Math.floor(cycleMs / this.#shards.length))).unref()
+  }
+
+  stop (): void {
+    clearInterval(this.#sweep)
+    this.#sweep = undefined
+  }
+}
