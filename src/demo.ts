@@ -52,6 +52,8 @@ export async function runDemo (options: DemoOptions): Promise<DemoRun> {
     hosts: [{ names: DEMO_NAMES.filter((name) => !name.includes(':') && !/^\d/.test(name)), certificate: { cert: files.cert, key: files.key, chain: files.chain, ca: files.rootCa }, mode: 'reencrypt' }],
     pools: { cas: { servers: backends.map((b) => b.url), ca: files.rootCa, serverName: 'mail.casgate.test' } },
     vdirs: { '/ecp': { enabled: true } },
+    // Loopback, a free port: status, drain and affinity tuning data, printed in the banner.
+    admin: { host: '127.0.0.1', port: 0 },
     log: { level: 'info', pretty: process.stdout.isTTY === true }
   }, { source: 'demo', baseDir: dir })
   let gateway: Gateway
@@ -85,6 +87,7 @@ export function demoBanner (run: DemoRun): string {
     `  curl      curl --cacert ${ca} https://localhost:${port}/owa/healthcheck.htm`,
     `            curl --cacert ${ca} https://localhost:${port}/Microsoft-Server-ActiveSync -X OPTIONS -i`,
     `  Backends  ${run.backends.map((b) => `${b.name} ${b.url}`).join(', ')}`,
+    ...(run.gateway.adminAddress ? [`  Admin     curl http://127.0.0.1:${run.gateway.adminAddress.port}/status   (and /affinity: who sticks where)`] : []),
     '',
     'Ctrl-C stops it.',
     ''
