@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util'
 import { certsCommand, CERTS_USAGE } from './cli-certs.js'
+import { usersCommand, USERS_USAGE } from './cli-users.js'
 import { loadConfigFile, type GatewayConfig } from './config/load.js'
 import { exchangeProfile } from './config/exchange-profile.js'
 import { demoBanner, runDemo } from './demo.js'
@@ -17,6 +18,7 @@ Commands:
   start   run the gateway from a configuration file
   check   validate a configuration and its certificates without opening a port
   certs   show a certificate chain, convert PFX to PEM, generate a lab CA
+  users   add a user to a local users file (preauthentication without a directory)
   demo    run a self-contained demo: generated certificates, two emulated Exchange servers
           and casgate in front of them (what \`npm start\` does)
 
@@ -42,6 +44,7 @@ published, one line per finding with its fix. Exit status: 0 all good, 1 warning
   -c, --config FILE   configuration file (default: $CASGATE_CONFIG or ./casgate.yaml)
       --json          print the result as JSON instead`,
   certs: CERTS_USAGE,
+  users: USERS_USAGE,
   demo: `Usage: casgate demo [--port N] [--host ADDRESS] [--dir DIR]
 
 Generates a throwaway CA and certificates, starts two emulated Exchange servers on loopback
@@ -158,6 +161,7 @@ export async function main (argv: string[]): Promise<number | undefined> {
         'ignore-extended-protection': { type: 'boolean' },
         'passphrase-env': { type: 'string' },
         'passphrase-file': { type: 'string' },
+        'password-env': { type: 'string' },
         out: { type: 'string' },
         names: { type: 'string' },
         config: { type: 'string', short: 'c' },
@@ -167,7 +171,7 @@ export async function main (argv: string[]): Promise<number | undefined> {
         dir: { type: 'string' }
       },
       strict: true,
-      allowPositionals: command === 'certs'
+      allowPositionals: command === 'certs' || command === 'users'
     }))
   } catch (err) {
     process.stderr.write(`casgate ${command}: ${(err as Error).message}\n\n${usage[command]}\n`)
@@ -201,6 +205,8 @@ export async function main (argv: string[]): Promise<number | undefined> {
       }
       case 'certs':
         return await certsCommand(positionals, values)
+      case 'users':
+        return await usersCommand(positionals, values)
       case 'demo': {
         const run = await runDemo({
           port: Number(values.port ?? 8443),

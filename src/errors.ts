@@ -16,6 +16,9 @@ export const errorCatalog = {
   CASGATE_ERR_UPSTREAM_TLS: { status: 502, message: 'TLS to the backend failed: %s' },
   CASGATE_ERR_UPSTREAM_TIMEOUT: { status: 504, message: 'backend did not answer in time' },
   CASGATE_ERR_UPSTREAM_FAILED: { status: 502, message: 'backend request failed' },
+  CASGATE_ERR_PREAUTH_REQUIRED: { status: 401, message: 'authentication required' },
+  CASGATE_ERR_PREAUTH_UNAVAILABLE: { status: 503, message: 'sign-in is unavailable: the credential provider cannot be reached' },
+  CASGATE_ERR_CLIENT_CERTIFICATE: { status: 403, message: 'a valid client certificate is required for %s' },
   CASGATE_ERR_INTERNAL: { status: 500, message: 'internal error' }
 } as const satisfies Record<string, { status: number, message: string }>
 

@@ -8,6 +8,9 @@ import passthroughMode, { type PassthroughRelay } from '../plugins/passthrough.j
 import { healthPathFor } from './config/exchange-profile.js'
 import type { GatewayConfig, PassthroughHost, ResolvedHost, TerminatedHost } from './config/load.js'
 import { Affinity } from './affinity/affinity.js'
+import { createCredentialProvider } from './preauth/credential-provider.js'
+import { PreauthGate } from './preauth/preauth-gate.js'
+import preauthRoutes from './preauth/preauth-routes.js'
 import { DrainControl } from './pool/drain.js'
 import { HealthMonitor } from './pool/health-monitor.js'
 import { ConnectionPins } from './proxy/connection-pins.js'
@@ -129,6 +132,11 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   await app.register(offloadMode, { pools: usedPools.filter((pool) => pool.config.scheme === 'http:'), upstreams })
   await app.register(reencryptMode, { pools: usedPools.filter((pool) => pool.config.scheme === 'https:'), upstreams })
   await app.register(passthroughMode, { pools, logger: logger.child({ component: 'passthrough' }) })
+  const preauth = config.preauth === undefined ? undefined : new PreauthGate(config.preauth, createCredentialProvider(config.preauth.credentials), logger.child({ component: 'preauth' }))
+  if (preauth) {
+    const formsVdir = vdirs.find((vdir) => vdir.preauth === 'forms')
+    await app.register(preauthRoutes, { gate: preauth, defaultReturnUrl: `${formsVdir?.path ?? '/owa'}/` })
+  }
   await app.register(casgateProxy, {
     vdirs,
     upstreams,
@@ -136,6 +144,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     idleTimeoutMs: config.listen.idleTimeoutMs,
     accessLog: logger.child({ component: 'access' }),
     pins,
+    preauth,
     onBackendFailure: (backend, vdir, reason) => health.reportFailure(backend, vdir, reason)
   })
   await app.ready()

@@ -1,11 +1,8 @@
 import { createHmac, type KeyObject } from 'node:crypto'
+import { keyedHash } from '../util/keyed-hash.js'
 
-// Keyed hashes, so that memory holds neither user names nor credentials: HMAC-SHA-256 with the
-// configured (or certificate-derived) secret, cut to 96 bits. At a million keys the chance of
-// two colliding is about 2^-57; a collision would only put two users on one server.
-
-/** KEY_BYTES is how much of the HMAC is kept per key. */
-const KEY_BYTES = 12
+// Memory holds neither user names nor credentials, only keyed hashes (src/util/keyed-hash.ts);
+// a collision would only put two users on one server.
 
 /** AffinityKeys turns identities into keys and names servers in cookies, all under one secret. */
 export class AffinityKeys {
@@ -15,12 +12,9 @@ export class AffinityKeys {
     this.#secret = secret
   }
 
-  /**
-   * key is the store key of an identity: 12 bytes of HMAC as a 12-character latin1 string (one
-   * byte per character in V8, which halves the memory of a hex or base64 spelling).
-   */
+  /** key is the store key of an identity. */
   key (identity: string): string {
-    return createHmac('sha256', this.#secret).update(identity).digest('binary').slice(0, KEY_BYTES) // 'binary' is latin1
+    return keyedHash(this.#secret, identity)
   }
 
   /**

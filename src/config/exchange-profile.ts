@@ -1,4 +1,4 @@
-import type { AffinityPolicy } from './schema.js'
+import type { AffinityPolicy, PreauthPolicy } from './schema.js'
 
 /** VdirProfile is the built-in default for one Exchange virtual directory. */
 export interface VdirProfile {
@@ -12,6 +12,8 @@ export interface VdirProfile {
   longPoll?: boolean
   /** Default affinity; `none` unless said otherwise. */
   affinity?: AffinityPolicy
+  /** Default preauthentication when a preauth block exists; `none` unless said otherwise. */
+  preauth?: PreauthPolicy
 }
 
 /**
@@ -34,12 +36,15 @@ const HOUR = 60 * MINUTE
  * re-creates its mailbox notification subscription, so it stays with its server by identity
  * (not by address: a carrier NAT puts every phone behind one). OWA and ECP keep a browser on
  * one server by cookie, which saves re-rendering and re-authenticating forms sessions.
+ * Preauthentication: browsers get casgate's form, clients that answer Basic (ActiveSync, EWS)
+ * get Basic; Outlook's MAPI and RPC cannot answer either, nor can Autodiscover and OAB clients
+ * be relied on to, so they pass to Exchange's own authentication.
  */
 export const exchangeProfile: readonly VdirProfile[] = [
-  { path: '/owa', enabled: true, timeoutMs: 5 * MINUTE, note: 'Outlook on the web', affinity: 'cookie' },
-  { path: '/ecp', enabled: false, timeoutMs: 5 * MINUTE, note: 'admin center; publish deliberately', affinity: 'cookie' },
-  { path: '/Microsoft-Server-ActiveSync', enabled: true, timeoutMs: 65 * MINUTE, note: 'Ping holds up to 59 min', longPoll: true, affinity: 'authorization' },
-  { path: '/EWS', enabled: true, timeoutMs: 35 * MINUTE, note: 'streaming notifications hold up to 30 min', longPoll: true },
+  { path: '/owa', enabled: true, timeoutMs: 5 * MINUTE, note: 'Outlook on the web', affinity: 'cookie', preauth: 'forms' },
+  { path: '/ecp', enabled: false, timeoutMs: 5 * MINUTE, note: 'admin center; publish deliberately', affinity: 'cookie', preauth: 'forms' },
+  { path: '/Microsoft-Server-ActiveSync', enabled: true, timeoutMs: 65 * MINUTE, note: 'Ping holds up to 59 min', longPoll: true, affinity: 'authorization', preauth: 'basic' },
+  { path: '/EWS', enabled: true, timeoutMs: 35 * MINUTE, note: 'streaming notifications hold up to 30 min', longPoll: true, preauth: 'basic' },
   { path: '/autodiscover', enabled: true, timeoutMs: 2 * MINUTE, note: 'short request/response' },
   { path: '/mapi', enabled: true, timeoutMs: 2 * HOUR, note: 'NotificationWait long polls', longPoll: true },
   { path: '/rpc', enabled: true, timeoutMs: 8 * HOUR, note: 'Outlook Anywhere channels live for hours', longPoll: true },

@@ -1,4 +1,4 @@
-import { createSecretKey, hkdfSync, randomBytes, type KeyObject } from 'node:crypto'
+import type { KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import type { BlockList } from 'node:net'
 import { dirname, resolve } from 'node:path'
@@ -10,6 +10,8 @@ import { splitPemCertificates } from '../tls/certificate.js'
 import { checkCertificate } from '../tls/certificate-check.js'
 import { zodIssuesToConfigIssues } from './issues.js'
 import { resolveTopology, type ResolvedVdir } from './resolve.js'
+import { resolveSecret, type SecretSource } from './secrets.js'
+import { resolvePreauth, type PreauthSettings } from './preauth-config.js'
 import { configSchema, type AffinityConfig, type AdminConfig, type CertificateConfig, type HealthConfig, type PoolConfig, type RawConfig, type SslMode } from './schema.js'
 
 /** TerminatedHost is an offload or reencrypt host block with its certificate loaded. */
@@ -52,59 +54,7 @@ export interface AffinitySettings extends Omit<AffinityConfig, 'secretFile' | 's
   /** HMAC key for identity hashes and cookie signatures; a KeyObject never prints its bytes. */
   secret: KeyObject
   /** Where the secret came from, for `casgate check`. */
-  secretSource: 'file' | 'env' | 'certificate' | 'random'
-}
-
-/** MIN_AFFINITY_SECRET_LENGTH keeps HMAC keys out of guessing range (32 characters). */
-export const MIN_AFFINITY_SECRET_LENGTH = 32
-
-function readSecret (config: AffinityConfig, baseDir: string, issues: ConfigIssue[]): { text: string, source: 'file' | 'env' } | undefined {
-  if (config.secretFile !== undefined && config.secretEnv !== undefined) {
-    issues.push({ path: 'affinity.secretEnv', message: 'secretFile and secretEnv are both set', fix: 'keep one of them' })
-    return undefined
-  }
-  let text: string | undefined
-  let path = ''
-  if (config.secretFile !== undefined) {
-    path = 'affinity.secretFile'
-    try {
-      text = readFileSync(resolve(baseDir, config.secretFile), 'utf8').split(/\r?\n/)[0]!
-    } catch (err) {
-      issues.push({ path, message: `cannot read ${config.secretFile} (${(err as NodeJS.ErrnoException).code ?? String(err)})`, fix: 'check the path; relative paths start at the configuration file\'s directory' })
-      return undefined
-    }
-  } else if (config.secretEnv !== undefined) {
-    path = 'affinity.secretEnv'
-    text = process.env[config.secretEnv]
-    if (text === undefined) {
-      issues.push({ path, message: `environment variable ${config.secretEnv} is not set`, fix: `export ${config.secretEnv} before starting casgate` })
-      return undefined
-    }
-  } else {
-    return undefined
-  }
-  if (text.length < MIN_AFFINITY_SECRET_LENGTH) {
-    issues.push({ path, message: `the secret has ${text.length} characters, fewer than ${MIN_AFFINITY_SECRET_LENGTH}`, fix: 'generate one with: openssl rand -base64 48' })
-    return undefined
-  }
-  return { text, source: config.secretFile !== undefined ? 'file' : 'env' }
-}
-
-/**
- * resolveAffinity loads the affinity secret. Without one configured it is derived (HKDF) from
- * the first terminated host's private key: instances sharing a certificate then hash users
- * alike and accept each other's cookies, and nothing secret has to be copied around.
- */
-function resolveAffinity (config: AffinityConfig, hosts: readonly ResolvedHost[], baseDir: string, issues: ConfigIssue[]): AffinitySettings {
-  const { secretFile: _file, secretEnv: _env, ...settings } = config
-  const configured = readSecret(config, baseDir, issues)
-  if (configured) return { ...settings, secret: createSecretKey(Buffer.from(configured.text, 'utf8')), secretSource: configured.source }
-  const host = hosts.find((candidate): candidate is TerminatedHost => candidate.mode !== 'passthrough')
-  if (host) {
-    const keyDer = host.certificate.key.export({ type: 'pkcs8', format: 'der' })
-    return { ...settings, secret: createSecretKey(Buffer.from(hkdfSync('sha256', keyDer, 'casgate', 'affinity secret v1', 32))), secretSource: 'certificate' }
-  }
-  return { ...settings, secret: createSecretKey(randomBytes(32)), secretSource: 'random' }
+  secretSource: SecretSource
 }
 
 /** GatewayConfig is the whole configuration, validated, resolved and frozen. */
@@ -119,6 +69,8 @@ export interface GatewayConfig {
   admin: AdminConfig | undefined
   health: HealthConfig
   affinity: AffinitySettings
+  /** Undefined when the configuration has no preauth block: nothing is preauthenticated. */
+  preauth: PreauthSettings | undefined
   certificateCheckIntervalMs: number
   trustProxy: BlockList
   /** How many trustProxy entries there are; zero lets the hot path skip the check. */
@@ -205,7 +157,10 @@ export function buildConfig (input: unknown, options: { source: string, baseDir:
     pools.set(name, resolved)
   }
 
-  const affinity = resolveAffinity(raw.affinity, hosts, options.baseDir, issues)
+  const { secretFile: _file, secretEnv: _env, ...affinitySettings } = raw.affinity
+  const affinitySecret = resolveSecret(raw.affinity, 'affinity', hosts, options.baseDir, issues)
+  const affinity: AffinitySettings = { ...affinitySettings, secret: affinitySecret.key, secretSource: affinitySecret.source }
+  const preauth = raw.preauth === undefined ? undefined : resolvePreauth(raw.preauth, hosts, options.baseDir, issues, (files, path) => loadCa(files, options.baseDir, path, issues))
   if (issues.length > 0) throw new ConfigError(options.source, issues)
   const wanted = raw.listen.defaultHost?.toLowerCase()
   const defaultHost = (wanted !== undefined ? hosts.find((host) => host.names.some((name) => name.toLowerCase() === wanted)) : undefined) ??
@@ -220,6 +175,7 @@ export function buildConfig (input: unknown, options: { source: string, baseDir:
     admin: raw.admin,
     health: raw.health,
     affinity,
+    preauth,
     certificateCheckIntervalMs: raw.certificateCheckIntervalMs,
     trustProxy: topology.trustProxy,
     trustProxyEntries: raw.trustProxy.length,

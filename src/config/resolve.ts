@@ -2,7 +2,7 @@ import { BlockList, isIP } from 'node:net'
 import type { ConfigIssue } from '../errors.js'
 import { closest } from './issues.js'
 import { exchangeProfile, healthPathFor, LONG_POLL_MINIMUM_MS } from './exchange-profile.js'
-import type { AffinityPolicy, PoolConfig, RawConfig, SslMode } from './schema.js'
+import type { AffinityPolicy, PoolConfig, PreauthPolicy, RawConfig, SslMode } from './schema.js'
 
 // Checks that need more than one key at a time (pool references, mode against scheme, …) and
 // the merge of the config's vdirs over the Exchange profile.
@@ -17,6 +17,8 @@ export interface ResolvedVdir {
   affinity: AffinityPolicy
   /** affinity cookie: the backend cookie to follow; undefined means casgate inserts its own. */
   affinityCookie: string | undefined
+  /** none unless the configuration has a preauth block. */
+  preauth: PreauthPolicy
 }
 
 /** ResolvedPoolServers is a pool's server list, parsed. */
@@ -126,13 +128,18 @@ function resolveVdirs (config: RawConfig, issues: ConfigIssue[], warnings: Confi
         fix: profile.path === '/Microsoft-Server-ActiveSync' ? 'use affinity: authorization (the profile default), which keys on the user' : 'use affinity: none or cookie unless the clients really have addresses of their own'
       })
     }
+    const preauth = config.preauth === undefined ? 'none' : override.preauth ?? profile.preauth ?? 'none'
+    if (config.preauth === undefined && override.preauth !== undefined && override.preauth !== 'none') {
+      issues.push({ path: `vdirs.${key || profile.path}.preauth`, message: `${override.preauth} preauthentication needs a credential provider`, fix: 'add preauth: { ldap: { urls: [...], bindName: "{user}@contoso.com" } } or preauth: { usersFile: users.txt }' })
+    }
     vdirs.push({
       path: profile.path,
       pool,
       timeoutMs,
       healthPath: override.healthPath ?? healthPathFor(profile.path),
       affinity,
-      affinityCookie: override.affinityCookie
+      affinityCookie: override.affinityCookie,
+      preauth
     })
   }
   if (withoutPool.length > 0) {

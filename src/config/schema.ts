@@ -95,7 +95,9 @@ export const vdirSchema = z.strictObject({
   affinity: z.enum(['none', 'authorization', 'cookie', 'source-ip']).optional()
     .describe('Which requests stay on one server: none (balance every request), authorization (the user behind the Authorization header; ActiveSync also User=/DeviceId=), cookie (a cookie names the server), source-ip (the client address; all users behind one NAT land on one server). Exchange profile default: ActiveSync authorization, OWA/ECP cookie, the rest none.'),
   affinityCookie: z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be a cookie name (letters, digits and !#$%&\'*+-.^_`|~)').optional()
-    .describe('affinity cookie: follow this cookie set by the backends (each value stays with the server that set it) instead of inserting casgate\'s own signed cookie.')
+    .describe('affinity cookie: follow this cookie set by the backends (each value stays with the server that set it) instead of inserting casgate\'s own signed cookie.'),
+  preauth: z.enum(['forms', 'basic', 'none']).optional()
+    .describe('Preauthentication at casgate when a preauth block exists: forms (casgate\'s login page, then Basic to Exchange), basic (401 + Basic, checked before forwarding), none. Exchange profile default: OWA/ECP forms, ActiveSync and EWS basic, the rest none.')
 })
 
 export const healthSchema = z.strictObject({
@@ -127,6 +129,42 @@ export const affinitySchema = z.strictObject({
     .describe('Name prefix of casgate\'s own affinity cookie; the pool name is appended (default CasgateAffinity).')
 })
 
+export const ldapSchema = z.strictObject({
+  urls: z.array(z.string().regex(/^ldaps?:\/\/[^/\s]+\/?$/i, 'must be ldap://host[:port] or ldaps://host[:port]')).min(1)
+    .describe('LDAP servers, tried in order (e.g. ldaps://dc1.contoso.local:636).'),
+  bindName: z.string().includes('{user}', { message: 'must contain {user}' })
+    .describe('Name the user binds as, {user} replaced by the name typed: {user}@contoso.com (Active Directory UPN) or uid={user},ou=people,dc=contoso,dc=com.'),
+  ca: z.union([filePath, z.array(filePath)]).optional().describe('PEM CA certificate(s) of the LDAP servers (ldaps:// or startTls).'),
+  startTls: z.boolean().default(false).describe('Upgrade ldap:// connections with StartTLS (default false).'),
+  timeoutMs: z.number().int().positive().default(5_000).describe('Connect and bind timeout per server (default 5 s).')
+})
+
+export const lockoutSchema = z.strictObject({
+  userThreshold: z.number().int().positive().default(5).describe('Failed logons of one user within windowMs that lock it (default 5; keep it below Active Directory\'s own lockout threshold).'),
+  addressThreshold: z.number().int().positive().default(20).describe('Failed logons from one client address within windowMs that lock the address (default 20).'),
+  windowMs: z.number().int().positive().default(15 * 60_000).describe('Window in which failures count (default 15 min).'),
+  lockoutMs: z.number().int().positive().default(15 * 60_000).describe('First lockout; each further one doubles it (default 15 min).'),
+  maxLockoutMs: z.number().int().positive().default(4 * 60 * 60_000).describe('Longest lockout (default 4 h).')
+})
+
+export const preauthSchema = z.strictObject({
+  usersFile: filePath.optional().describe('Local users file: one "user:$scrypt$…" line each (casgate users add FILE USER writes them).'),
+  ldap: ldapSchema.optional().describe('Check passwords by binding to LDAP (Active Directory) as the user.'),
+  secretFile: filePath.optional().describe('File holding the session secret (encrypts and signs the session cookie; at least 32 characters). Default: derived from the first terminated host\'s private key, so instances with the same certificate accept each other\'s sessions.'),
+  secretEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name').optional()
+    .describe('Environment variable holding the session secret.'),
+  realm: z.string().regex(/^[^"\\]+$/, 'must not contain quotes or backslashes').default('Exchange').describe('Basic realm shown by clients (default Exchange).'),
+  exclusionPreset: z.enum(['exchange-v1', 'none']).default('exchange-v1')
+    .describe('Built-in paths never preauthenticated (federation, hybrid, mailbox moves, health pages, OPTIONS, Bearer); exchange-v1 is the only version yet (default).'),
+  exclude: z.array(z.string().startsWith('/')).default([]).describe('More paths never preauthenticated (and everything under them), case-insensitive.'),
+  idleTimeoutMs: z.number().int().positive().default(30 * 60_000).describe('A forms session ends after this long without requests (default 30 min).'),
+  absoluteTimeoutMs: z.number().int().positive().default(8 * 60 * 60_000).describe('A forms session ends this long after logon, however active (default 8 h).'),
+  cookieName: z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be a cookie name').default('CasgateSession').describe('Name of the session cookie (default CasgateSession).'),
+  basicCacheTtlMs: z.number().int().min(0).default(5 * 60_000)
+    .describe('How long a successful Basic check is remembered (as a keyed hash), so ActiveSync does not reach LDAP on every request (default 5 min; 0 turns it off).'),
+  lockout: lockoutSchema.default(lockoutSchema.parse({}))
+})
+
 export const logSchema = z.strictObject({
   level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info')
     .describe('Log level (default info).'),
@@ -145,6 +183,7 @@ export const configSchema = z.strictObject({
     .describe('How often the Extended Protection comparison with the backends\' certificates repeats, to catch a backend renewed without casgate (default 1 h).'),
   admin: adminSchema.optional().describe('Plain-HTTP status listener (JSON): connection counts, backends. Off unless configured.'),
   affinity: affinitySchema.default(affinitySchema.parse({})).describe('Where assignments are kept and how new keys are placed (per-vdir policy: vdirs.<path>.affinity).'),
+  preauth: preauthSchema.optional().describe('Preauthentication at the edge: credential provider, session, exclusions, lockout. Without it nothing is preauthenticated.'),
   trustProxy: z.array(z.string()).default([])
     .describe('Addresses of proxies in front of casgate whose X-Forwarded-For is trusted (default none).'),
   log: logSchema.default(logSchema.parse({}))
@@ -159,4 +198,8 @@ export type SslMode = HostConfig['mode']
 export type AdminConfig = z.infer<typeof adminSchema>
 export type HealthConfig = z.infer<typeof healthSchema>
 export type AffinityConfig = z.infer<typeof affinitySchema>
+export type PreauthConfig = z.infer<typeof preauthSchema>
+export type LdapConfig = z.infer<typeof ldapSchema>
+export type LockoutConfig = z.infer<typeof lockoutSchema>
+export type PreauthPolicy = NonNullable<z.infer<typeof vdirSchema>['preauth']>
 export type AffinityPolicy = NonNullable<z.infer<typeof vdirSchema>['affinity']>

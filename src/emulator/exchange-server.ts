@@ -269,11 +269,15 @@ export class ExchangeEmulator {
     const rows = Object.entries(req.headers)
       .filter(([name]) => name.startsWith('x-forwarded') || name === 'host' || name === 'user-agent')
       .map(([name, value]) => `<tr><th>${escapeHtml(name)}</th><td>${escapeHtml(String(value))}</td></tr>`).join('')
+    // With casgate's forms preauthentication, the logon reaches Exchange as Basic: show who.
+    const basic = /^basic\s+(\S+)/i.exec(req.headers.authorization ?? '')
+    const signedIn = basic ? Buffer.from(basic[1]!, 'base64').toString('utf8').split(':')[0]! : undefined
     res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Outlook on the web (emulated)</title>
 <style>body{font:16px system-ui,sans-serif;margin:3rem;color:#222}th{text-align:left;padding-right:1rem}code{background:#eee;padding:0 .3rem}</style></head>
 <body><h1>Outlook on the web <small>(emulated)</small></h1>
-<p>This page was served by <strong id="backend">${escapeHtml(this.name)}</strong> behind casgate. Reload to see the balancing.</p>
+<p>This page was served by <strong id="backend">${escapeHtml(this.name)}</strong> behind casgate. Reload: OWA keeps you on one server (casgate's affinity cookie).</p>
+${signedIn !== undefined ? `<p>Exchange received your logon as <strong id="user">${escapeHtml(signedIn)}</strong> (Basic, from casgate's sign-in form). <a href="/owa/logoff.owa">Sign out</a></p>` : ''}
 <table>${rows}</table>
 <p>Health pages: <code>/owa/healthcheck.htm</code>, <code>/Microsoft-Server-ActiveSync/healthcheck.htm</code>, …</p>
 </body></html>`)

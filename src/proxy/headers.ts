@@ -88,6 +88,26 @@ export function upstreamRequestHeaders (rawHeaders: readonly string[], clientAdd
   return out
 }
 
+/** replaceHeader sets `name` (lowercase) in a flat header list, dropping every other spelling of it. */
+export function replaceHeader (headers: string[], name: string, value: string): void {
+  for (let i = headers.length - 2; i >= 0; i -= 2) {
+    if (headers[i]!.toLowerCase() === name) headers.splice(i, 2)
+  }
+  headers.push(name, value)
+}
+
+/** removeCookies takes the named cookies out of every Cookie header of a flat header list. */
+export function removeCookies (headers: string[], names: readonly string[]): void {
+  for (let i = headers.length - 2; i >= 0; i -= 2) {
+    if (headers[i]!.toLowerCase() !== 'cookie') continue
+    const value = headers[i + 1]!
+    if (!names.some((name) => value.includes(name))) continue
+    const kept = value.split(';').map((part) => part.trim()).filter((part) => part !== '' && !names.some((name) => part.startsWith(`${name}=`)))
+    if (kept.length === 0) headers.splice(i, 2)
+    else headers[i + 1] = kept.join('; ')
+  }
+}
+
 /**
  * clientResponseHeaders turns the backend's response headers into the flat list written to the
  * client, without hop-by-hop headers or those the backend's Connection header names.

@@ -10,7 +10,8 @@ import type { UpstreamDispatcher } from '../pool/upstream-dispatcher.js'
 import { VdirTable } from '../routing/vdir-table.js'
 import { sendError, sendFrameworkError, writeError } from './error-reply.js'
 import { isConnectionAuth, type ConnectionPin, type ConnectionPins } from './connection-pins.js'
-import { clientAddress, upstreamRequestHeaders, type TrustedProxies } from './headers.js'
+import { clientAddress, removeCookies, replaceHeader, upstreamRequestHeaders, type TrustedProxies } from './headers.js'
+import type { GateOutcome, GatePass, PreauthGate } from '../preauth/preauth-gate.js'
 import { UpstreamExchange, type ExchangeEvents } from './upstream-exchange.js'
 
 /** RoutedVdir is a published vdir bound to its pool and its affinity policy. */
@@ -30,6 +31,8 @@ export interface ProxyPluginOptions {
   accessLog: Logger
   /** Dedicated upstream connections of NTLM/Negotiate client connections. */
   pins: ConnectionPins
+  /** Preauthentication; undefined when the configuration has no preauth block. */
+  preauth: PreauthGate | undefined
   /** Hears failures of live traffic that are the server's fault (passive health). */
   onBackendFailure: (backend: Backend, vdir: string, reason: string) => void
 }
@@ -77,6 +80,10 @@ interface RequestRecord {
   backend: Backend | undefined
   exchange: UpstreamExchange | undefined
   pin: ConnectionPin | undefined
+  /** The user preauthentication let through. */
+  user: string | undefined
+  /** Why preauthentication answered, or what exclusion let the request pass. */
+  preauth: string | undefined
 }
 
 async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptions): Promise<void> {
@@ -85,6 +92,8 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
   const { accessLog, upstreams, trusted, idleTimeoutMs } = options
   if (!options.pins) throw new TypeError('casgate proxy: pins is required')
   const pins = options.pins
+  const preauth = options.preauth
+  const preauthCookies = preauth === undefined ? [] : [preauth.settings.cookieName, 'CasgateCsrf']
   const exhausted = new Set<string>()
 
   const events: ExchangeEvents = {
@@ -110,6 +119,8 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
       vdir: record.vdir,
       backend: record.backend?.name,
       ...(record.pin ? { pinned: true } : {}),
+      ...(record.user !== undefined ? { user: record.user } : {}),
+      ...(record.preauth !== undefined ? { preauth: record.preauth } : {}),
       status: res.statusCode,
       bytes: record.exchange?.bodyBytes,
       ms: Math.round(performance.now() - record.start),
@@ -126,7 +137,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
   function proxy (request: FastifyRequest, reply: FastifyReply): void {
     const res = reply.raw
     const socket = request.raw.socket
-    const record: RequestRecord = { start: performance.now(), client: socket.remoteAddress, vdir: undefined, backend: undefined, exchange: undefined, pin: undefined }
+    const record: RequestRecord = { start: performance.now(), client: socket.remoteAddress, vdir: undefined, backend: undefined, exchange: undefined, pin: undefined, user: undefined, preauth: undefined }
     res.once('close', () => {
       const { backend, exchange, pin } = record
       if (exchange) {
@@ -147,11 +158,37 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
     const vdir = table.match(url)
     if (vdir === undefined) return sendError(reply, new CasgateError('CASGATE_ERR_NOT_PUBLISHED'))
     record.vdir = vdir.path
+    if (preauth === undefined || vdir.preauth === 'none') return forward(request, reply, record, vdir, undefined)
+    const outcome = preauth.gate(request.raw, vdir.preauth, record.client)
+    if (!(outcome instanceof Promise)) return admit(request, reply, record, vdir, outcome)
+    outcome.then(
+      (decided) => { if (!res.destroyed) admit(request, reply, record, vdir, decided) },
+      (err: unknown) => sendError(reply, new CasgateError('CASGATE_ERR_INTERNAL', [], { cause: err }))
+    )
+  }
+
+  /** admit answers a request the gate refused, or forwards it with what the gate adds. */
+  function admit (request: FastifyRequest, reply: FastifyReply, record: RequestRecord, vdir: RoutedVdir, outcome: GateOutcome): void {
+    if ('answer' in outcome) {
+      record.preauth = outcome.answer.reason
+      reply.code(outcome.answer.status).headers(outcome.answer.headers).send(outcome.answer.body)
+      return
+    }
+    record.user = outcome.pass.user
+    record.preauth = outcome.pass.excluded === undefined ? undefined : `excluded:${outcome.pass.excluded}`
+    forward(request, reply, record, vdir, outcome.pass)
+  }
+
+  /** forward picks the backend and sends the request on (the gate, if any, has let it through). */
+  function forward (request: FastifyRequest, reply: FastifyReply, record: RequestRecord, vdir: RoutedVdir, pass: GatePass | undefined): void {
+    const res = reply.raw
+    const socket = request.raw.socket
+    const url = request.url
     let pin = pins.get(socket)
     if (pin && !vdir.backendPool.backends.includes(pin.backend)) pin = undefined // another pool: not this logon's business
     const affinity = vdir.selector
     let backend: Backend | undefined
-    let setCookie: string | undefined
+    let affinityCookie: string | undefined
     if (pin) {
       backend = pin.backend
       // An NTLM AUTHENTICATE names the user only now, on a connection already bound: remember it.
@@ -159,7 +196,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
     } else {
       const choice = affinity.select({ url, headers: request.headers, client: affinity.policy === 'source-ip' ? clientAddress(request.raw, trusted) : record.client })
       backend = choice?.backend
-      setCookie = choice?.setCookie
+      affinityCookie = choice?.setCookie
     }
     if (backend === undefined) {
       // One line when a vdir runs out of servers, not one per request.
@@ -179,10 +216,15 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
     // long as the backend holds the request; the socket must outlive the upstream timeout.
     if (vdir.timeoutMs > idleTimeoutMs) socket.setTimeout(vdir.timeoutMs + 5_000)
     const headers = upstreamRequestHeaders(request.raw.rawHeaders, record.client, trusted)
+    if (preauth !== undefined) {
+      // casgate's own cookies are nobody else's business; a forms session logs on to Exchange with Basic.
+      removeCookies(headers, preauthCookies)
+      if (pass?.authorization !== undefined) replaceHeader(headers, 'authorization', pass.authorization)
+    }
     // The one place a request is counted on a backend (and, on retry, moved to another).
     const send = (target: Backend, mayRetry: boolean): void => {
       const exchange = new UpstreamExchange(res, events, target, vdir.path)
-      exchange.setCookie = setCookie
+      exchange.responseCookies = pass?.setCookies === undefined ? (affinityCookie === undefined ? undefined : [affinityCookie]) : affinityCookie === undefined ? pass.setCookies : [...pass.setCookies, affinityCookie]
       if (affinity.followsCookies) exchange.followCookie = affinity
       const previous = record.exchange
       if (previous) {
@@ -204,7 +246,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
           const next = vdir.backendPool.select({ vdir: vdir.path, exclude: target })
           if (next === undefined || res.destroyed) return false
           // A cookie handed out with the failed attempt would send the browser back to it.
-          if (setCookie !== undefined) setCookie = affinity.cookieFor(next)
+          if (affinityCookie !== undefined) affinityCookie = affinity.cookieFor(next)
           send(next, false)
           return true
         }

@@ -33,8 +33,8 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler {
   pinned = false
   /** Sends the request to another server once; set only for requests that may be retried. */
   retry: (() => boolean) | undefined
-  /** casgate's affinity cookie for this response, when the client's named no usable server. */
-  setCookie: string | undefined
+  /** Set-Cookie values of casgate's own (affinity, a refreshed session) added to the response. */
+  responseCookies: string[] | undefined
   /** Set when the vdir follows a backend cookie: its Set-Cookie values are learned. */
   followCookie: VdirAffinity | undefined
   readonly backend: Backend
@@ -78,7 +78,8 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler {
     }
     this.followCookie?.learnFromResponse(headers['set-cookie'], this.backend)
     const out = clientResponseHeaders(headers)
-    if (this.setCookie !== undefined) out.push('set-cookie', this.setCookie)
+    const cookies = this.responseCookies
+    if (cookies !== undefined) for (const cookie of cookies) out.push('set-cookie', cookie)
     try {
       res.writeHead(statusCode, statusMessage || undefined, out)
     } catch (err) {
