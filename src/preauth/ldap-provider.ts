@@ -1,3 +1,4 @@
+import { isIP } from 'node:net'
 import { Client, InvalidCredentialsError } from 'ldapts'
 import type { LdapConfig } from '../config/schema.js'
 import { hasControlCharacters } from '../util/text.js'
@@ -37,14 +38,16 @@ export class LdapProvider implements CredentialProvider {
     if (password === '' || user.trim() === '' || hasControlCharacters(user)) return 'invalid'
     const name = bindNameFor(this.#config.bindName, user)
     for (const url of this.#config.urls) {
-      const client = new Client({
-        url,
-        timeout: this.#config.timeoutMs,
-        connectTimeout: this.#config.timeoutMs,
-        ...(this.#ca !== undefined ? { tlsOptions: { ca: this.#ca, minVersion: 'TLSv1.2' as const } } : {})
-      })
+      const secure = url.toLowerCase().startsWith('ldaps://')
+      const tls = { ...(this.#ca !== undefined ? { ca: this.#ca } : {}), minVersion: 'TLSv1.2' as const }
+      // ldapts speaks TLS from the first byte whenever tlsOptions are given: only for ldaps://.
+      const client = new Client({ url, timeout: this.#config.timeoutMs, connectTimeout: this.#config.timeoutMs, ...(secure ? { tlsOptions: tls } : {}) })
       try {
-        if (this.#config.startTls && url.toLowerCase().startsWith('ldap://')) await client.startTLS({ ...(this.#ca !== undefined ? { ca: this.#ca } : {}), minVersion: 'TLSv1.2' })
+        if (this.#config.startTls && !secure) {
+          // The certificate is checked against the URL's host (ldapts would check "localhost").
+          const host = new URL(url).hostname.replace(/^\[|\]$/g, '')
+          await client.startTLS({ ...tls, ...(isIP(host) === 0 ? { servername: host } : { host }) })
+        }
         await client.bind(name, password)
         return 'valid'
       } catch (err) {

@@ -22,7 +22,8 @@ const PAGE_HEADERS = {
   'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
   'x-frame-options': 'DENY',
   'x-content-type-options': 'nosniff',
-  'referrer-policy': 'no-referrer'
+  // same-origin, not no-referrer: with no-referrer browsers post the form with "Origin: null".
+  'referrer-policy': 'same-origin'
 }
 
 /** safeReturnUrl keeps the post-logon redirect on this site: a path, never //host or a scheme. */

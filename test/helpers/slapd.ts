@@ -4,6 +4,7 @@ import { connect } from 'node:net'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { onTestFinished } from 'vitest'
+import { escapeDnValue } from '../../src/preauth/ldap-provider.js'
 import type { LabPki } from '../../src/tls/lab-ca.js'
 import { closedPort } from './ports.js'
 import { tempDir, writeFiles } from './tmp.js'
@@ -39,7 +40,7 @@ export async function startSlapd (users: Record<string, string>, pki: LabPki): P
   const dir = tempDir()
   mkdirSync(join(dir, 'db'))
   const files = writeFiles(dir, { 'server.crt': pki.server.certPem + pki.intermediate.certPem, 'server.key': pki.server.keyPem, 'root.pem': pki.root.certPem })
-  const people = Object.entries(users).map(([uid, password]) => `dn: uid=${uid},ou=people,${LDAP_SUFFIX}\nobjectClass: inetOrgPerson\nuid: ${uid}\ncn: ${uid}\nsn: ${uid}\nuserPassword: ${password}\n`)
+  const people = Object.entries(users).map(([uid, password]) => `dn: uid=${escapeDnValue(uid)},ou=people,${LDAP_SUFFIX}\nobjectClass: inetOrgPerson\nuid: ${uid}\ncn: ${uid}\nsn: ${uid}\nuserPassword: ${password}\n`)
   const written = writeFiles(dir, {
     'slapd.conf': [
       'include /etc/ldap/schema/core.schema',
