@@ -129,11 +129,19 @@ export function checkReport (config: GatewayConfig): string {
   for (const vdir of config.vdirs) {
     const profile = exchangeProfile.find((p) => p.path === vdir.path)
     const affinity = vdir.affinity === 'cookie' ? `cookie ${vdir.affinityCookie ?? `${config.affinity.cookieName}-${vdir.pool} (casgate's)`}` : vdir.affinity
-    lines.push(`  vdir ${vdir.path} -> pool ${vdir.pool}, timeout ${Math.round(vdir.timeoutMs / 1000)} s, affinity ${affinity}${profile ? ` (${profile.note})` : ''}`)
+    const preauth = config.preauth === undefined ? '' : `, preauth ${vdir.preauth}`
+    lines.push(`  vdir ${vdir.path} -> pool ${vdir.pool}, timeout ${Math.round(vdir.timeoutMs / 1000)} s, affinity ${affinity}${preauth}${profile ? ` (${profile.note})` : ''}`)
   }
   if (config.vdirs.some((vdir) => vdir.affinity !== 'none')) {
     const source = { file: 'affinity.secretFile', env: 'affinity.secretEnv', certificate: 'derived from the first host\'s private key', random: 'random at each start' }[config.affinity.secretSource]
     lines.push(`  affinity: up to ${config.affinity.maxEntries} assignments, idle ${Math.round(config.affinity.idleTtlMs / 60_000)} min, balance factor ${config.affinity.balanceFactor}, secret ${source}`)
+  }
+  const preauth = config.preauth
+  if (preauth === undefined) {
+    lines.push('  preauth: off (no preauth block): Exchange authenticates every request itself')
+  } else {
+    const provider = preauth.credentials.kind === 'ldap' ? `LDAP ${preauth.credentials.ldap.urls.join(', ')} as ${preauth.credentials.ldap.bindName}` : `users file ${preauth.credentials.file} (${preauth.credentials.users.size} users)`
+    lines.push(`  preauth: ${provider}; exclusions ${preauth.exclusionPreset}${preauth.exclude.length > 0 ? ` + ${preauth.exclude.join(', ')}` : ''}; session idle ${Math.round(preauth.idleTimeoutMs / 60_000)} min, absolute ${Math.round(preauth.absoluteTimeoutMs / 60_000)} min; lockout after ${preauth.lockout.userThreshold} failures per user, ${preauth.lockout.addressThreshold} per address`)
   }
   for (const warning of config.warnings.filter((w) => !shown.has(w))) lines.push(`  warning ${warning.path}: ${warning.message}.${warning.fix ? ` Fix: ${warning.fix}` : ''}`)
   return lines.join('\n')

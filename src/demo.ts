@@ -1,9 +1,11 @@
+import { randomBytes } from 'node:crypto'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join, relative, resolve } from 'node:path'
 import type { Logger } from 'pino'
 import { buildConfig } from './config/load.js'
 import { ExchangeEmulator } from './emulator/exchange-server.js'
 import { startGateway, type Gateway } from './gateway.js'
+import { hashPassword } from './preauth/password-hash.js'
 import { createLabPki } from './tls/lab-ca.js'
 
 /** DemoOptions are the flags of `casgate demo`. */
@@ -20,6 +22,8 @@ export interface DemoRun {
   gateway: Gateway
   backends: ExchangeEmulator[]
   rootCaFile: string
+  /** The demo's sign-in (a local users file, generated with the certificates). */
+  user: { name: string, password: string }
   close: () => Promise<void>
 }
 
@@ -38,8 +42,12 @@ export async function runDemo (options: DemoOptions): Promise<DemoRun> {
     rootCa: join(dir, 'root-ca.pem'),
     cert: join(dir, 'mail.crt'),
     chain: join(dir, 'chain.pem'),
-    key: join(dir, 'mail.key')
+    key: join(dir, 'mail.key'),
+    users: join(dir, 'users.txt')
   }
+  // A fresh password each run, printed in the banner: nothing guessable is ever published.
+  const user = { name: 'demo', password: randomBytes(9).toString('base64url') }
+  writeFileSync(files.users, `# casgate demo users (casgate users add FILE USER)\n${user.name}:${await hashPassword(user.password)}\n`, { mode: 0o600 })
   writeFileSync(files.rootCa, pki.root.certPem)
   writeFileSync(files.cert, pki.server.certPem)
   writeFileSync(files.chain, pki.intermediate.certPem)
@@ -54,6 +62,8 @@ export async function runDemo (options: DemoOptions): Promise<DemoRun> {
     vdirs: { '/ecp': { enabled: true } },
     // Loopback, a free port: status, drain and affinity tuning data, printed in the banner.
     admin: { host: '127.0.0.1', port: 0 },
+    // OWA/ECP get casgate's sign-in form, ActiveSync/EWS Basic, against the local users file.
+    preauth: { usersFile: files.users },
     log: { level: 'info', pretty: process.stdout.isTTY === true }
   }, { source: 'demo', baseDir: dir })
   let gateway: Gateway
@@ -67,6 +77,7 @@ export async function runDemo (options: DemoOptions): Promise<DemoRun> {
     gateway,
     backends,
     rootCaFile: files.rootCa,
+    user,
     async close () {
       await gateway.close(5_000)
       await Promise.all(backends.map((b) => b.close()))
@@ -82,10 +93,11 @@ export function demoBanner (run: DemoRun): string {
     '',
     'casgate demo is running: two emulated Exchange servers behind casgate (re-encrypt mode).',
     '',
-    `  Browser   https://localhost:${port}/owa/`,
+    `  Browser   https://localhost:${port}/owa/   sign in as ${run.user.name} / ${run.user.password}`,
     `            (the certificate comes from a throwaway CA: ${ca}; trust it or accept the warning)`,
     `  curl      curl --cacert ${ca} https://localhost:${port}/owa/healthcheck.htm`,
     `            curl --cacert ${ca} https://localhost:${port}/Microsoft-Server-ActiveSync -X OPTIONS -i`,
+    `            curl --cacert ${ca} -u ${run.user.name}:${run.user.password} https://localhost:${port}/EWS/Exchange.asmx`,
     `  Backends  ${run.backends.map((b) => `${b.name} ${b.url}`).join(', ')}`,
     ...(run.gateway.adminAddress ? [`  Admin     curl http://127.0.0.1:${run.gateway.adminAddress.port}/status   (and /affinity: who sticks where)`] : []),
     '',

@@ -65,6 +65,7 @@ describe('casgate check (the binary)', () => {
     expect(stdout).toContain('chain 1 intermediate(s)')
     expect(stdout).toContain('vdir /Microsoft-Server-ActiveSync -> pool cas, timeout 3600 s, affinity authorization')
     expect(stdout).toContain('vdir /owa -> pool cas, timeout 300 s, affinity cookie CasgateAffinity-cas (casgate\'s)')
+    expect(stdout).toContain('preauth: off (no preauth block)')
     expect(stdout).toMatch(/affinity: up to \d+ assignments, idle 120 min, balance factor 1.1, secret derived from the first host's private key/)
     expect(stdout).not.toContain('vdir /ecp')
   })

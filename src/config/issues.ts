@@ -163,7 +163,8 @@ function issueToLines (issue: RawIssue, schema: z.ZodType, input: unknown): Conf
       return best.flatMap((inner) => issueToLines({ ...inner, path: [...path, ...inner.path] }, schema, input))
     }
     case 'invalid_format': {
-      const key = String(path[path.length - 1] ?? '')
+      // A list entry (urls[1]) takes the hint of its list.
+      const key = String([...path].reverse().find((part) => typeof part === 'string') ?? '')
       return [{ path: formatPath(path), message: `${issue.message}, got ${describeValue(got)}`, fix: formatFixes[key] ?? `rewrite ${formatPath(path)} in that form` }]
     }
     case 'too_big': case 'too_small':
@@ -177,8 +178,11 @@ function issueToLines (issue: RawIssue, schema: z.ZodType, input: unknown): Conf
 const formatFixes: Record<string, string> = {
   affinityCookie: 'write the cookie name exactly as the backend sets it, e.g. X-OWA-Session (no spaces, commas, semicolons or quotes)',
   cookieName: 'use a name such as CasgateAffinity (no spaces, commas, semicolons or quotes)',
+  urls: 'write ldaps://dc1.contoso.local:636 (no path: the bind name says where users are)',
   secretEnv: 'use a variable name such as CASGATE_AFFINITY_SECRET',
-  passphraseEnv: 'use a variable name such as CASGATE_PFX_PASSPHRASE'
+  passphraseEnv: 'use a variable name such as CASGATE_PFX_PASSPHRASE',
+  bindName: 'write {user}@contoso.com for Active Directory, or uid={user},ou=people,dc=contoso,dc=com for a DN',
+  realm: 'use plain text such as Exchange'
 }
 
 /** zodIssuesToConfigIssues converts a failed parse into config issues, in document order. */

@@ -61,11 +61,11 @@ export async function startSlapd (users: Record<string, string>, pki: LabPki): P
     ].join('\n') + '\n',
     'data.ldif': [`dn: ${LDAP_SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\no: Contoso\ndc: contoso\n`, `dn: ou=people,${LDAP_SUFFIX}\nobjectClass: organizationalUnit\nou: people\n`, ...people].join('\n')
   })
-  await run('slapadd', ['-f', written['slapd.conf'], '-l', written['data.ldif']])
+  await run('/usr/sbin/slapadd', ['-f', written['slapd.conf'], '-l', written['data.ldif']])
   const [ldapPort, ldapsPort] = [await closedPort(), await closedPort()]
   const ldapUrl = `ldap://127.0.0.1:${ldapPort}`
   const ldapsUrl = `ldaps://127.0.0.1:${ldapsPort}`
-  const child = spawn('slapd', ['-f', written['slapd.conf'], '-h', `${ldapUrl}/ ${ldapsUrl}/`, '-d', '0'], { stdio: ['ignore', 'ignore', 'pipe'] })
+  const child = spawn('/usr/sbin/slapd', ['-f', written['slapd.conf'], '-h', `${ldapUrl}/ ${ldapsUrl}/`, '-d', '0'], { stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
   child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
