@@ -24,11 +24,11 @@ import casgateProxy, { type RoutedVdir } from './proxy/proxy-plugin.js'
 import { trustedProxies } from './proxy/headers.js'
 import { RpcTunnel } from './proxy/rpc-tunnel.js'
 import { VdirTable } from './routing/vdir-table.js'
-import { ConfigError } from './errors.js'
+import { CasgateError, ConfigError } from './errors.js'
 import { CertificateWatch } from './tls/certificate-watch.js'
 import { checkExtendedProtection } from './tls/extended-protection.js'
 import { SniContexts } from './tls/sni-contexts.js'
-import { sendFrameworkError } from './proxy/error-reply.js'
+import { sendError, sendFrameworkError } from './proxy/error-reply.js'
 
 /** Gateway is a running casgate: its listener, app and the pools behind it. */
 export interface Gateway {
@@ -77,17 +77,28 @@ function createClientHttpServer (config: GatewayConfig, handler: Parameters<type
   return server
 }
 
-/** sniRouting routes passthrough names away from the TLS server; undefined when no host is passed through. */
+/**
+ * sniRouting routes by the ClientHello's name: passthrough names away from the TLS servers, names
+ * that require client certificates to the TLS server that asks for them. Undefined when neither
+ * exists, and the ClientHello is then not read before TLS.
+ */
 function sniRouting (config: GatewayConfig, relay: PassthroughRelay): SniRouting | undefined {
-  if (!config.hosts.some((host) => host.mode === 'passthrough')) return undefined
+  const hasClientCertificateHosts = config.hosts.some((host) => host.mode !== 'passthrough' && host.clientCertificate !== undefined)
+  if (!hasClientCertificateHosts && !config.hosts.some((host) => host.mode === 'passthrough')) return undefined
   const byName = new HostNameTable<ResolvedHost>()
   for (const host of config.hosts) for (const name of host.names) byName.set(name, host)
+  const hostFor = (serverName: string | undefined): ResolvedHost => (serverName === undefined ? undefined : byName.get(serverName)) ?? config.defaultHost
   return {
     passthroughFor (serverName) {
-      const host = (serverName === undefined ? undefined : byName.get(serverName)) ?? config.defaultHost
+      const host = hostFor(serverName)
       return host.mode === 'passthrough' ? host : undefined
     },
-    relay: relay.relay
+    relay: relay.relay,
+    hasClientCertificateHosts,
+    requiresClientCertificate (serverName) {
+      const host = hostFor(serverName)
+      return host.mode !== 'passthrough' && host.clientCertificate !== undefined
+    }
   }
 }
 
@@ -147,6 +158,28 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     preauth,
     onBackendFailure: (backend, vdir, reason) => health.reportFailure(backend, vdir, reason)
   })
+  // Hosts that require a client certificate: requests on connections without a good one get
+  // 403, before preauthentication or proxying (the certificate is the first factor checked).
+  // The hook runs only once the front door exists (it is built after the app is ready).
+  const door: { current?: FrontDoor } = {}
+  const certificateHosts = new HostNameTable<true>()
+  for (const host of terminated) if (host.clientCertificate) for (const name of host.names) certificateHosts.set(name, true)
+  if (terminated.some((host) => host.clientCertificate)) {
+    const certificateLog = logger.child({ component: 'client-certificate' })
+    app.addHook('onRequest', (request, reply, done) => {
+      const problem = door.current!.clientCertificateProblem(request.raw.socket)
+      // A Host of a certificate-only name on a connection that never offered one (SNI naming
+      // another host) would skip the check: refused as misdirected.
+      const fronted = problem === undefined && certificateHosts.get(request.hostname) !== undefined && !door.current!.demandedClientCertificate(request.raw.socket)
+      if (problem === undefined && !fronted) return done()
+      certificateLog.warn({ client: request.raw.socket.remoteAddress, host: request.hostname, url: request.url, problem: problem ?? 'Host names a certificate-only host on another host\'s connection' }, 'client certificate refused')
+      if (fronted) {
+        reply.code(421).header('content-type', 'application/json; charset=utf-8').send(JSON.stringify({ statusCode: 421, code: 'CASGATE_ERR_CLIENT_CERTIFICATE', error: 'Misdirected Request', message: `connect to ${request.hostname} by its own name` }))
+        return
+      }
+      sendError(reply, new CasgateError('CASGATE_ERR_CLIENT_CERTIFICATE', [request.hostname]))
+    })
+  }
   await app.ready()
 
   const probeHost = terminated[0]?.names.find((name) => !name.startsWith('*')) ?? 'localhost'
@@ -170,6 +203,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     httpServer: httpServer!,
     logger: logger.child({ component: 'front' })
   })
+  door.current = frontDoor
   let address: AddressInfo
   let admin: Awaited<ReturnType<typeof startAdminServer>> | undefined
   try {

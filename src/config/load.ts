@@ -1,6 +1,7 @@
 import type { KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import type { BlockList } from 'node:net'
+import { createSecureContext } from 'node:tls'
 import { dirname, resolve } from 'node:path'
 import { parseDocument } from 'yaml'
 import { CasgateError, ConfigError, type ConfigIssue } from '../errors.js'
@@ -20,6 +21,14 @@ export interface TerminatedHost {
   mode: Exclude<SslMode, 'passthrough'>
   certificate: LoadedCertificate
   extendedProtection: boolean
+  /** When set, a client certificate from `ca` (not revoked in `crl`) is required on these names. */
+  clientCertificate: ClientCertificateRequirement | undefined
+}
+
+/** ClientCertificateRequirement is a host's second factor: CA and revocation lists, as PEM. */
+export interface ClientCertificateRequirement {
+  ca: string
+  crl: string | undefined
 }
 
 /** PassthroughHost is a host whose TLS connections are piped, unopened, to a pool. */
@@ -106,6 +115,33 @@ function loadCa (files: string | string[], baseDir: string, path: string, issues
   return pems.join('')
 }
 
+function loadClientCertificate (config: NonNullable<RawConfig['hosts'][number]['clientCertificate']>, baseDir: string, path: string, issues: ConfigIssue[]): ClientCertificateRequirement | undefined {
+  const ca = loadCa(config.ca, baseDir, `${path}.ca`, issues)
+  let crl: string | undefined
+  if (config.crl !== undefined) {
+    const texts: string[] = []
+    for (const file of [config.crl].flat()) {
+      try {
+        const text = readFileSync(resolve(baseDir, file), 'utf8')
+        if (!text.includes('-----BEGIN X509 CRL-----')) throw new Error('holds no PEM CRL (-----BEGIN X509 CRL-----)')
+        texts.push(text)
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code
+        issues.push({ path: `${path}.crl`, message: code ? `cannot read ${file} (${code})` : `${file} ${(err as Error).message}`, fix: 'point it at the PEM CRL your CA publishes (openssl crl -inform DER -in ca.crl -out ca-crl.pem converts a DER one)' })
+      }
+    }
+    crl = texts.join('\n')
+  }
+  if (ca === undefined || ca === '') return undefined
+  try {
+    createSecureContext({ ca, ...(crl ? { crl } : {}) })
+  } catch (err) {
+    issues.push({ path, message: `OpenSSL refuses the CA or CRL: ${(err as Error).message}`, fix: 'check that the files are PEM certificates and CRLs of the same CA' })
+    return undefined
+  }
+  return { ca, crl }
+}
+
 /**
  * buildConfig validates a configuration object (from YAML or built in code, as the demo does),
  * resolves it over the Exchange profile and loads its certificates. Every problem is collected
@@ -140,7 +176,7 @@ export function buildConfig (input: unknown, options: { source: string, baseDir:
     const findings = checkCertificate({ path, certificate, names: host.names, extraRoots })
     issues.push(...findings.errors)
     warnings.push(...findings.warnings)
-    hosts.push({ names: host.names, mode: host.mode, certificate, extendedProtection: host.extendedProtection })
+    hosts.push({ names: host.names, mode: host.mode, certificate, extendedProtection: host.extendedProtection, clientCertificate: host.clientCertificate && loadClientCertificate(host.clientCertificate, options.baseDir, `hosts[${i}].clientCertificate`, issues) })
   })
 
   const pools = new Map<string, ResolvedPool>()

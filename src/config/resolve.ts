@@ -180,6 +180,9 @@ function checkPassthroughHost (host: RawConfig['hosts'][number], i: number, pool
   if (host.certificate !== undefined) {
     issues.push({ path: `${at}.certificate`, message: 'a passthrough host does not terminate TLS: the backends present their own certificate', fix: 'remove certificate, or use mode: reencrypt to terminate here' })
   }
+  if (host.clientCertificate !== undefined) {
+    issues.push({ path: `${at}.clientCertificate`, message: 'a passthrough host does not terminate TLS: client certificates already reach Exchange, which checks them', fix: 'remove clientCertificate, or use mode: reencrypt to check them here' })
+  }
   if (host.pool === undefined) {
     issues.push({ path: `${at}.pool`, message: 'is required for mode passthrough', fix: `name the pool that receives the connections (pools: ${[...pools.keys()].join(', ')})` })
     return

@@ -64,6 +64,11 @@ export const hostSchema = z.strictObject({
     .describe('passthrough: source-ip (rendezvous hashing of the client address, the only key at layer 4) or least-connections (default source-ip).'),
   idleTimeoutMs: z.number().int().positive().optional()
     .describe('passthrough: how long a connection may be silent both ways (default 70 min, longer than an ActiveSync Ping).'),
+  clientCertificate: z.strictObject({
+    ca: z.union([filePath, z.array(filePath)]).describe('PEM CA certificate(s) that issue the users\' certificates.'),
+    crl: z.union([filePath, z.array(filePath)]).optional().describe('PEM certificate revocation list(s) of that CA; revoked certificates are refused (reloaded with SIGHUP).')
+  }).optional()
+    .describe('offload/reencrypt: require a client certificate from this CA at the TLS handshake, a second factor besides the password. Per host name: TLS 1.3 cannot ask for one later, so give the hosts that need it names of their own.'),
   monitorVdir: z.string().startsWith('/').optional()
     .describe('passthrough: the vdir whose health page says whether a server may take connections (default /Microsoft-Server-ActiveSync).')
 })

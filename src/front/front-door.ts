@@ -7,11 +7,15 @@ import { TLS_MIN_VERSION, type SniContexts } from '../tls/sni-contexts.js'
 import { MAX_CLIENT_HELLO, parseClientHello, type ClientHelloInfo } from './client-hello.js'
 import { peekSocket } from './peek.js'
 
-/** SniRouting sends connections for passthrough host names elsewhere than the TLS server. */
+/** SniRouting decides by the ClientHello's server name where a connection goes. */
 export interface SniRouting {
   /** The passthrough host for a server name (undefined: no SNI); undefined means terminate here. */
   passthroughFor: (serverName: string | undefined) => PassthroughHost | undefined
   relay: (client: Socket, hello: Buffer, host: PassthroughHost) => void
+  /** Whether any terminated host requires client certificates (a second TLS server exists for them). */
+  hasClientCertificateHosts: boolean
+  /** Whether the terminated host of this name asks for a client certificate in the handshake. */
+  requiresClientCertificate: (serverName: string | undefined) => boolean
 }
 
 /** FrontDoorOptions configures the client-facing listener. */
@@ -50,6 +54,10 @@ export interface FrontDoorCounters {
 export class FrontDoor {
   readonly #net: NetServer
   readonly #tls: TlsServer | undefined
+  /** The TLS server that asks for client certificates, for the hosts that require them. */
+  readonly #tlsWithClientCertificate: TlsServer | undefined
+  /** Decrypted connections of hosts that require a client certificate (authorized or not). */
+  readonly #certificateRequired = new WeakSet<Socket>()
   #sni: SniContexts | undefined
   readonly #http: HttpServer
   readonly #sockets = new Set<Socket>()
@@ -61,34 +69,74 @@ export class FrontDoor {
     this.#http = options.httpServer
     this.#sni = options.sni
     if (options.sni) {
-      const fallback = options.sni.fallbackCertificate
-      this.#tls = createTlsServer({
-        cert: fallback.certPem,
-        key: fallback.keyPem,
-        // Through #sni, so that a reload swaps every certificate at once.
-        SNICallback: (servername, done) => this.#sni!.callback(servername, done),
-        minVersion: TLS_MIN_VERSION,
-        handshakeTimeout: options.handshakeTimeoutMs,
-        ALPNProtocols: ['http/1.1']
-      })
-      const toHttp = (socket: Socket): void => {
-        this.#http.emit('connection', socket)
-        // A peek leaves the socket paused, and the HTTP server does not resume it itself.
-        if (socket.isPaused()) socket.resume()
-      }
-      const decrypted = options.decrypted
-      this.#tls.on('secureConnection', decrypted ? (socket: TLSSocket) => decrypted(socket, toHttp) : toHttp)
-      this.#tls.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
-        this.counters.handshakeFailures++
-        this.#log.debug({ err: { code: err.code, message: err.message }, client: socket.remoteAddress }, 'tls handshake failed')
-        socket.destroy()
-      })
+      this.#tls = this.#tlsServer(options.sni, false)
+      // Client certificates are requested only where required: asked for elsewhere, browsers
+      // with certificates installed would prompt their users on every site.
+      if (options.routing?.hasClientCertificateHosts) this.#tlsWithClientCertificate = this.#tlsServer(options.sni, true)
     }
     // Half-open: a passthrough client may send its FIN with the hello, before a backend is
     // connected; the FIN must wait for the backend instead of closing the client. Terminated
     // sockets are governed by their TLS socket, which is not half-open.
     this.#net = createNetServer({ noDelay: true, allowHalfOpen: true }, (socket) => this.#accept(socket))
     this.#net.on('error', (err) => this.#log.error({ err }, 'listener error'))
+  }
+
+  #tlsServer (sni: SniContexts, requestCert: boolean): TlsServer {
+    const fallback = sni.fallbackCertificate
+    const server = createTlsServer({
+      cert: fallback.certPem,
+      key: fallback.keyPem,
+      // Through #sni, so that a reload swaps every certificate at once.
+      SNICallback: (servername, done) => this.#sni!.callback(servername, done),
+      minVersion: TLS_MIN_VERSION,
+      handshakeTimeout: this.options.handshakeTimeoutMs,
+      ALPNProtocols: ['http/1.1'],
+      // Verified against the host's CA and CRL; a missing or bad certificate is answered at the
+      // HTTP layer with a page that says what is wrong, rather than a bare TLS alert.
+      ...(requestCert ? { requestCert: true, rejectUnauthorized: false } : {})
+    })
+    const toHttp = (socket: Socket): void => {
+      this.#http.emit('connection', socket)
+      // A peek leaves the socket paused, and the HTTP server does not resume it itself.
+      if (socket.isPaused()) socket.resume()
+    }
+    const decrypted = this.options.decrypted
+    const accept = decrypted ? (socket: TLSSocket) => decrypted(socket, toHttp) : toHttp
+    server.on('secureConnection', requestCert
+      ? (socket: TLSSocket) => {
+          this.#certificateRequired.add(socket)
+          // Without a good certificate nothing is tunnelled: the HTTP layer answers 403.
+          if (socket.authorized) accept(socket)
+          else toHttp(socket)
+        }
+      : accept)
+    server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
+      this.counters.handshakeFailures++
+      this.#log.debug({ err: { code: err.code, message: err.message }, client: socket.remoteAddress }, 'tls handshake failed')
+      socket.destroy()
+    })
+    return server
+  }
+
+  /**
+   * clientCertificateProblem says why a connection of a host that requires a client certificate
+   * may not be served (none presented, unknown CA, revoked, expired), or undefined when it may.
+   */
+  clientCertificateProblem (socket: Socket): string | undefined {
+    if (!this.#certificateRequired.has(socket)) return undefined
+    const tls = socket as TLSSocket
+    if (tls.authorized) return undefined
+    return tls.getPeerCertificate()?.subject === undefined ? 'no client certificate presented' : String(tls.authorizationError ?? 'client certificate not trusted')
+  }
+
+  /** demandedClientCertificate says whether the connection came through the handshake that asks for one. */
+  demandedClientCertificate (socket: Socket): boolean {
+    return this.#certificateRequired.has(socket)
+  }
+
+  /** requiresClientCertificates says whether some host asks for client certificates. */
+  get requiresClientCertificates (): boolean {
+    return this.#tlsWithClientCertificate !== undefined
   }
 
   /**
@@ -98,7 +146,9 @@ export class FrontDoor {
   replaceCertificates (sni: SniContexts): void {
     if (!this.#tls) throw new Error('no terminated host: nothing to reload')
     this.#sni = sni
-    this.#tls.setSecureContext({ cert: sni.fallbackCertificate.certPem, key: sni.fallbackCertificate.keyPem, minVersion: TLS_MIN_VERSION })
+    for (const server of [this.#tls, this.#tlsWithClientCertificate]) {
+      server?.setSecureContext({ cert: sni.fallbackCertificate.certPem, key: sni.fallbackCertificate.keyPem, minVersion: TLS_MIN_VERSION })
+    }
   }
 
   /** handshakeFailures counts TLS handshakes that failed (bad client, scanner, timeout). */
@@ -131,20 +181,21 @@ export class FrontDoor {
         this.counters.passthroughConnections++
         routing.relay(socket, outcome.bytes, passthrough)
       } else {
-        this.#terminate(socket, outcome.bytes)
+        this.#terminate(socket, outcome.bytes, routing.requiresClientCertificate(outcome.value.serverName))
       }
     })
   }
 
-  #terminate (socket: Socket, peeked: Buffer | undefined): void {
-    if (!this.#tls) {
+  #terminate (socket: Socket, peeked: Buffer | undefined, clientCertificate = false): void {
+    const tls = clientCertificate ? this.#tlsWithClientCertificate : this.#tls
+    if (!tls) {
       socket.destroy()
       return
     }
     this.counters.terminatedConnections++
     // Give the peeked bytes back: the TLS socket reads what is buffered on the socket first.
     if (peeked) socket.unshift(peeked)
-    this.#tls.emit('connection', socket)
+    tls.emit('connection', socket)
   }
 
   /** listen opens the port; resolves with the bound address (port 0 picks a free one). */

@@ -9,11 +9,22 @@ export const TLS_MIN_VERSION = 'TLSv1.2'
 export interface CertifiedHost {
   names: readonly string[]
   certificate: LoadedCertificate
+  /** CA (and CRL) that client certificates of this host are checked against, when it requires them. */
+  clientCertificate?: { ca: string, crl: string | undefined } | undefined
 }
 
-/** secureContextFor builds the context that serves a certificate with its full chain. */
-export function secureContextFor (certificate: LoadedCertificate): SecureContext {
-  return createSecureContext({ cert: certificate.certPem, key: certificate.keyPem, minVersion: TLS_MIN_VERSION })
+/**
+ * secureContextFor builds the context that serves a certificate with its full chain; for a host
+ * that requires client certificates, the CA and CRL they are verified against (OpenSSL takes
+ * them from the context SNI selected, and names the CA in its certificate request).
+ */
+export function secureContextFor (certificate: LoadedCertificate, client?: CertifiedHost['clientCertificate']): SecureContext {
+  return createSecureContext({
+    cert: certificate.certPem,
+    key: certificate.keyPem,
+    minVersion: TLS_MIN_VERSION,
+    ...(client ? { ca: client.ca, ...(client.crl ? { crl: client.crl } : {}) } : {})
+  })
 }
 
 /**
@@ -31,11 +42,11 @@ export class SniContexts {
   constructor (hosts: readonly CertifiedHost[], fallback: CertifiedHost | undefined = hosts[0]) {
     if (hosts.length === 0 || fallback === undefined) throw new TypeError('SniContexts needs at least one host')
     for (const host of hosts) {
-      const context = secureContextFor(host.certificate)
+      const context = secureContextFor(host.certificate, host.clientCertificate)
       if (host === fallback) this.#fallback = context
       for (const name of host.names) this.#byName.set(name, context)
     }
-    this.#fallback ??= secureContextFor(fallback.certificate)
+    this.#fallback ??= secureContextFor(fallback.certificate, fallback.clientCertificate)
     this.fallbackCertificate = fallback.certificate
   }
 
