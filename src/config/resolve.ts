@@ -129,7 +129,9 @@ function resolveVdirs (config: RawConfig, issues: ConfigIssue[], warnings: Confi
       })
     }
     const preauth = config.preauth === undefined ? 'none' : override.preauth ?? profile.preauth ?? 'none'
-    if (config.preauth === undefined && override.preauth !== undefined && override.preauth !== 'none') {
+    if (profile.path === '/rpc' && override.preauth !== undefined && override.preauth !== 'none') {
+      issues.push({ path: `vdirs.${key || profile.path}.preauth`, message: 'Outlook Anywhere\'s RPC channels are tunnelled from their request line and cannot be preauthenticated (nor can Outlook answer a form)', fix: 'set preauth: none; Exchange authenticates /rpc itself' })
+    } else if (config.preauth === undefined && override.preauth !== undefined && override.preauth !== 'none') {
       issues.push({ path: `vdirs.${key || profile.path}.preauth`, message: `${override.preauth} preauthentication needs a credential provider`, fix: 'add preauth: { ldap: { urls: [...], bindName: "{user}@contoso.com" } } or preauth: { usersFile: users.txt }' })
     }
     vdirs.push({
