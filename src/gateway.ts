@@ -14,6 +14,7 @@ import preauthRoutes from './preauth/preauth-routes.js'
 import { DrainControl } from './pool/drain.js'
 import { HealthMonitor } from './pool/health-monitor.js'
 import { ConnectionPins } from './proxy/connection-pins.js'
+import { addClientCertificateCheck } from './front/client-certificate-check.js'
 import { FrontDoor, type SniRouting } from './front/front-door.js'
 import { HostNameTable } from './front/host-names.js'
 import { startAdminServer } from './observe/admin-server.js'
@@ -24,11 +25,11 @@ import casgateProxy, { type RoutedVdir } from './proxy/proxy-plugin.js'
 import { trustedProxies } from './proxy/headers.js'
 import { RpcTunnel } from './proxy/rpc-tunnel.js'
 import { VdirTable } from './routing/vdir-table.js'
-import { CasgateError, ConfigError } from './errors.js'
+import { ConfigError } from './errors.js'
 import { CertificateWatch } from './tls/certificate-watch.js'
 import { checkExtendedProtection } from './tls/extended-protection.js'
 import { SniContexts } from './tls/sni-contexts.js'
-import { sendError, sendFrameworkError } from './proxy/error-reply.js'
+import { sendFrameworkError } from './proxy/error-reply.js'
 
 /** Gateway is a running casgate: its listener, app and the pools behind it. */
 export interface Gateway {
@@ -158,28 +159,9 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     preauth,
     onBackendFailure: (backend, vdir, reason) => health.reportFailure(backend, vdir, reason)
   })
-  // Hosts that require a client certificate: requests on connections without a good one get
-  // 403, before preauthentication or proxying (the certificate is the first factor checked).
-  // The hook runs only once the front door exists (it is built after the app is ready).
+  // The check runs only once the front door exists (it is built after the app is ready).
   const door: { current?: FrontDoor } = {}
-  const certificateHosts = new HostNameTable<true>()
-  for (const host of terminated) if (host.clientCertificate) for (const name of host.names) certificateHosts.set(name, true)
-  if (terminated.some((host) => host.clientCertificate)) {
-    const certificateLog = logger.child({ component: 'client-certificate' })
-    app.addHook('onRequest', (request, reply, done) => {
-      const problem = door.current!.clientCertificateProblem(request.raw.socket)
-      // A Host of a certificate-only name on a connection that never offered one (SNI naming
-      // another host) would skip the check: refused as misdirected.
-      const fronted = problem === undefined && certificateHosts.get(request.hostname) !== undefined && !door.current!.demandedClientCertificate(request.raw.socket)
-      if (problem === undefined && !fronted) return done()
-      certificateLog.warn({ client: request.raw.socket.remoteAddress, host: request.hostname, url: request.url, problem: problem ?? 'Host names a certificate-only host on another host\'s connection' }, 'client certificate refused')
-      if (fronted) {
-        reply.code(421).header('content-type', 'application/json; charset=utf-8').send(JSON.stringify({ statusCode: 421, code: 'CASGATE_ERR_CLIENT_CERTIFICATE', error: 'Misdirected Request', message: `connect to ${request.hostname} by its own name` }))
-        return
-      }
-      sendError(reply, new CasgateError('CASGATE_ERR_CLIENT_CERTIFICATE', [request.hostname]))
-    })
-  }
+  addClientCertificateCheck(app, terminated, () => door.current!, logger.child({ component: 'client-certificate' }))
   await app.ready()
 
   const probeHost = terminated[0]?.names.find((name) => !name.startsWith('*')) ?? 'localhost'
