@@ -103,11 +103,24 @@ export function childPids (pid) {
   try { return execFileSync('pgrep', ['-P', String(pid)]).toString().trim().split('\n').filter(Boolean).map(Number) } catch { return [] }
 }
 
+/** cpuSecondsOf sums user + system CPU time of the processes (clock ticks are 1/100 s on Linux). */
+export function cpuSecondsOf (pids) {
+  let ticks = 0
+  for (const pid of pids) {
+    try {
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')
+      ticks += Number(fields[11]) + Number(fields[12])
+    } catch {}
+  }
+  return ticks / 100
+}
+
 export function parseWrk (text) {
+  const requests = Number(/(\d+) requests in/.exec(text)?.[1] ?? NaN)
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1] ?? NaN)
   const toMs = (v, unit) => Number(v) * ({ us: 0.001, ms: 1, s: 1000 }[unit] ?? NaN)
   const p = (q) => { const m = new RegExp(`\\s${q}%\\s+([\\d.]+)(us|ms|s)`).exec(text); return m ? toMs(m[1], m[2]) : NaN }
   const errors = /Non-2xx or 3xx responses: (\d+)/.exec(text)?.[1] ?? '0'
   const socketErrors = /Socket errors: (.*)/.exec(text)?.[1]
-  return { rps, p50: p(50), p99: p(99), errors: Number(errors), socketErrors }
+  return { rps, requests, p50: p(50), p99: p(99), errors: Number(errors), socketErrors }
 }

@@ -8,7 +8,7 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
-import { childPids, nginxBin, nginxConf, ORIGIN_HTTP, ORIGIN_HTTPS, originConf, parseWrk, prepareWork, PROXY_PORT, rssOf, start, stop, waitForPort, work } from './lib.mjs'
+import { childPids, cpuSecondsOf, nginxBin, nginxConf, ORIGIN_HTTP, ORIGIN_HTTPS, originConf, parseWrk, prepareWork, PROXY_PORT, rssOf, start, stop, waitForPort, work } from './lib.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -73,6 +73,18 @@ function wrk (path, extraHeaders = []) {
   return parseWrk(execFileSync('wrk', args, { timeout: (duration + 30) * 1000 }).toString())
 }
 
+/** affinityCookie asks casgate once, as a browser's first request would, for its affinity cookie. */
+async function affinityCookie (path) {
+  const { request } = await import('node:https')
+  return new Promise((resolve, reject) => {
+    request({ host: '127.0.0.1', port: PROXY_PORT, path, rejectUnauthorized: false, headers: { host: 'mail.bench.test' } }, (res) => {
+      res.resume()
+      const cookie = [res.headers['set-cookie'] ?? []].flat().find((c) => c.startsWith('CasgateAffinity-'))
+      resolve(cookie ? cookie.split(';')[0] : 'none=1')
+    }).on('error', reject).end()
+  })
+}
+
 const scenarios = [
   { name: 'small-offload', mode: 'offload', path: '/owa/small', label: 'small responses, keep-alive, offload' },
   { name: 'small-reencrypt', mode: 'reencrypt', path: '/owa/small', label: 'small responses, keep-alive, re-encrypt' },
@@ -94,14 +106,20 @@ try {
           : start('node', ['dist/src/cli.js', 'start', '-c', casgateConf(scenario.mode)], join(work, `casgate-${scenario.mode}.log`))
         try {
           await waitForPort(PROXY_PORT)
-          wrk(scenario.path, scenario.headers) // warm-up run, discarded
-          const result = wrk(scenario.path, scenario.headers)
+          // A browser returns casgate's OWA affinity cookie after its first response: so does wrk
+          // (a cookie of the same size goes to nginx), or every request would be a new browser.
+          const headers = [...(scenario.headers ?? []), `Cookie: ${proxy === 'casgate' ? await affinityCookie(scenario.path) : `CasgateAffinity-cas=${'x'.repeat(33)}`}`]
+          wrk(scenario.path, headers) // warm-up run, discarded
+          const pids = proxy === 'nginx' ? [child.pid, ...childPids(child.pid)] : [child.pid]
+          const cpuBefore = cpuSecondsOf(pids)
+          const result = wrk(scenario.path, headers)
+          // CPU per request: the efficiency figure, independent of how the 2 cores are shared with wrk and the origin.
+          result.cpuUs = (cpuSecondsOf(pids) - cpuBefore) * 1e6 / result.requests
           // A run with error answers measures the errors, not the proxy: refuse it.
           if (result.errors > 0) throw new Error(`${proxy} answered ${result.errors} non-2xx responses in ${scenario.name}; see ${work}`)
-          const pids = proxy === 'nginx' ? [child.pid, ...childPids(child.pid)] : [child.pid]
           result.rssMb = rssOf(pids)
           samples[proxy].push(result)
-          process.stderr.write(`${scenario.name} ${proxy} round ${round + 1}: ${result.rps.toFixed(0)} req/s p50 ${result.p50}ms p99 ${result.p99}ms rss ${result.rssMb.toFixed(0)} MB${result.errors ? ` non-2xx ${result.errors}` : ''}${result.socketErrors ? ` socket errors ${result.socketErrors}` : ''}\n`)
+          process.stderr.write(`${scenario.name} ${proxy} round ${round + 1}: ${result.rps.toFixed(0)} req/s p50 ${result.p50}ms p99 ${result.p99}ms rss ${result.rssMb.toFixed(0)} MB cpu ${result.cpuUs.toFixed(0)} µs/request${result.errors ? ` non-2xx ${result.errors}` : ''}${result.socketErrors ? ` socket errors ${result.socketErrors}` : ''}\n`)
         } finally {
           await stop(child)
           await sleep(300)
@@ -120,10 +138,10 @@ const lines = [
   `casgate vs ${spawnSync(nginxBin, ['-v']).stderr.toString().trim().replace('nginx version: ', '')}`,
   `wrk -t1 -c${connections} -d${duration}s over TLS on loopback, best of ${rounds} alternating runs, node ${process.version}, ${new Date().toISOString().slice(0, 10)}`,
   '',
-  '| scenario | nginx req/s | casgate req/s | ratio | nginx p50/p99 ms | casgate p50/p99 ms | nginx RSS MB | casgate RSS MB |',
-  '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  '| scenario | nginx req/s | casgate req/s | ratio | nginx / casgate CPU µs per request | nginx p50/p99 ms | casgate p50/p99 ms | nginx RSS MB | casgate RSS MB |',
+  '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ...results.map(({ scenario, nginx, casgate }) =>
-    `| ${scenario.label} | ${fmt(nginx.rps)} | ${fmt(casgate.rps)} | **${fmt(casgate.rps / nginx.rps, 2)}×** | ${fmt(nginx.p50, 2)} / ${fmt(nginx.p99, 2)} | ${fmt(casgate.p50, 2)} / ${fmt(casgate.p99, 2)} | ${fmt(nginx.rssMb)} | ${fmt(casgate.rssMb)} |`)
+    `| ${scenario.label} | ${fmt(nginx.rps)} | ${fmt(casgate.rps)} | **${fmt(casgate.rps / nginx.rps, 2)}×** | ${fmt(nginx.cpuUs)} / ${fmt(casgate.cpuUs)} | ${fmt(nginx.p50, 2)} / ${fmt(nginx.p99, 2)} | ${fmt(casgate.p50, 2)} / ${fmt(casgate.p99, 2)} | ${fmt(nginx.rssMb)} | ${fmt(casgate.rssMb)} |`)
 ]
 console.log(lines.join('\n'))
 writeFileSync('bench/results/latest.md', lines.join('\n') + '\n')
