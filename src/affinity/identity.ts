@@ -1,3 +1,4 @@
+import { basicCredentials } from '../auth/basic.js'
 import { ntlmMessageType, ntlmToken, parseAuthenticate } from '../auth/ntlm-message.js'
 
 // Who a request speaks for, as a plain string such as "user:jdoe". Only ever fed to an HMAC
@@ -31,9 +32,8 @@ export function authorizationIdentity (header: string | undefined): string | und
   const credentials = header.slice(space + 1).trim()
   if (credentials === '') return undefined
   if (scheme === 'basic') {
-    const decoded = Buffer.from(credentials, 'base64').toString('utf8')
-    const colon = decoded.indexOf(':')
-    const user = normalizeUser(colon === -1 ? decoded : decoded.slice(0, colon))
+    const basic = basicCredentials(header)
+    const user = basic === undefined ? '' : normalizeUser(basic.user)
     return user === '' ? undefined : `user:${user}`
   }
   if (scheme === 'bearer') return `bearer:${credentials}`

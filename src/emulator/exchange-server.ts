@@ -5,6 +5,8 @@ import { peekSocket } from '../front/peek.js'
 import { answerRpcOverHttp } from './rpc-over-http.js'
 import { inspectRequestLine, MAX_REQUEST_LINE, RPC_METHODS, type RequestLine } from '../front/request-line.js'
 import { exchangeProfile } from '../config/exchange-profile.js'
+import { basicCredentials } from '../auth/basic.js'
+import { escapeHtml } from '../util/html.js'
 import { answerNtlm, type NtlmConnectionState, type NtlmDirectory } from './ntlm-server.js'
 
 // An emulated Exchange Client Access server for the demo, the tests and the benchmark. It
@@ -270,8 +272,7 @@ export class ExchangeEmulator {
       .filter(([name]) => name.startsWith('x-forwarded') || name === 'host' || name === 'user-agent')
       .map(([name, value]) => `<tr><th>${escapeHtml(name)}</th><td>${escapeHtml(String(value))}</td></tr>`).join('')
     // With casgate's forms preauthentication, the logon reaches Exchange as Basic: show who.
-    const basic = /^basic\s+(\S+)/i.exec(req.headers.authorization ?? '')
-    const signedIn = basic ? Buffer.from(basic[1]!, 'base64').toString('utf8').split(':')[0]! : undefined
+    const signedIn = basicCredentials(req.headers.authorization)?.user
     res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Outlook on the web (emulated)</title>
 <style>body{font:16px system-ui,sans-serif;margin:3rem;color:#222}th{text-align:left;padding-right:1rem}code{background:#eee;padding:0 .3rem}</style></head>
@@ -282,8 +283,4 @@ ${signedIn !== undefined ? `<p>Exchange received your logon as <strong id="user"
 <p>Health pages: <code>/owa/healthcheck.htm</code>, <code>/Microsoft-Server-ActiveSync/healthcheck.htm</code>, …</p>
 </body></html>`)
   }
-}
-
-function escapeHtml (text: string): string {
-  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
 }

@@ -2,9 +2,7 @@
 // assets), labelled fields with autocomplete hints, the error announced to screen readers,
 // readable at 400% zoom and in forced-colours mode.
 
-function escapeHtml (text: string): string {
-  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`)
-}
+import { escapeHtml } from '../util/html.js'
 
 /** LoginPageOptions fill the page. */
 export interface LoginPageOptions {

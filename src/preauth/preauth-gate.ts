@@ -4,6 +4,7 @@ import type { Logger } from 'pino'
 import type { PreauthSettings } from '../config/preauth-config.js'
 import type { PreauthPolicy } from '../config/schema.js'
 import { readCookie } from '../affinity/identity.js'
+import { basicCredentials } from '../auth/basic.js'
 import { keyedHash } from '../util/keyed-hash.js'
 import type { CredentialProvider } from './credential-provider.js'
 import { EXCLUSION_PRESETS, Exclusions } from './exclusions.js'
@@ -39,15 +40,8 @@ const SESSION_REFRESH_MS = 60_000
 /** Where casgate's own pages live; no Exchange vdir is called that. */
 export const LOGON_PATH = '/casgate/logon'
 export const LOGOFF_PATH = '/casgate/logoff'
-
-/** basicCredentials decodes a Basic Authorization value, or undefined. */
-export function basicCredentials (header: string | undefined): { user: string, password: string } | undefined {
-  if (header === undefined || !/^basic\s/i.test(header)) return undefined
-  const decoded = Buffer.from(header.slice(6).trim(), 'base64').toString('utf8')
-  const colon = decoded.indexOf(':')
-  if (colon <= 0) return undefined
-  return { user: decoded.slice(0, colon), password: decoded.slice(colon + 1) }
-}
+/** The sign-in form's double-submit CSRF cookie (kept to casgate's own paths). */
+export const CSRF_COOKIE = 'CasgateCsrf'
 
 /** isNavigation tells a browser's page load from a script's request (OWA's XHRs want 440, not a redirect). */
 function isNavigation (request: IncomingMessage): boolean {
@@ -160,6 +154,11 @@ export class PreauthGate {
       return { status: 403, headers: { 'content-type': 'text/plain' }, body: 'cross-site sign-out refused', reason: 'cross-site-logoff' }
     }
     return { status: 302, headers: { location: `${LOGON_PATH}?signedOut=1`, 'set-cookie': this.clearedSessionCookie(), 'cache-control': 'no-store' }, body: '', reason: 'logoff' }
+  }
+
+  /** ownCookies are casgate's cookies, taken out of what Exchange receives. */
+  get ownCookies (): string[] {
+    return [this.settings.cookieName, CSRF_COOKIE]
   }
 
   /** readSession returns the live session of a request's cookie, or undefined. */

@@ -5,7 +5,7 @@ import fp from 'fastify-plugin'
 import { readCookie } from '../affinity/identity.js'
 import { hasControlCharacters } from '../util/text.js'
 import { loginPage } from './login-page.js'
-import { LOGOFF_PATH, LOGON_PATH, type PreauthGate } from './preauth-gate.js'
+import { CSRF_COOKIE, LOGOFF_PATH, LOGON_PATH, type PreauthGate } from './preauth-gate.js'
 
 /** PreauthRoutesOptions: the gate, and where to go after logon when the form was opened directly. */
 export interface PreauthRoutesOptions {
@@ -13,7 +13,6 @@ export interface PreauthRoutesOptions {
   defaultReturnUrl: string
 }
 
-const CSRF_COOKIE = 'CasgateCsrf'
 const MAX_FORM_BYTES = 16 * 1024
 // The page runs no script and loads nothing: the policy says so, and framing is refused.
 const PAGE_HEADERS = {

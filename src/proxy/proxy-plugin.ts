@@ -93,7 +93,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
   if (!options.pins) throw new TypeError('casgate proxy: pins is required')
   const pins = options.pins
   const preauth = options.preauth
-  const preauthCookies = preauth === undefined ? [] : [preauth.settings.cookieName, 'CasgateCsrf']
+  const preauthCookies = preauth?.ownCookies ?? []
   const exhausted = new Set<string>()
 
   const events: ExchangeEvents = {
