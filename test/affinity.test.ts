@@ -26,6 +26,7 @@ interface VdirTuning {
   moved: number
   unkeyedRequests: number
   cookiesIssued?: number
+  imbalance?: string
   servers: Array<{ name: string, keysHeld: number, requests: number, share: number }>
 }
 
@@ -81,6 +82,7 @@ describe('authorization affinity behind one carrier NAT address', () => {
     expect(eas.servers.map((s) => s.keysHeld)).toEqual(counts)
     expect(eas.servers.map((s) => s.requests)).toEqual(counts.map((n) => n * 5))
     expect(eas.busiestShare).toBeLessThan(0.45)
+    expect(eas.imbalance).toBeUndefined()
     // Neither the credentials nor the user names are kept: the admin view has counts only, and
     // the logs never see a password or an Authorization value.
     const everything = JSON.stringify(await (await fetch(`http://127.0.0.1:${gateway.adminAddress!.port}/affinity`)).json())
@@ -277,11 +279,14 @@ describe('source-ip affinity', () => {
     expect(gateway.config.warnings.map((w) => w.path)).toContain('vdirs./EWS.affinity')
     const client = await labClient()
     const seen = new Set<string>()
-    for (let i = 0; i < 12; i++) seen.add(String((await send(gateway, '/EWS/Exchange.asmx', { dispatcher: client })).headers['x-backend']))
+    for (let i = 0; i < 120; i++) seen.add(String((await send(gateway, '/EWS/Exchange.asmx', { dispatcher: client })).headers['x-backend']))
     expect(seen.size).toBe(1)
     const ews = await tuning(gateway, '/EWS')
     expect(ews.busiestShare).toBe(1)
     expect(ews.keysHeld).toBe(1)
+    expect(ews.imbalance).toMatch(/takes 100% of \/EWS's requests; an even share is 33%\. clients share addresses/)
+    // Balanced vdirs say nothing.
+    expect((await tuning(gateway, EAS)).imbalance).toBeUndefined()
   })
 
   it('keys on the address a trusted proxy names', async () => {

@@ -210,6 +210,21 @@ export class VdirAffinity implements AssignmentOwner {
     return `${this.#cookieName}=${value}; Path=/; Secure; HttpOnly; SameSite=Lax`
   }
 
+  /**
+   * imbalance says in words when one server takes far more than its part of the vdir's requests
+   * (the carrier-NAT case: one server with most of ActiveSync), with the likely fix.
+   */
+  #imbalance (servers: AffinityServerStats[], total: number): { imbalance?: string } {
+    const serving = this.pool.backends.filter((backend) => isAvailable(backend, this.vdir)).length
+    if (total < 100 || serving < 2) return {}
+    const busiest = servers.reduce((a, b) => (b.share > a.share ? b : a))
+    if (busiest.share <= 1.5 / serving) return {}
+    const hint = this.policy === 'source-ip'
+      ? 'clients share addresses (NAT, proxies): use affinity authorization (ActiveSync) or cookie (OWA/ECP)'
+      : this.policy === 'none' ? 'look at the server\'s health and outstanding requests' : 'a few identities send most requests, or the other servers were out while keys were placed (they return as entries expire)'
+    return { imbalance: `${busiest.name} takes ${Math.round(busiest.share * 100)}% of ${this.vdir}'s requests; an even share is ${Math.round(100 / serving)}%. ${hint}` }
+  }
+
   /** snapshot is this vdir's tuning data. */
   snapshot (): object {
     const total = this.requests.reduce((sum, n) => sum + n, 0)
@@ -227,6 +242,7 @@ export class VdirAffinity implements AssignmentOwner {
       requests: total,
       keysHeld: this.held.reduce((sum, n) => sum + n, 0),
       busiestShare: servers.reduce((max, server) => Math.max(max, server.share), 0),
+      ...this.#imbalance(servers, total),
       placed: this.placed,
       spilled: this.spilled,
       moved: this.moved,
