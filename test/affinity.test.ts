@@ -177,7 +177,7 @@ describe('authorization affinity behind one carrier NAT address', () => {
 
   it('moves a down server\'s users and no others; when it is back they return only as their entries expire', async () => {
     const servers = await startEmulators(3)
-    const gateway = await startLabGateway(offloadLab(servers, { affinity: { idleTtlMs: 1500 } }))
+    const gateway = await startLabGateway(offloadLab(servers, { affinity: { idleTtlMs: 3000 } }))
     const client = await labClient()
     const users = USERS.slice(0, 30)
     const round = async (): Promise<Map<string, string>> => {
@@ -202,7 +202,7 @@ describe('authorization affinity behind one carrier NAT address', () => {
     // Back in service: the moved users stay where they are while they keep coming.
     expect(await round()).toEqual(during)
     // Once their entries expire and the sweep has passed, rendezvous hashing places everyone as at first.
-    const deadline = Date.now() + 6_000
+    const deadline = Date.now() + 10_000
     while ((await tuning(gateway, EAS)).keysHeld > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 200))
     expect((await tuning(gateway, EAS)).keysHeld).toBe(0)
     expect(await round()).toEqual(before)
