@@ -1,7 +1,6 @@
 import { createSecretKey, hkdfSync, randomBytes, type KeyObject } from 'node:crypto'
-import { readFileSync } from 'node:fs'
-import { resolve } from 'node:path'
 import type { ConfigIssue } from '../errors.js'
+import { CertificateLoadError, readFileOrEnv } from '../tls/load-certificate.js'
 
 /** MIN_SECRET_LENGTH keeps HMAC and session keys out of guessing range (32 characters). */
 export const MIN_SECRET_LENGTH = 32
@@ -21,27 +20,16 @@ function readSecret (config: SecretConfig, at: string, baseDir: string, issues: 
     return undefined
   }
   let text: string | undefined
-  let path = ''
-  if (config.secretFile !== undefined) {
-    path = `${at}.secretFile`
-    try {
-      text = readFileSync(resolve(baseDir, config.secretFile), 'utf8').split(/\r?\n/)[0]!
-    } catch (err) {
-      issues.push({ path, message: `cannot read ${config.secretFile} (${(err as NodeJS.ErrnoException).code ?? String(err)})`, fix: 'check the path; relative paths start at the configuration file\'s directory' })
-      return undefined
-    }
-  } else if (config.secretEnv !== undefined) {
-    path = `${at}.secretEnv`
-    text = process.env[config.secretEnv]
-    if (text === undefined) {
-      issues.push({ path, message: `environment variable ${config.secretEnv} is not set`, fix: `export ${config.secretEnv} before starting casgate` })
-      return undefined
-    }
-  } else {
+  try {
+    text = readFileOrEnv({ file: config.secretFile, env: config.secretEnv }, { file: 'secretFile', env: 'secretEnv' }, baseDir)
+  } catch (err) {
+    if (!(err instanceof CertificateLoadError)) throw err
+    issues.push({ path: `${at}.${err.key}`, message: err.message.replace(/^cannot load certificate: /, ''), fix: err.fix })
     return undefined
   }
+  if (text === undefined) return undefined
   if (text.length < MIN_SECRET_LENGTH) {
-    issues.push({ path, message: `the secret has ${text.length} characters, fewer than ${MIN_SECRET_LENGTH}`, fix: 'generate one with: openssl rand -base64 48' })
+    issues.push({ path: `${at}.${config.secretFile !== undefined ? 'secretFile' : 'secretEnv'}`, message: `the secret has ${text.length} characters, fewer than ${MIN_SECRET_LENGTH}`, fix: 'generate one with: openssl rand -base64 48' })
     return undefined
   }
   return text

@@ -192,7 +192,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
     if (pin) {
       backend = pin.backend
       // An NTLM AUTHENTICATE names the user only now, on a connection already bound: remember it.
-      if (affinity.policy === 'authorization' && request.headers.authorization !== undefined) affinity.learn({ url, headers: request.headers, client: record.client }, backend)
+      if (request.headers.authorization !== undefined) affinity.learn({ url, headers: request.headers, client: record.client }, backend)
     } else {
       const choice = affinity.select({ url, headers: request.headers, client: affinity.policy === 'source-ip' ? clientAddress(request.raw, trusted) : record.client })
       backend = choice?.backend

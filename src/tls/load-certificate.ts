@@ -26,17 +26,26 @@ function readFile (key: string, baseDir: string, file: string): Buffer {
   }
 }
 
-/** readPassphrase returns the passphrase named by passphraseFile or passphraseEnv, if any. */
-export function readPassphrase (config: { passphraseFile?: string | undefined, passphraseEnv?: string | undefined }, baseDir: string): string | undefined {
-  if (config.passphraseFile !== undefined) {
-    return readFile('passphraseFile', baseDir, config.passphraseFile).toString('utf8').replace(/\r?\n$/, '')
+/**
+ * readFileOrEnv returns a secret kept outside the YAML: the content of a file (one trailing
+ * newline dropped) or an environment variable. `keys` name the two configuration keys, for
+ * the error (a CertificateLoadError naming the key at fault).
+ */
+export function readFileOrEnv (source: { file?: string | undefined, env?: string | undefined }, keys: { file: string, env: string }, baseDir: string): string | undefined {
+  if (source.file !== undefined) {
+    return readFile(keys.file, baseDir, source.file).toString('utf8').replace(/\r?\n$/, '')
   }
-  if (config.passphraseEnv !== undefined) {
-    const value = process.env[config.passphraseEnv]
-    if (value === undefined) throw new CertificateLoadError('passphraseEnv', `environment variable ${config.passphraseEnv} is not set`, undefined, `set ${config.passphraseEnv} in casgate's environment (systemd: Environment= or EnvironmentFile=)`)
+  if (source.env !== undefined) {
+    const value = process.env[source.env]
+    if (value === undefined) throw new CertificateLoadError(keys.env, `environment variable ${source.env} is not set`, undefined, `set ${source.env} in casgate's environment (systemd: Environment= or EnvironmentFile=)`)
     return value
   }
   return undefined
+}
+
+/** readPassphrase returns the passphrase named by passphraseFile or passphraseEnv, if any. */
+export function readPassphrase (config: { passphraseFile?: string | undefined, passphraseEnv?: string | undefined }, baseDir: string): string | undefined {
+  return readFileOrEnv({ file: config.passphraseFile, env: config.passphraseEnv }, { file: 'passphraseFile', env: 'passphraseEnv' }, baseDir)
 }
 
 /** loadCertificate reads a certificate block of the configuration (PFX or PEM files). */
