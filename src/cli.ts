@@ -2,10 +2,10 @@
 import { parseArgs } from 'node:util'
 import { certsCommand, CERTS_USAGE } from './cli-certs.js'
 import { usersCommand, USERS_USAGE } from './cli-users.js'
-import { loadConfigFile, type GatewayConfig } from './config/load.js'
-import { exchangeProfile } from './config/exchange-profile.js'
+import { loadConfigFile } from './config/load.js'
+import { checkReport } from './check-report.js'
 import { demoBanner, runDemo } from './demo.js'
-import { CasgateError, ConfigError, type ConfigIssue } from './errors.js'
+import { CasgateError, ConfigError } from './errors.js'
 import { startGateway } from './gateway.js'
 import { checkExtendedProtection } from './tls/extended-protection.js'
 
@@ -92,7 +92,7 @@ function stopOnSignals (stop: () => Promise<void>): void {
 /** checkJson is `casgate check --json`: the verdict, every finding, and the exit status. */
 async function checkJson (file: string): Promise<number> {
   try {
-    const config = loadConfigFile(file)
+    const config = loadConfigFile(file, { writeState: false })
     const ep = await checkExtendedProtection(config)
     if (ep.errors.length > 0) throw new ConfigError(file, ep.errors)
     config.warnings.push(...ep.warnings)
@@ -103,48 +103,6 @@ async function checkJson (file: string): Promise<number> {
     process.stdout.write(JSON.stringify({ source: file, valid: false, errors: err.issues, warnings: [] }, null, 2) + '\n')
     return 2
   }
-}
-
-/** checkReport renders what a configuration publishes, for `casgate check`, warnings under their host. */
-export function checkReport (config: GatewayConfig): string {
-  const lines: string[] = [`configuration ${config.source} is valid`]
-  const shown = new Set<ConfigIssue>()
-  const warningsUnder = (prefix: string): string[] => config.warnings.filter((w) => w.path.startsWith(prefix)).map((w) => {
-    shown.add(w)
-    return `    warning ${w.path}: ${w.message}.${w.fix ? ` Fix: ${w.fix}` : ''}`
-  })
-  config.hosts.forEach((host, i) => {
-    if (host.mode === 'passthrough') {
-      lines.push(`  host ${host.names.join(', ')} (passthrough to pool ${host.pool}, ${host.balance}, idle ${Math.round(host.idleTimeoutMs / 60_000)} min)`)
-      return
-    }
-    const leaf = host.certificate.leaf
-    lines.push(`  host ${host.names.join(', ')} (${host.mode})`)
-    lines.push(`    certificate ${leaf.subject.replace(/\n/g, ', ')}; expires ${new Date(leaf.validTo).toISOString().slice(0, 10)}; chain ${host.certificate.chain.length} intermediate(s)`)
-    lines.push(...warningsUnder(`hosts[${i}]`))
-  })
-  for (const pool of config.pools.values()) {
-    lines.push(`  pool ${pool.name}: ${pool.servers.map((url) => url.origin).join(', ')} (${pool.balance})`)
-  }
-  for (const vdir of config.vdirs) {
-    const profile = exchangeProfile.find((p) => p.path === vdir.path)
-    const affinity = vdir.affinity === 'cookie' ? `cookie ${vdir.affinityCookie ?? `${config.affinity.cookieName}-${vdir.pool} (casgate's)`}` : vdir.affinity
-    const preauth = config.preauth === undefined ? '' : `, preauth ${vdir.preauth}`
-    lines.push(`  vdir ${vdir.path} -> pool ${vdir.pool}, timeout ${Math.round(vdir.timeoutMs / 1000)} s, affinity ${affinity}${preauth}${profile ? ` (${profile.note})` : ''}`)
-  }
-  if (config.vdirs.some((vdir) => vdir.affinity !== 'none')) {
-    const source = { file: 'affinity.secretFile', env: 'affinity.secretEnv', certificate: 'derived from the first host\'s private key', random: 'random at each start' }[config.affinity.secretSource]
-    lines.push(`  affinity: up to ${config.affinity.maxEntries} assignments, idle ${Math.round(config.affinity.idleTtlMs / 60_000)} min, balance factor ${config.affinity.balanceFactor}, secret ${source}`)
-  }
-  const preauth = config.preauth
-  if (preauth === undefined) {
-    lines.push('  preauth: off (no preauth block): Exchange authenticates every request itself')
-  } else {
-    const provider = preauth.credentials.kind === 'ldap' ? `LDAP ${preauth.credentials.ldap.urls.join(', ')} as ${preauth.credentials.ldap.bindName}` : `users file ${preauth.credentials.file} (${preauth.credentials.users.size} users)`
-    lines.push(`  preauth: ${provider}; exclusions ${preauth.exclusionPreset}${preauth.exclude.length > 0 ? ` + ${preauth.exclude.join(', ')}` : ''}; session idle ${Math.round(preauth.idleTimeoutMs / 60_000)} min, absolute ${Math.round(preauth.absoluteTimeoutMs / 60_000)} min; lockout after ${preauth.lockout.userThreshold} failures per user, ${preauth.lockout.addressThreshold} per address`)
-  }
-  for (const warning of config.warnings.filter((w) => !shown.has(w))) lines.push(`  warning ${warning.path}: ${warning.message}.${warning.fix ? ` Fix: ${warning.fix}` : ''}`)
-  return lines.join('\n')
 }
 
 /** main runs the CLI; it resolves with the exit status for commands that end. */
@@ -194,7 +152,7 @@ export async function main (argv: string[]): Promise<number | undefined> {
       case 'check': {
         const file = configPath(values.config as string | undefined)
         if (values.json) return await checkJson(file)
-        const config = loadConfigFile(file)
+        const config = loadConfigFile(file, { writeState: false })
         const ep = await checkExtendedProtection(config)
         if (ep.errors.length > 0) throw new ConfigError(file, ep.errors)
         config.warnings.push(...ep.warnings)

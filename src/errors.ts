@@ -18,6 +18,9 @@ export const errorCatalog = {
   CASGATE_ERR_UPSTREAM_FAILED: { status: 502, message: 'backend request failed' },
   CASGATE_ERR_PREAUTH_REQUIRED: { status: 401, message: 'authentication required' },
   CASGATE_ERR_PREAUTH_UNAVAILABLE: { status: 503, message: 'sign-in is unavailable: the credential provider cannot be reached' },
+  CASGATE_ERR_BLOCKED: { status: 403, message: 'request blocked by rule %s' },
+  CASGATE_ERR_HEADERS_TOO_LARGE: { status: 431, message: 'request headers are larger than %s bytes' },
+  CASGATE_ERR_MISDIRECTED: { status: 421, message: 'connect to %s by its own name' },
   CASGATE_ERR_CLIENT_CERTIFICATE: { status: 403, message: 'a valid client certificate is required for %s' },
   CASGATE_ERR_INTERNAL: { status: 500, message: 'internal error' }
 } as const satisfies Record<string, { status: number, message: string }>

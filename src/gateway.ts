@@ -1,5 +1,6 @@
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
+import { createServer as createHttpServer, STATUS_CODES, type Server as HttpServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import type { Duplex } from 'node:stream'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import offloadMode from '../plugins/offload.js'
@@ -14,22 +15,28 @@ import preauthRoutes from './preauth/preauth-routes.js'
 import { DrainControl } from './pool/drain.js'
 import { HealthMonitor } from './pool/health-monitor.js'
 import { ConnectionPins } from './proxy/connection-pins.js'
-import { addClientCertificateCheck } from './front/client-certificate-check.js'
+import { addClientCertificateCheck, clientCertificateCheck } from './front/client-certificate-check.js'
 import { FrontDoor, type SniRouting } from './front/front-door.js'
 import { HostNameTable } from './front/host-names.js'
+import type { Socket } from 'node:net'
+import type { TLSSocket } from 'node:tls'
 import { startAdminServer } from './observe/admin-server.js'
 import { createLogger } from './observe/logger.js'
 import { BackendPool } from './pool/backend-pool.js'
 import { UpstreamDispatcher } from './pool/upstream-dispatcher.js'
 import casgateProxy, { type RoutedVdir } from './proxy/proxy-plugin.js'
 import { trustedProxies } from './proxy/headers.js'
-import { RpcTunnel } from './proxy/rpc-tunnel.js'
+import { RpcChannels } from './proxy/rpc-channels.js'
 import { VdirTable } from './routing/vdir-table.js'
-import { ConfigError } from './errors.js'
+import { RequestGuard } from './guard/request-guard.js'
+import { RulePack } from './rules/rule-engine.js'
+import { EXCHANGE_RULE_PACK } from './rules/exchange-pack.js'
+import { CasgateError, ConfigError } from './errors.js'
 import { CertificateWatch } from './tls/certificate-watch.js'
 import { checkExtendedProtection } from './tls/extended-protection.js'
 import { SniContexts } from './tls/sni-contexts.js'
-import { sendFrameworkError } from './proxy/error-reply.js'
+import { errorBody, sendFrameworkError } from './proxy/error-reply.js'
+import { hstsValue, responseHardening } from './proxy/response-hardening.js'
 
 /** Gateway is a running casgate: its listener, app and the pools behind it. */
 export interface Gateway {
@@ -68,10 +75,41 @@ function createClientHttpServer (config: GatewayConfig, handler: Parameters<type
     // per-vdir upstream timeouts bound requests instead.
     requestTimeout: 0,
     headersTimeout: config.listen.headersTimeoutMs,
+    // Node looks for heads past headersTimeout only every 30 s by default: a slow-header client
+    // would hold its connection up to 30 s longer than configured.
+    connectionsCheckingInterval: Math.min(1_000, config.listen.headersTimeoutMs),
     keepAliveTimeout: config.listen.idleTimeoutMs,
+    // Node's 16 KiB default refuses the Kerberos tokens of users in many groups (KB2020943).
+    maxHeaderSize: config.listen.maxHeaderBytes,
     noDelay: true
   }, handler)
   server.timeout = config.listen.idleTimeoutMs
+  // Requests Node's parser refuses (a head over listen.maxHeaderBytes, malformed, too slow) never
+  // reach a route: answer them here, in casgate's shape. Fastify's own clientErrorHandler is a
+  // no-op so that it does not destroy the socket as soon as the answer is written: a socket closed
+  // while the client is still sending (the rest of a 70 KiB header) is answered with a TCP reset,
+  // and the reset erases the answer at the client before it is read. So close in stages, as
+  // RFC 9112 §9.6 says: answer and half-close, keep reading (and discarding) until the client
+  // closes, for a few seconds at most.
+  const answered = new WeakSet<Duplex>()
+  server.on('clientError', (err: Error & { code?: string, reason?: string }, socket: Duplex & { _httpMessage?: { headersSent: boolean } | null }) => {
+    // Input after the refusal fails to parse again; the first answer stands.
+    if (answered.has(socket) || socket.destroyed) return
+    answered.add(socket)
+    // As Node's own handler: nothing is written into a response already on its way (pipelining).
+    if (err.code === 'ECONNRESET' || !socket.writable || socket._httpMessage?.headersSent === true) {
+      socket.destroy()
+      return
+    }
+    const error = err.code === 'HPE_HEADER_OVERFLOW'
+      ? new CasgateError('CASGATE_ERR_HEADERS_TOO_LARGE', [config.listen.maxHeaderBytes])
+      : new CasgateError('CASGATE_ERR_BAD_REQUEST', [err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'request head not received in time' : (err.reason ?? 'unparsable request').toLowerCase()])
+    const body = errorBody(error.statusCode, error.code, error.message)
+    socket.end(`HTTP/1.1 ${error.statusCode} ${STATUS_CODES[error.statusCode]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+    const linger = setTimeout(() => socket.destroy(), 5_000).unref()
+    socket.once('close', () => clearTimeout(linger))
+    socket.resume()
+  })
   // This server never listens: the front door hands it decrypted sockets. Node starts the
   // headers-timeout sweep on 'listening', so announce it ourselves.
   server.emit('listening')
@@ -103,6 +141,21 @@ function sniRouting (config: GatewayConfig, relay: PassthroughRelay): SniRouting
   }
 }
 
+/**
+ * hostOfConnection names the host a connection was made to, for requests that name none (HTTP/1.0
+ * without Host): its SNI name when casgate publishes it, else the default host's first name.
+ * Without it undici would send the backend's own address as Host.
+ */
+function hostOfConnection (hosts: readonly TerminatedHost[], defaultHost: ResolvedHost): (socket: Socket) => string {
+  const names = new HostNameTable<true>()
+  for (const host of hosts) for (const name of host.names) names.set(name, true)
+  const fallback = defaultHost.names.find((name) => !name.startsWith('*')) ?? hosts.flatMap((host) => host.names).find((name) => !name.startsWith('*')) ?? 'localhost'
+  return (socket) => {
+    const servername = (socket as TLSSocket).servername
+    return typeof servername === 'string' && names.get(servername) !== undefined ? servername.toLowerCase() : fallback
+  }
+}
+
 /** startGateway builds the app for a validated configuration and opens the client port. */
 export async function startGateway (config: GatewayConfig, options: GatewayOptions = {}): Promise<Gateway> {
   const logger = options.logger ?? createLogger(config.log)
@@ -117,7 +170,13 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   const pools = new Map([...config.pools.values()].map((pool) => [pool.name, new BackendPool(pool)]))
   const terminated = config.hosts.filter((host): host is TerminatedHost => host.mode !== 'passthrough')
   const affinity = new Affinity(config.affinity)
-  const vdirs: RoutedVdir[] = config.vdirs.map((vdir) => ({ ...vdir, backendPool: pools.get(vdir.pool)!, selector: affinity.forVdir(vdir, pools.get(vdir.pool)!) }))
+  const hsts = hstsValue(config.hsts)
+  const vdirs: RoutedVdir[] = config.vdirs.map((vdir) => ({
+    ...vdir,
+    backendPool: pools.get(vdir.pool)!,
+    selector: affinity.forVdir(vdir, pools.get(vdir.pool)!),
+    hardening: responseHardening(hsts, vdir.cspScriptSrcAttrNone)
+  }))
   const passthroughHosts = config.hosts.filter((host): host is PassthroughHost => host.mode === 'passthrough')
   // Passthrough pools are registered too: their health probes travel like re-encrypted traffic.
   const usedPools = [...new Set([...vdirs.map((vdir) => vdir.backendPool), ...passthroughHosts.map((host) => pools.get(host.pool)!)])]
@@ -136,6 +195,8 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     routerOptions: { maxParamLength: 2048 },
     // Malformed URLs and the like are answered in casgate's error shape, with its codes.
     frameworkErrors: (err, _request, reply) => sendFrameworkError(reply, err),
+    // createClientHttpServer answers what Node's parser refuses, and closes in stages.
+    clientErrorHandler: () => undefined,
     serverFactory: (handler) => {
       httpServer = createClientHttpServer(config, handler)
       return httpServer
@@ -149,8 +210,14 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     const formsVdir = vdirs.find((vdir) => vdir.preauth === 'forms')
     await app.register(preauthRoutes, { gate: preauth, defaultReturnUrl: `${formsVdir?.path ?? '/owa'}/` })
   }
+  const rules = new RulePack(EXCHANGE_RULE_PACK, config.rules.disable)
+  for (const rule of rules.disabled) logger.warn({ rule: rule.id, cve: rule.cve }, 'exploit rule switched off by configuration (rules.disable)')
+  const guard = new RequestGuard<RoutedVdir>({ vdirs: new VdirTable(vdirs), rules, sessionCookie: config.preauth?.cookieName, log: logger.child({ component: 'rules' }) })
+  const fallbackHost = hostOfConnection(terminated, config.defaultHost)
   await app.register(casgateProxy, {
-    vdirs,
+    guard,
+    fallbackHost,
+    hsts: config.hsts,
     upstreams,
     trusted: trustedProxies(config.trustProxy, config.trustProxyEntries),
     idleTimeoutMs: config.listen.idleTimeoutMs,
@@ -161,7 +228,8 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   })
   // The check runs only once the front door exists (it is built after the app is ready).
   const door: { current?: FrontDoor } = {}
-  addClientCertificateCheck(app, terminated, () => door.current!, logger.child({ component: 'client-certificate' }))
+  const certificateCheck = clientCertificateCheck(terminated, () => door.current!, logger.child({ component: 'client-certificate' }))
+  addClientCertificateCheck(app, certificateCheck)
   await app.ready()
 
   const probeHost = terminated[0]?.names.find((name) => !name.startsWith('*')) ?? 'localhost'
@@ -172,16 +240,29 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   }
 
   // Outlook Anywhere needs the request-line peek only where /rpc is published.
-  const rpcTunnel = vdirs.some((vdir) => vdir.path === '/rpc')
-    ? new RpcTunnel({ vdirs: new VdirTable(vdirs), upstreams, requestLineTimeoutMs: config.listen.headersTimeoutMs, accessLog: logger.child({ component: 'access' }) })
+  const rpcChannels = vdirs.some((vdir) => vdir.path === '/rpc')
+    ? new RpcChannels({
+      guard,
+      upstreams,
+      trusted: trustedProxies(config.trustProxy, config.trustProxyEntries),
+      headersTimeoutMs: config.listen.headersTimeoutMs,
+      maxHeaderBytes: config.listen.maxHeaderBytes,
+      accessLog: logger.child({ component: 'access' }),
+      hostCheck: (socket, hostName) => certificateCheck?.(socket, hostName),
+      lockedOut: (authorization, client, url) => preauth?.lockedAnswer(authorization, client, url)
+    })
     : undefined
   const frontDoor = new FrontDoor({
     host: config.listen.host,
     port: config.listen.port,
     handshakeTimeoutMs: config.listen.handshakeTimeoutMs,
+    maxConnections: config.listen.maxConnections,
+    maxConnectionsPerAddress: config.listen.maxConnectionsPerAddress,
+    // A proxy in front carries many clients on its few addresses; the total limit still applies.
+    unlimitedAddress: trustedProxies(config.trustProxy, config.trustProxyEntries),
     sni: terminated.length > 0 ? new SniContexts(terminated, config.defaultHost.mode === 'passthrough' ? undefined : config.defaultHost) : undefined,
     routing: sniRouting(config, app.passthrough),
-    decrypted: rpcTunnel ? (socket, toHttp) => rpcTunnel.accept(socket, toHttp) : undefined,
+    decrypted: rpcChannels ? (socket, toHttp) => rpcChannels.accept(socket, toHttp) : undefined,
     httpServer: httpServer!,
     logger: logger.child({ component: 'front' })
   })
@@ -191,7 +272,16 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   try {
     address = await frontDoor.listen()
     if (config.admin) {
-      admin = await startAdminServer(config.admin, { frontDoor, pools, health, drain, affinity, certificates: () => certificates.status })
+      admin = await startAdminServer(config.admin, {
+        frontDoor,
+        pools,
+        health,
+        drain,
+        affinity,
+        certificates: () => certificates.status,
+        rules: { version: rules.version, blocked: guard.blocked, disabled: rules.disabled.map((rule) => rule.id) },
+        rpcChannels: () => rpcChannels?.open ?? 0
+      })
       logger.info({ address: admin.address.address, port: admin.address.port }, 'admin listener on')
     }
   } catch (err) {

@@ -6,7 +6,8 @@ import { hashPassword, parseScryptHash, verifyPassword, type ScryptHash } from '
 import { safeReturnUrl } from '../src/preauth/preauth-routes.js'
 import { SessionCookies } from '../src/preauth/session-cookie.js'
 import { parseUsersFile } from '../src/preauth/users-file.js'
-import { removeCookies, replaceHeader } from '../src/proxy/headers.js'
+import { replaceHeader } from '../src/proxy/headers.js'
+import { removeCookies } from '../src/util/cookies.js'
 
 const secret = createSecretKey(Buffer.alloc(32, 5))
 
@@ -27,13 +28,13 @@ describe('preauthentication pieces', () => {
   })
 
   it('seals sessions that open only intact, under the same secret and cookie name', () => {
-    const sessions = new SessionCookies(secret, 'CasgateSession')
-    const payload = { user: 'jdoe', password: 'Correct-Horse-1', issuedAt: 1, seenAt: 2 }
+    const sessions = new SessionCookies([secret], 'CasgateSession')
+    const payload = { id: 'session-1', user: 'jdoe', password: 'Correct-Horse-1', issuedAt: 1, seenAt: 2 }
     const sealed = sessions.seal(payload)
     expect(sessions.seal(payload)).not.toBe(sealed) // a fresh IV each time
-    expect(sessions.open(sealed)).toEqual(payload)
-    expect(new SessionCookies(createSecretKey(Buffer.alloc(32, 6)), 'CasgateSession').open(sealed)).toBeUndefined()
-    expect(new SessionCookies(secret, 'OtherName').open(sealed)).toBeUndefined()
+    expect(sessions.open(sealed)).toEqual({ session: payload, keyIndex: 0 })
+    expect(new SessionCookies([createSecretKey(Buffer.alloc(32, 6))], 'CasgateSession').open(sealed)).toBeUndefined()
+    expect(new SessionCookies([secret], 'OtherName').open(sealed)).toBeUndefined()
     const bytes = Buffer.from(sealed, 'base64url')
     for (let i = 0; i < bytes.length; i += 7) {
       const tampered = Buffer.from(bytes)
@@ -42,16 +43,25 @@ describe('preauthentication pieces', () => {
     }
   })
 
-  it('excludes on the decoded, case-folded path at segment boundaries', () => {
+  it('excludes on the decoded path, case-insensitively, at segment boundaries; health pages only of the vdir itself', () => {
     const exclusions = new Exclusions(EXCLUSION_PRESETS['exchange-v1'], ['/owa/SSO/'])
-    expect(exclusions.reason('POST', '/EWS/Exchange.asmx/WSSecurity?x=1', undefined)).toBe('path')
-    expect(exclusions.reason('POST', '/ews/exchange%2Easmx/wssecurity', undefined)).toBe('path')
-    expect(exclusions.reason('GET', '/owa/sso/x', undefined)).toBe('path')
-    expect(exclusions.reason('GET', '/owa/ssox', undefined)).toBeUndefined()
-    expect(exclusions.reason('GET', '/mapi/healthcheck.htm', undefined)).toBe('health')
-    expect(exclusions.reason('OPTIONS', '/Microsoft-Server-ActiveSync', undefined)).toBe('options')
-    expect(exclusions.reason('POST', '/EWS/Exchange.asmx', 'bearer abc')).toBe('bearer')
-    expect(new Exclusions(EXCLUSION_PRESETS.none, []).reason('OPTIONS', '/EWS/mrsproxy.svc', 'Bearer x')).toBeUndefined()
+    const ews = { path: '/EWS', healthPath: '/EWS/healthcheck.htm' }
+    const owa = { path: '/owa', healthPath: '/owa/healthcheck.htm' }
+    const mapi = { path: '/mapi', healthPath: '/mapi/healthcheck.htm' }
+    expect(exclusions.reason('POST', '/EWS/Exchange.asmx/WSSecurity', ews)).toBe('path')
+    expect(exclusions.reason('POST', '/ews/exchange.asmx/wssecurity', ews)).toBe('path')
+    expect(exclusions.reason('GET', '/owa/sso/x', owa)).toBe('path')
+    expect(exclusions.reason('GET', '/owa/ssox', owa)).toBeUndefined()
+    expect(exclusions.reason('GET', '/mapi/healthcheck.htm', mapi)).toBe('health')
+    expect(exclusions.reason('POST', '/mapi/healthcheck.htm', mapi)).toBeUndefined()
+    expect(exclusions.reason('GET', '/owa/x/healthcheck.htm', owa)).toBeUndefined()
+    expect(exclusions.reason('GET', '/owa#/healthcheck.htm', owa)).toBeUndefined()
+    expect(exclusions.reason('OPTIONS', '/Microsoft-Server-ActiveSync', ews)).toBe('options')
+    expect(exclusions.bearerAllowed('/EWS')).toBe(true)
+    expect(exclusions.bearerAllowed('/owa')).toBe(false)
+    expect(exclusions.bearerAllowed('/ecp')).toBe(false)
+    expect(new Exclusions(EXCLUSION_PRESETS.none, []).reason('OPTIONS', '/EWS/mrsproxy.svc', ews)).toBeUndefined()
+    expect(new Exclusions(EXCLUSION_PRESETS.none, []).bearerAllowed('/EWS')).toBe(false)
   })
 
   it('locks with back-off, forgets failures after the window, and keys counters by hash', () => {

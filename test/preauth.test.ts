@@ -73,7 +73,7 @@ describe('Basic preauthentication (ActiveSync, EWS)', () => {
       '/owa/healthcheck.htm', `${EAS}/healthcheck.htm`, '/EWS/healthcheck.htm', '/owa/custom-sso', '/owa/custom-sso/callback'
     ]) expect(await passes(path), path).toBe(200)
     expect(await passes(EAS, 'OPTIONS')).toBe(200)
-    expect(await passes('/EWS/Exchange.asmx', 'POST', { authorization: 'Bearer eyJ0eXAiOiJKV1QifQ.eyJhdWQiOiJodHRwczovL21haWwifQ.sig' })).toBe(200)
+    expect(await passes('/EWS/Exchange.asmx', 'POST', { authorization: 'Bearer eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJhdWQiOiJodHRwczovL21haWwifQ.c2ln' })).toBe(200)
 
     for (const path of ['/EWS/Exchange.asmx', '/EWS/Exchange.asmx/WSSecurityX', '/EWS/mrsproxy.svc.bak', '/autodiscover/autodiscover.xml', '/autodiscover/autodiscover.svcx', `${EAS}/healthcheck.htm/x`]) {
       expect(await passes(path), path).toBe(401)
@@ -231,9 +231,11 @@ describe('forms preauthentication (OWA, ECP)', () => {
     expect(Date.now() - started).toBeGreaterThanOrEqual(4_900)
   })
 
-  it('is stateless: a second instance with the same certificate accepts the session', async () => {
-    const first = await preauthLab()
-    const second = await preauthLab()
+  it('is stateless: a second instance with the same session secret accepts the session', async () => {
+    // Not the same certificate any more: the session secret is no longer derived from its key (issue 12).
+    const { 'session.key': secretFile } = writeFiles(usersDir, { 'session.key': 'a shared session secret, 32+ characters long\n' })
+    const first = await preauthLab({ secretFile })
+    const second = await preauthLab({ secretFile })
     const jar = new Jar()
     await signIn(first.gateway, first.client, jar, 'asmith', PASSWORDS.asmith!)
     const response = await send(second.gateway, '/owa/', { dispatcher: second.client, headers: { cookie: jar.header() } })

@@ -91,23 +91,6 @@ export function activeSyncIdentity (url: string): string | undefined {
   return `device:${encoded.subarray(5, 5 + length).toString('hex')}`
 }
 
-/** readCookie returns the value of cookie `name` in a Cookie header, or undefined. */
-export function readCookie (header: string | undefined, name: string): string | undefined {
-  if (header === undefined) return undefined
-  let at = header.indexOf(name)
-  while (at !== -1) {
-    const before = at === 0 ? ';' : header[at - 1]
-    if ((before === ';' || before === ' ') && header[at + name.length] === '=') {
-      const start = at + name.length + 1
-      const end = header.indexOf(';', start)
-      const value = (end === -1 ? header.slice(start) : header.slice(start, end)).trim()
-      return value === '' ? undefined : value
-    }
-    at = header.indexOf(name, at + 1)
-  }
-  return undefined
-}
-
 /** setCookieValue returns the value a Set-Cookie header (or list of them) gives cookie `name`. */
 export function setCookieValue (headers: string | string[] | undefined, name: string): string | undefined {
   if (headers === undefined) return undefined

@@ -3,7 +3,8 @@ import type { AffinityPolicy } from '../config/schema.js'
 import { isAvailable, type Backend, type BackendPool } from '../pool/backend-pool.js'
 import type { AffinityKeys } from './affinity-keys.js'
 import type { AssignmentOwner, AssignmentStore } from './assignment-store.js'
-import { activeSyncIdentity, authorizationIdentity, readCookie, setCookieValue } from './identity.js'
+import { readCookie } from '../util/cookies.js'
+import { activeSyncIdentity, authorizationIdentity, setCookieValue } from './identity.js'
 import { placeKey, type PlacementCandidate } from './placement.js'
 
 /** AffinityRequest is what affinity reads of a request (the RPC tunnel has no headers to offer). */

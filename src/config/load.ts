@@ -10,10 +10,12 @@ import { CertificateLoadError, loadCertificate } from '../tls/load-certificate.j
 import { splitPemCertificates } from '../tls/certificate.js'
 import { checkCertificate } from '../tls/certificate-check.js'
 import { zodIssuesToConfigIssues } from './issues.js'
+import { EXCHANGE_RULE_PACK } from '../rules/exchange-pack.js'
+import { RulePack } from '../rules/rule-engine.js'
 import { resolveTopology, type ResolvedVdir } from './resolve.js'
 import { resolveSecret, type SecretSource } from './secrets.js'
 import { resolvePreauth, type PreauthSettings } from './preauth-config.js'
-import { configSchema, type AffinityConfig, type AdminConfig, type CertificateConfig, type HealthConfig, type PoolConfig, type RawConfig, type SslMode } from './schema.js'
+import { configSchema, type AffinityConfig, type AdminConfig, type CertificateConfig, type HealthConfig, type HstsConfig, type RulesConfig, type PoolConfig, type RawConfig, type SslMode } from './schema.js'
 
 /** TerminatedHost is an offload or reencrypt host block with its certificate loaded. */
 export interface TerminatedHost {
@@ -85,6 +87,10 @@ export interface GatewayConfig {
   /** How many trustProxy entries there are; zero lets the hot path skip the check. */
   trustProxyEntries: number
   log: RawConfig['log']
+  /** Exploit rule pack settings: which rules are switched off. */
+  rules: RulesConfig
+  /** Strict-Transport-Security on the terminated hosts' responses, when configured. */
+  hsts: HstsConfig | undefined
   /** Things that work but deserve the admin's attention, logged at start and shown by check. */
   warnings: ConfigIssue[]
 }
@@ -145,9 +151,10 @@ function loadClientCertificate (config: NonNullable<RawConfig['hosts'][number]['
 /**
  * buildConfig validates a configuration object (from YAML or built in code, as the demo does),
  * resolves it over the Exchange profile and loads its certificates. Every problem is collected
- * and thrown at once as a ConfigError, so the admin fixes the file in one pass.
+ * and thrown at once as a ConfigError, so the admin fixes the file in one pass. With
+ * `writeState: false` (casgate check) nothing is created in the state directory.
  */
-export function buildConfig (input: unknown, options: { source: string, baseDir: string }): GatewayConfig {
+export function buildConfig (input: unknown, options: { source: string, baseDir: string, writeState?: boolean }): GatewayConfig {
   const parsed = configSchema.safeParse(input)
   if (!parsed.success) throw new ConfigError(options.source, zodIssuesToConfigIssues(parsed.error, configSchema, input))
   const raw = parsed.data
@@ -196,7 +203,11 @@ export function buildConfig (input: unknown, options: { source: string, baseDir:
   const { secretFile: _file, secretEnv: _env, ...affinitySettings } = raw.affinity
   const affinitySecret = resolveSecret(raw.affinity, 'affinity', hosts, options.baseDir, issues)
   const affinity: AffinitySettings = { ...affinitySettings, secret: affinitySecret.key, secretSource: affinitySecret.source }
-  const preauth = raw.preauth === undefined ? undefined : resolvePreauth(raw.preauth, hosts, options.baseDir, issues, (files, path) => loadCa(files, options.baseDir, path, issues))
+  const preauth = raw.preauth === undefined ? undefined : resolvePreauth(raw.preauth, options.baseDir, issues, (files, path) => loadCa(files, options.baseDir, path, issues), { stateDir: raw.stateDir, writeState: options.writeState ?? true })
+  const rulePack = new RulePack(EXCHANGE_RULE_PACK, raw.rules.disable)
+  for (const id of rulePack.unknownIds) {
+    issues.push({ path: `rules.disable[${raw.rules.disable.indexOf(id)}]`, message: `${JSON.stringify(id)} is not a rule of pack ${rulePack.version}`, fix: `use one of ${EXCHANGE_RULE_PACK.rules.map((rule) => rule.id).join(', ')}` })
+  }
   if (issues.length > 0) throw new ConfigError(options.source, issues)
   const wanted = raw.listen.defaultHost?.toLowerCase()
   const defaultHost = (wanted !== undefined ? hosts.find((host) => host.names.some((name) => name.toLowerCase() === wanted)) : undefined) ??
@@ -216,12 +227,17 @@ export function buildConfig (input: unknown, options: { source: string, baseDir:
     trustProxy: topology.trustProxy,
     trustProxyEntries: raw.trustProxy.length,
     log: raw.log,
+    rules: raw.rules,
+    hsts: raw.hsts,
     warnings
   })
 }
 
-/** loadConfigFile reads a YAML configuration; relative paths in it start at its directory. */
-export function loadConfigFile (file: string): GatewayConfig {
+/**
+ * loadConfigFile reads a YAML configuration; relative paths in it start at its directory.
+ * `writeState: false` (casgate check) creates nothing in the state directory.
+ */
+export function loadConfigFile (file: string, options: { writeState?: boolean } = {}): GatewayConfig {
   const path = resolve(file)
   let text: string
   try {
@@ -237,5 +253,5 @@ export function loadConfigFile (file: string): GatewayConfig {
       fix: 'correct the YAML at that position (indentation is spaces, not tabs)'
     })))
   }
-  return buildConfig(document.toJS() ?? {}, { source: file, baseDir: dirname(path) })
+  return buildConfig(document.toJS() ?? {}, { source: file, baseDir: dirname(path), ...options })
 }

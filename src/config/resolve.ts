@@ -19,6 +19,8 @@ export interface ResolvedVdir {
   affinityCookie: string | undefined
   /** none unless the configuration has a preauth block. */
   preauth: PreauthPolicy
+  /** Append script-src-attr 'none' to the CSP of HTML responses (CVE-2026-42897 mitigation). */
+  cspScriptSrcAttrNone: boolean
 }
 
 /** ResolvedPoolServers is a pool's server list, parsed. */
@@ -141,7 +143,8 @@ function resolveVdirs (config: RawConfig, issues: ConfigIssue[], warnings: Confi
       healthPath: override.healthPath ?? healthPathFor(profile.path),
       affinity,
       affinityCookie: override.affinityCookie,
-      preauth
+      preauth,
+      cspScriptSrcAttrNone: override.cspScriptSrcAttrNone ?? false
     })
   }
   if (withoutPool.length > 0) {

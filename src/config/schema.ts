@@ -46,6 +46,14 @@ export const listenSchema = z.strictObject({
     .describe('How long a client may take to send request headers (default 30 s).'),
   handshakeTimeoutMs: z.number().int().positive().default(10_000)
     .describe('How long a client may take to send its ClientHello and complete the TLS handshake (default 10 s).'),
+  // Kerberos tickets grow with the user's group memberships; a user in a few hundred groups sends
+  // a Negotiate header past Node's 16 KiB, and Microsoft raises HTTP.sys to 64 KiB for them (KB2020943).
+  maxHeaderBytes: z.number().int().min(8 * 1024).max(1024 * 1024).default(64 * 1024)
+    .describe('Largest request line plus headers a client may send, in bytes (default 65536, 64 KiB, as KB2020943 sets HTTP.sys\'s MaxRequestBytes for Kerberos tokens of users in many groups). Larger requests are answered 431 CASGATE_ERR_HEADERS_TOO_LARGE and the connection is closed. The backends must accept as much (MaxFieldLength/MaxRequestBytes on Exchange).'),
+  maxConnections: z.number().int().positive().default(50_000)
+    .describe('Most client connections open at once, all addresses together; beyond it new connections are closed at accept, before TLS, and a warning is logged at most once a minute (default 50000; each connection costs a file descriptor, two for passthrough: raise the process\'s descriptor limit to match).'),
+  maxConnectionsPerAddress: z.number().int().positive().default(5_000)
+    .describe('Most client connections open at once from one address (IPv6: one /64, the prefix one phone or one LAN gets, RFC 7421: its hosts pick new addresses in it at will); beyond it new connections from that address are closed at accept and a warning is logged at most once a minute per address (default 5000: carrier-grade NAT puts thousands of phones, each holding an ActiveSync Ping, and office NAT puts hundreds of Outlooks with several connections each behind one address). Addresses in trustProxy are not limited per address.'),
   shutdownGraceMs: z.number().int().min(0).default(30_000)
     .describe('On SIGTERM/SIGINT: stop accepting, let requests in flight finish for up to this long, then close the rest (default 30 s).'),
   defaultHost: z.string().optional()
@@ -101,6 +109,8 @@ export const vdirSchema = z.strictObject({
     .describe('Which requests stay on one server: none (balance every request), authorization (the user behind the Authorization header; ActiveSync also User=/DeviceId=), cookie (a cookie names the server), source-ip (the client address; all users behind one NAT land on one server). Exchange profile default: ActiveSync authorization, OWA/ECP cookie, the rest none.'),
   affinityCookie: z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be a cookie name (letters, digits and !#$%&\'*+-.^_`|~)').optional()
     .describe('affinity cookie: follow this cookie set by the backends (each value stays with the server that set it) instead of inserting casgate\'s own signed cookie.'),
+  cspScriptSrcAttrNone: z.boolean().optional()
+    .describe('Response hardening: append script-src-attr \'none\' to the Content-Security-Policy of the vdir\'s HTML responses (adding one when there is none), Microsoft\'s mitigation for CVE-2026-42897 in OWA: inline event-handler attributes stop running, script files and blocks still do (default false; set it on /owa until the security update is installed).'),
   preauth: z.enum(['forms', 'basic', 'none']).optional()
     .describe('Preauthentication at casgate when a preauth block exists: forms (casgate\'s login page, then Basic to Exchange), basic (401 + Basic, checked before forwarding), none. Exchange profile default: OWA/ECP forms, ActiveSync and EWS basic, the rest none.')
 })
@@ -145,19 +155,59 @@ export const ldapSchema = z.strictObject({
 })
 
 export const lockoutSchema = z.strictObject({
-  userThreshold: z.number().int().positive().default(5).describe('Failed logons of one user within windowMs that lock it (default 5; keep it below Active Directory\'s own lockout threshold).'),
-  addressThreshold: z.number().int().positive().default(20).describe('Failed logons from one client address within windowMs that lock the address (default 20).'),
+  userThreshold: z.number().int().positive().default(5).describe('Failed logons of one user within windowMs that lock it for unfamiliar sources, and of one familiar source (device or address) that lock that source only (default 5; keep it below Active Directory\'s own lockout threshold).'),
+  addressThreshold: z.number().int().positive().default(20).describe('Failed logons from one client address (IPv6: its /64) within windowMs that lock the address for users it is not familiar to (default 20).'),
   windowMs: z.number().int().positive().default(15 * 60_000).describe('Window in which failures count (default 15 min).'),
   lockoutMs: z.number().int().positive().default(15 * 60_000).describe('First lockout; each further one doubles it (default 15 min).'),
-  maxLockoutMs: z.number().int().positive().default(4 * 60 * 60_000).describe('Longest lockout (default 4 h).')
+  maxLockoutMs: z.number().int().positive().default(4 * 60 * 60_000).describe('Longest lockout (default 4 h).'),
+  familiarForMs: z.number().int().min(0).default(30 * 24 * 60 * 60_000)
+    .describe('Smart lockout: an address or ActiveSync device a user signed in from (checked by casgate) stays familiar this long after the last success, and keeps working while the user is locked for everyone else (default 30 days; 0 turns it off: every source counts as unfamiliar).'),
+  familiarMaxEntries: z.number().int().positive().default(100_000)
+    .describe('Familiar (user, source) pairs remembered, as keyed hashes; the least recently used go first (default 100000, about 130 bytes each).')
+})
+
+/** bearerAlgorithms are the asymmetric JWS algorithms a Bearer token may be signed with; HS* and none are never accepted (RFC 8725 §3.1, §3.2). */
+const bearerAlgorithms = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'] as const
+
+const bearerList = z.union([z.string().min(1), z.array(z.string().min(1)).min(1)])
+
+/**
+ * bearerSchema checks Bearer tokens (hybrid modern authentication) at the edge: signature, issuer,
+ * audience and lifetime. Exchange still checks them again; this keeps other tenants' and forged
+ * tokens from reaching it at all.
+ */
+export const bearerSchema = z.strictObject({
+  issuer: bearerList
+    .describe('Accepted iss claim(s), exactly as Entra ID writes them: https://sts.windows.net/<tenant-id>/ for the v1.0 tokens Outlook gets for on-premises Exchange, https://login.microsoftonline.com/<tenant-id>/v2.0 for v2.0 tokens. No default; the tenant ID is what keeps other tenants\' tokens out.'),
+  audience: bearerList
+    .describe('Accepted aud claim(s): the on-premises URLs registered as service principal names of Office 365 Exchange Online (e.g. https://mail.contoso.com), or its app ID 00000002-0000-0ff1-ce00-000000000000. List every form your clients use. No default.'),
+  jwks: z.union([
+    z.strictObject({
+      file: filePath.describe('JSON Web Key Set file, read at start (its keys do not rotate by themselves: prefer url).')
+    }),
+    z.strictObject({
+      url: z.string().regex(/^https?:\/\/[^\s/]+/i, 'must be an https:// URL')
+        .describe('JSON Web Key Set URL, e.g. https://login.microsoftonline.com/<tenant-id>/discovery/v2.0/keys. https only; plain http:// is accepted for loopback addresses (127.0.0.1, ::1, localhost) only.'),
+      timeoutMs: z.number().int().positive().max(60_000).default(5_000)
+        .describe('How long one fetch of the key set may take; a token that needs it then fails as jwks-unavailable (default 5 s).'),
+      cacheMaxAgeMs: z.number().int().positive().default(24 * 60 * 60_000)
+        .describe('How long fetched keys are used before they are fetched again (default 24 h, the refresh Microsoft recommends).'),
+      cooldownMs: z.number().int().min(1_000).default(30_000)
+        .describe('After a fetch, how long a token naming an unknown key (kid) waits before it may trigger another fetch, so forged kids cannot flood the key server (default 30 s).')
+    })
+  ]).describe('Where the signing keys come from: { file: path } or { url: https://… }.'),
+  clockToleranceMs: z.number().int().min(0).max(60 * 60_000).default(5 * 60_000)
+    .describe('Clock skew tolerated on exp and nbf (default 5 min, like Microsoft.IdentityModel\'s ClockSkew).'),
+  algorithms: z.array(z.enum(bearerAlgorithms)).min(1).default(['RS256'])
+    .describe('Accepted signature algorithms (default [RS256], what Entra ID signs with); HS* and none are refused.')
 })
 
 export const preauthSchema = z.strictObject({
   usersFile: filePath.optional().describe('Local users file: one "user:$scrypt$…" line each (casgate users add FILE USER writes them).'),
   ldap: ldapSchema.optional().describe('Check passwords by binding to LDAP (Active Directory) as the user.'),
-  secretFile: filePath.optional().describe('File holding the session secret (encrypts and signs the session cookie; at least 32 characters). Default: derived from the first terminated host\'s private key, so instances with the same certificate accept each other\'s sessions.'),
+  secretFile: filePath.optional().describe('File holding the session secrets, one per line (at least 32 characters each): the first encrypts new session cookies and keys the CSRF and lockout hashes, every line opens cookies (rotation: add the new secret as first line, drop the old one after the session lifetime). Instances sharing it accept each other\'s sessions. Default: a random secret generated at first start into <stateDir>/session-secret (mode 0600); never derived from the TLS key, which Exchange servers hold too.'),
   secretEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name').optional()
-    .describe('Environment variable holding the session secret.'),
+    .describe('Environment variable holding the session secrets (one per line, as secretFile).'),
   realm: z.string().regex(/^[^"\\]+$/, 'must not contain quotes or backslashes').default('Exchange').describe('Basic realm shown by clients (default Exchange).'),
   exclusionPreset: z.enum(['exchange-v1', 'none']).default('exchange-v1')
     .describe('Built-in paths never preauthenticated (federation, hybrid, mailbox moves, health pages, OPTIONS, Bearer); exchange-v1 is the only version yet (default).'),
@@ -167,7 +217,19 @@ export const preauthSchema = z.strictObject({
   cookieName: z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be a cookie name').default('CasgateSession').describe('Name of the session cookie (default CasgateSession).'),
   basicCacheTtlMs: z.number().int().min(0).default(5 * 60_000)
     .describe('How long a successful Basic check is remembered (as a keyed hash), so ActiveSync does not reach LDAP on every request (default 5 min; 0 turns it off).'),
-  lockout: lockoutSchema.default(lockoutSchema.parse({}))
+  lockout: lockoutSchema.default(lockoutSchema.parse({})),
+  bearer: bearerSchema.optional()
+    .describe('Check Bearer tokens (hybrid modern authentication) at the edge against the tenant\'s keys, issuer and audience. Without it, only the token\'s shape is checked here and Exchange validates it.')
+})
+
+export const rulesSchema = z.strictObject({
+  disable: z.array(z.string().regex(/^[a-z0-9-]+$/, 'is a rule id such as proxylogon-beresource')).default([])
+    .describe('Rule ids of the Exchange exploit rule pack to switch off (default none). Each one switched off is logged as a warning at every start and shown by casgate check: only for a legitimate client a rule blocks, until the pack is fixed.')
+})
+
+export const hstsSchema = z.strictObject({
+  maxAgeSeconds: z.number().int().min(0).default(31_536_000).describe('max-age of Strict-Transport-Security (default 1 year).'),
+  includeSubDomains: z.boolean().default(false).describe('Add includeSubDomains: every name under the published ones must then speak HTTPS (default false).')
 })
 
 export const logSchema = z.strictObject({
@@ -189,6 +251,12 @@ export const configSchema = z.strictObject({
   admin: adminSchema.optional().describe('Plain-HTTP status listener (JSON): connection counts, backends. Off unless configured.'),
   affinity: affinitySchema.default(affinitySchema.parse({})).describe('Where assignments are kept and how new keys are placed (per-vdir policy: vdirs.<path>.affinity).'),
   preauth: preauthSchema.optional().describe('Preauthentication at the edge: credential provider, session, exclusions, lockout. Without it nothing is preauthenticated.'),
+  rules: rulesSchema.default(rulesSchema.parse({}))
+    .describe('The Exchange exploit rule pack (ProxyLogon, ProxyShell, ProxyNotShell, OWASSRF…): every request is matched before anything else, a match answers 403 CASGATE_ERR_BLOCKED. Passthrough hosts cannot be filtered.'),
+  hsts: hstsSchema.optional()
+    .describe('Send Strict-Transport-Security on every response of the terminated hosts (browsers then refuse plain HTTP and certificate warnings for these names). Off unless configured.'),
+  stateDir: filePath.optional()
+    .describe('Directory where casgate keeps what must survive a restart (the generated session secret), relative to the configuration file. Default: $STATE_DIRECTORY (systemd StateDirectory=), else "state" next to the configuration file.'),
   trustProxy: z.array(z.string()).default([])
     .describe('Addresses of proxies in front of casgate whose X-Forwarded-For is trusted (default none).'),
   log: logSchema.default(logSchema.parse({}))
@@ -206,5 +274,7 @@ export type AffinityConfig = z.infer<typeof affinitySchema>
 export type PreauthConfig = z.infer<typeof preauthSchema>
 export type LdapConfig = z.infer<typeof ldapSchema>
 export type LockoutConfig = z.infer<typeof lockoutSchema>
+export type RulesConfig = z.infer<typeof rulesSchema>
+export type HstsConfig = z.infer<typeof hstsSchema>
 export type PreauthPolicy = NonNullable<z.infer<typeof vdirSchema>['preauth']>
 export type AffinityPolicy = NonNullable<z.infer<typeof vdirSchema>['affinity']>

@@ -87,6 +87,8 @@ export class ExchangeEmulator {
   readonly #sockets = new Set<Socket>()
   /** Requests received, health probes excluded, for tests that check where traffic went. */
   requests = 0
+  /** Every request received ("METHOD target"), health probes excluded, pipelined ones included. */
+  readonly seen: string[] = []
   /** Health page requests (load balancer probes). */
   healthProbes = 0
   /** Held requests whose client went away before the answer (the proxy aborted upstream). */
@@ -99,7 +101,8 @@ export class ExchangeEmulator {
 
   constructor (readonly options: EmulatorOptions) {
     this.name = options.name
-    this.server = createHttpServer((req, res) => this.#handle(req, res))
+    // Exchange set up for Kerberos tokens of users in many groups (KB2020943) takes 64 KiB of headers.
+    this.server = createHttpServer({ maxHeaderSize: 64 * 1024 }, (req, res) => this.#handle(req, res))
     this.server.keepAliveTimeout = 120_000
     this.server.emit('listening') // starts Node's connection tracking; the listener is #listener
     const accept = (socket: Socket): void => this.#accept(socket)
@@ -123,11 +126,20 @@ export class ExchangeEmulator {
     this.#sockets.add(socket)
     socket.once('close', () => this.#sockets.delete(socket))
     socket.on('error', () => socket.destroy())
+    this.#route(socket)
+  }
+
+  /** route reads the next request line: RPC over HTTP is answered here, the rest by the HTTP server. */
+  #route (socket: Socket): void {
     peekSocket<RequestLine>(socket, { timeoutMs: 30_000, maxBytes: MAX_REQUEST_LINE }, inspectRequestLine, (outcome) => {
       if (outcome.ok && RPC_METHODS.has(outcome.value.method)) {
         socket.unshift(outcome.bytes)
         this.requests++
-        answerRpcOverHttp(socket, outcome.value, this.name, this.#connectionIds.get(socket) ?? 0)
+        this.seen.push(`${outcome.value.method} ${outcome.value.target}`)
+        answerRpcOverHttp(socket, outcome.value, this.name, this.#connectionIds.get(socket) ?? 0, (leftover) => {
+          if (leftover.length > 0) socket.unshift(leftover)
+          this.#route(socket)
+        })
         return
       }
       if (outcome.bytes.length === 0) {
@@ -198,6 +210,7 @@ export class ExchangeEmulator {
       return
     }
     this.requests++
+    this.seen.push(`${req.method ?? ''} ${req.url ?? ''}`)
     let user: string | undefined
     if (this.options.ntlm) {
       let state = this.#ntlm.get(req.socket)

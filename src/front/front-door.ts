@@ -3,7 +3,7 @@ import { createServer as createNetServer, type AddressInfo, type Server as NetSe
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls'
 import type { Logger } from 'pino'
 import type { PassthroughHost } from '../config/load.js'
-import { TLS_MIN_VERSION, type SniContexts } from '../tls/sni-contexts.js'
+import { CLIENT_TLS_POLICY, type SniContexts } from '../tls/sni-contexts.js'
 import { MAX_CLIENT_HELLO, parseClientHello, type ClientHelloInfo } from './client-hello.js'
 import { peekSocket } from './peek.js'
 
@@ -23,6 +23,12 @@ export interface FrontDoorOptions {
   host: string
   port: number
   handshakeTimeoutMs: number
+  /** Most connections open at once; more are closed at accept (listen.maxConnections). */
+  maxConnections: number
+  /** Most connections open at once from one address, IPv6 by /64 (listen.maxConnectionsPerAddress). */
+  maxConnectionsPerAddress: number
+  /** Addresses exempt from the per-address limit: trusted proxies, which carry many clients. */
+  unlimitedAddress?: ((address: string) => boolean) | undefined
   /** Certificates of the terminated hosts; undefined when every host is passed through. */
   sni: SniContexts | undefined
   /** Set when some host is passed through: the ClientHello is read first, to route by SNI. */
@@ -42,6 +48,32 @@ export interface FrontDoorCounters {
   helloFailures: number
   passthroughConnections: number
   terminatedConnections: number
+  /** Connections closed at accept because listen.maxConnections were open. */
+  refusedAtTotalLimit: number
+  /** Connections closed at accept because their address had listen.maxConnectionsPerAddress open. */
+  refusedAtAddressLimit: number
+}
+
+/** LIMIT_WARNING_INTERVAL_MS spaces the warnings of a limit: one line per address (or for the total) a minute. */
+const LIMIT_WARNING_INTERVAL_MS = 60_000
+
+/**
+ * addressKey is what the per-address limit counts by: an IPv4 address (also when a dual-stack
+ * listener reports it as ::ffff:a.b.c.d), or the /64 of an IPv6 address. A /64 is what one phone
+ * or one LAN gets and its hosts pick addresses in it at will (RFC 7421, RFC 8981), so counting
+ * single IPv6 addresses would limit nothing.
+ */
+export function addressKey (address: string): string {
+  if (!address.includes(':')) return address
+  const lower = address.toLowerCase().replace(/%.*$/, '')
+  if (lower.startsWith('::ffff:') && lower.includes('.')) return lower.slice(7)
+  const [head = '', tail] = lower.split('::')
+  const left = head === '' ? [] : head.split(':')
+  const right = tail === undefined || tail === '' ? [] : tail.split(':')
+  // `::` stands for as many zero groups as are missing; a trailing a.b.c.d is two groups.
+  const missing = 8 - left.length - right.length - (right.at(-1)?.includes('.') === true ? 1 : 0)
+  const groups = [...left, ...Array<string>(Math.max(missing, 0)).fill('0'), ...right]
+  return groups.slice(0, 4).map((group) => group.replace(/^0+(?=.)/, '')).join(':') + '::/64'
 }
 
 /**
@@ -61,8 +93,19 @@ export class FrontDoor {
   #sni: SniContexts | undefined
   readonly #http: HttpServer
   readonly #sockets = new Set<Socket>()
+  /** Open connections per addressKey. */
+  readonly #perAddress = new Map<string, number>()
+  /** When each limit last logged (addressKey, or '' for the total), in insertion order of time. */
+  readonly #warnedAt = new Map<string, number>()
   readonly #log: Logger
-  readonly counters: FrontDoorCounters = { handshakeFailures: 0, helloFailures: 0, passthroughConnections: 0, terminatedConnections: 0 }
+  readonly counters: FrontDoorCounters = {
+    handshakeFailures: 0,
+    helloFailures: 0,
+    passthroughConnections: 0,
+    terminatedConnections: 0,
+    refusedAtTotalLimit: 0,
+    refusedAtAddressLimit: 0
+  }
 
   constructor (readonly options: FrontDoorOptions) {
     this.#log = options.logger
@@ -88,7 +131,7 @@ export class FrontDoor {
       key: fallback.keyPem,
       // Through #sni, so that a reload swaps every certificate at once.
       SNICallback: (servername, done) => this.#sni!.callback(servername, done),
-      minVersion: TLS_MIN_VERSION,
+      ...CLIENT_TLS_POLICY,
       handshakeTimeout: this.options.handshakeTimeoutMs,
       ALPNProtocols: ['http/1.1'],
       // Verified against the host's CA and CRL; a missing or bad certificate is answered at the
@@ -147,7 +190,8 @@ export class FrontDoor {
     if (!this.#tls) throw new Error('no terminated host: nothing to reload')
     this.#sni = sni
     for (const server of [this.#tls, this.#tlsWithClientCertificate]) {
-      server?.setSecureContext({ cert: sni.fallbackCertificate.certPem, key: sni.fallbackCertificate.keyPem, minVersion: TLS_MIN_VERSION })
+      // The whole policy again: setSecureContext does not keep the server's earlier options.
+      server?.setSecureContext({ cert: sni.fallbackCertificate.certPem, key: sni.fallbackCertificate.keyPem, ...CLIENT_TLS_POLICY })
     }
   }
 
@@ -156,11 +200,60 @@ export class FrontDoor {
     return this.counters.handshakeFailures
   }
 
+  /**
+   * #admit counts a new connection against the limits, or closes it when one is reached. Done at
+   * accept, before a byte is read: a refused connection costs no TLS handshake and no buffer.
+   */
+  #admit (socket: Socket): boolean {
+    const address = socket.remoteAddress
+    if (address === undefined) {
+      // Already gone (reset before accept completed): nothing to serve.
+      socket.destroy()
+      return false
+    }
+    const key = addressKey(address)
+    const open = this.#perAddress.get(key) ?? 0
+    const { maxConnections, maxConnectionsPerAddress } = this.options
+    if (this.#sockets.size >= maxConnections) {
+      this.counters.refusedAtTotalLimit++
+      this.#warnLimit('', { limit: maxConnections, open: this.#sockets.size, client: address }, 'connection limit reached (listen.maxConnections): closing new connections')
+    } else if (open >= maxConnectionsPerAddress && this.options.unlimitedAddress?.(address) !== true) {
+      this.counters.refusedAtAddressLimit++
+      this.#warnLimit(key, { limit: maxConnectionsPerAddress, open, client: key }, 'connection limit per address reached (listen.maxConnectionsPerAddress): closing new connections from it')
+    } else {
+      this.#perAddress.set(key, open + 1)
+      this.#sockets.add(socket)
+      socket.once('close', () => {
+        this.#sockets.delete(socket)
+        const left = (this.#perAddress.get(key) ?? 1) - 1
+        if (left > 0) this.#perAddress.set(key, left)
+        else this.#perAddress.delete(key)
+      })
+      return true
+    }
+    socket.destroy()
+    return false
+  }
+
+  /** #warnLimit logs a reached limit at most once a minute per key: a flood must not flood the log too. */
+  #warnLimit (key: string, fields: Record<string, unknown>, message: string): void {
+    const now = Date.now()
+    const last = this.#warnedAt.get(key)
+    if (last !== undefined && now - last < LIMIT_WARNING_INTERVAL_MS) return
+    // Re-inserted, so the map stays ordered by time and the stale entries are at its head.
+    this.#warnedAt.delete(key)
+    this.#warnedAt.set(key, now)
+    for (const [stale, at] of this.#warnedAt) {
+      if (now - at < LIMIT_WARNING_INTERVAL_MS) break
+      this.#warnedAt.delete(stale)
+    }
+    this.#log.warn(fields, message)
+  }
+
   #accept (socket: Socket): void {
-    this.#sockets.add(socket)
-    socket.once('close', () => this.#sockets.delete(socket))
     // Errors on a client socket are the client's problem; they must never reach the process.
     socket.on('error', () => socket.destroy())
+    if (!this.#admit(socket)) return
     const routing = this.options.routing
     if (!routing) {
       this.#terminate(socket, undefined)

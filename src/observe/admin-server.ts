@@ -16,6 +16,10 @@ export interface StatusSource {
   drain: DrainControl
   affinity: Pick<Affinity, 'snapshot'>
   certificates: () => CertificateStatus
+  /** The exploit rule pack: its version, blocks per rule id, the rules switched off. */
+  rules: { version: string, blocked: ReadonlyMap<string, number>, disabled: readonly string[] }
+  /** Outlook Anywhere connections open now. */
+  rpcChannels: () => number
 }
 
 /** DEFAULT_DRAIN_DEADLINE_MS lets an ActiveSync Ping (59 min) finish before pinned logons are cut. */
@@ -40,7 +44,9 @@ export function statusSnapshot (source: StatusSource): object {
     }])),
     health: source.health.snapshot(),
     drained: source.drain.snapshot(),
-    certificates: source.certificates()
+    certificates: source.certificates(),
+    rpcChannels: source.rpcChannels(),
+    rules: { pack: source.rules.version, blocked: Object.fromEntries(source.rules.blocked), disabled: source.rules.disabled }
   }
 }
 

@@ -3,13 +3,21 @@
 // server to server, monitors must see health pages, and OPTIONS is how clients discover what
 // a vdir speaks before they authenticate. Preauthenticating any of them breaks the feature
 // silently, which is why the list is built in, versioned, and extended rather than replaced.
+// Every match is on the path IIS will serve (routing/request-target.ts: decoded once, dot
+// segments and raw '#' already refused), so an exclusion cannot be borrowed by another path.
 
 /** ExclusionPreset is one version of the built-in list. */
 export interface ExclusionPreset {
   paths: readonly string[]
+  /** GET/HEAD of a published vdir's own health page. */
   healthPages: boolean
   optionsRequests: boolean
-  bearerTokens: boolean
+  /**
+   * Vdirs where `Authorization: Bearer <JWT>` (hybrid modern authentication) passes to Exchange
+   * unpreauthenticated: the ones whose clients (Outlook, mobile Outlook, EWS applications) send
+   * it. Never OWA or ECP: browsers do not, and a token there would skip the form.
+   */
+  bearerVdirs: readonly string[]
 }
 
 export const EXCLUSION_PRESETS: Record<'exchange-v1' | 'none', ExclusionPreset> = {
@@ -21,35 +29,47 @@ export const EXCLUSION_PRESETS: Record<'exchange-v1' | 'none', ExclusionPreset> 
     ],
     healthPages: true,
     optionsRequests: true,
-    bearerTokens: true // hybrid modern authentication: Exchange validates the token
+    // Microsoft: hybrid modern authentication covers Outlook (MAPI, EWS, Autodiscover, OAB) and
+    // Outlook mobile / ActiveSync; Exchange validates the token (evoSTS).
+    bearerVdirs: ['/EWS', '/Microsoft-Server-ActiveSync', '/mapi', '/oab', '/autodiscover']
   },
-  none: { paths: [], healthPages: false, optionsRequests: false, bearerTokens: false }
+  none: { paths: [], healthPages: false, optionsRequests: false, bearerVdirs: [] }
+}
+
+/** EXCHANGE_PROFILE_BEARER_NOTE says why those vdirs, for `casgate check`. */
+export const EXCHANGE_PROFILE_BEARER_NOTE = 'hybrid modern authentication: Outlook and Outlook mobile; never OWA or ECP'
+
+/** ExcludedVdir is what an exclusion needs of the vdir a request is routed to. */
+export interface ExcludedVdir {
+  path: string
+  healthPath: string
 }
 
 /** Exclusions decides whether a request bypasses preauthentication, and says why. */
 export class Exclusions {
   readonly #paths: string[]
   readonly #preset: ExclusionPreset
+  readonly #bearerVdirs: ReadonlySet<string>
 
   constructor (preset: ExclusionPreset, extra: readonly string[]) {
     this.#preset = preset
     this.#paths = [...preset.paths, ...extra].map((path) => path.toLowerCase().replace(/\/+$/, ''))
+    this.#bearerVdirs = new Set(preset.bearerVdirs.map((path) => path.toLowerCase()))
   }
 
-  /** reason returns why the request is excluded (for the access log), or undefined. */
-  reason (method: string, url: string, authorization: string | undefined): string | undefined {
+  /** reason returns why a request (its decoded path) bypasses preauthentication, or undefined. */
+  reason (method: string, path: string, vdir: ExcludedVdir): string | undefined {
     if (this.#preset.optionsRequests && method === 'OPTIONS') return 'options'
-    if (this.#preset.bearerTokens && authorization !== undefined && /^bearer\s/i.test(authorization)) return 'bearer'
-    const query = url.indexOf('?')
-    let path = query === -1 ? url : url.slice(0, query)
-    // Matching is on the decoded path, so %2F-spelt or mixed-case variants match too (the proxy
-    // has already refused malformed encodings and traversal).
-    if (path.includes('%')) path = decodeURIComponent(path)
-    path = path.toLowerCase()
-    if (this.#preset.healthPages && /^\/[^/]+\/healthcheck\.htm$/.test(path)) return 'health'
+    const lower = path.toLowerCase()
+    if (this.#preset.healthPages && (method === 'GET' || method === 'HEAD') && lower === vdir.healthPath.toLowerCase()) return 'health'
     for (const excluded of this.#paths) {
-      if (path === excluded || (path.startsWith(excluded) && path.charCodeAt(excluded.length) === 47)) return 'path'
+      if (lower === excluded || (lower.startsWith(excluded) && lower.charCodeAt(excluded.length) === 47)) return 'path'
     }
     return undefined
+  }
+
+  /** bearerAllowed says whether a Bearer token may stand in for preauthentication on a vdir. */
+  bearerAllowed (vdirPath: string): boolean {
+    return this.#bearerVdirs.has(vdirPath.toLowerCase())
   }
 }

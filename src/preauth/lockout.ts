@@ -1,13 +1,22 @@
 import type { KeyObject } from 'node:crypto'
+import { isIPv4, isIPv6 } from 'node:net'
 import { LRUCache } from 'lru-cache'
-import type { LockoutConfig } from '../config/schema.js'
-import { normalizeUser } from '../affinity/identity.js'
+import { lockoutSchema, type LockoutConfig } from '../config/schema.js'
+import { activeSyncIdentity, normalizeUser } from '../affinity/identity.js'
 import { keyedHash } from '../util/keyed-hash.js'
 
-// Failed logons are counted per user and per client address. A user locked here is locked
-// before Active Directory's own threshold is reached, so a password spray through casgate
-// cannot lock real accounts in AD; an address locked here stops a spray across many users.
-// Both answer exactly like a wrong password (no enumeration), and the provider is not asked.
+// Smart lockout, after Entra ID's ("Protect user accounts from attacks with Microsoft Entra smart
+// lockout", learn.microsoft.com): a lockout must stop a guesser without handing them a weapon
+// against the user. A source (client address, ActiveSync DeviceId) from which the user signed in
+// successfully within familiarForMs is FAMILIAR:
+// - failures from unfamiliar sources count per user and lock the user for unfamiliar sources only,
+//   and count per address, which locks the address for the users it is not familiar to (spraying);
+// - failures from a familiar source count for (user, that source) alone: a phone still holding the
+//   old password after a change locks itself, not the user's other devices.
+// A user locked here is locked before Active Directory's own threshold is reached, so guessing
+// through casgate cannot lock the account in AD. Refusals look exactly like a wrong password and
+// take as long (CheckTimes below), and the provider is not asked.
+// Every key is a keyed hash: no user name, address or device ID is held in these tables.
 
 interface Counter {
   failures: number
@@ -16,68 +25,254 @@ interface Counter {
   lockouts: number
 }
 
-/** LockoutEvent says what a failure caused, for the log. */
-export interface LockoutEvent {
-  userLockedForMs?: number
-  addressLockedForMs?: number
+/** Per user: failures from unfamiliar sources, and a counter per familiar source that failed. */
+interface UserCounter extends Counter {
+  sources: Map<string, Counter> | undefined
 }
 
+/** LockoutEvent says what a failure caused, for the log. */
+export interface LockoutEvent {
+  /** The user is now locked for unfamiliar sources, this long. */
+  userLockedForMs?: number
+  /** The familiar source the failure came from is now locked for this user, this long. */
+  sourceLockedForMs?: number
+  /** The address is now locked for users it is not familiar to, this long. */
+  addressLockedForMs?: number
+  /** Set when the failure came from a familiar source: which kind. */
+  familiar?: Familiar
+}
+
+/** Familiar is how a source is known to a user: by its ActiveSync device or by its address. */
+export type Familiar = 'device' | 'address'
+
+/** LockReason says why a logon is refused unasked: the user (unfamiliar sources), this familiar source, or the address. */
+export type LockReason = 'user' | 'source' | 'address'
+
+/** LockoutClock is time as the lockout sees it; tests inject their own. */
+export interface LockoutClock {
+  /** now is the wall clock in milliseconds. */
+  now: () => number
+  /** delay resolves after `ms` milliseconds. */
+  delay: (ms: number) => Promise<void>
+  /** random is in [0, 1). */
+  random: () => number
+}
+
+/** SYSTEM_CLOCK is real time. */
+export const SYSTEM_CLOCK: LockoutClock = {
+  now: Date.now,
+  delay: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+  random: Math.random
+}
+
+/** LockoutSettings is the lockout block; the smart-lockout fields default as in the schema. */
+export type LockoutSettings = Omit<LockoutConfig, 'familiarForMs' | 'familiarMaxEntries'> & Partial<LockoutConfig>
+
+/** Before any check was timed, a locked answer waits about this long (a typical LDAP bind or scrypt check). */
+const FALLBACK_CHECK_MS = 150
+const CHECK_SAMPLES = 32
+const MAX_COUNTERS = 100_000
+
+/** CheckTimes keeps the durations of recent refused checks, so that a locked answer takes as long. */
+export class CheckTimes {
+  readonly #samples: number[] = []
+  #next = 0
+
+  record (ms: number): void {
+    if (!Number.isFinite(ms) || ms < 0) return
+    if (this.#samples.length < CHECK_SAMPLES) this.#samples.push(ms)
+    else this.#samples[this.#next] = ms
+    this.#next = (this.#next + 1) % CHECK_SAMPLES
+  }
+
+  /** pick returns one recent duration at random (so locked answers vary as real ones do), or undefined. */
+  pick (random: () => number): number | undefined {
+    if (this.#samples.length === 0) return undefined
+    return this.#samples[Math.min(this.#samples.length - 1, Math.floor(random() * this.#samples.length))]
+  }
+}
+
+/**
+ * lockoutAddress is the address as lockout counts it: IPv4-mapped IPv6 as IPv4, and IPv6 by its
+ * /64 — one subscriber's prefix (RFC 7421), or a sprayer would rotate through 2^64 addresses.
+ */
+export function lockoutAddress (address: string): string {
+  if (address.toLowerCase().startsWith('::ffff:') && isIPv4(address.slice(7))) return address.slice(7)
+  const bare = address.split('%')[0]!
+  if (!isIPv6(bare)) return address
+  const [head = '', tail] = bare.toLowerCase().split('::')
+  const left = head === '' ? [] : head.split(':')
+  const right = tail === undefined || tail === '' ? [] : tail.split(':')
+  const groups = tail === undefined ? left : [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right]
+  return `${groups.slice(0, 4).map((group) => Number.parseInt(group, 16).toString(16)).join(':')}::/64`
+}
+
+/** activeSyncDevice is the DeviceId of an ActiveSync request (plain or base64 query, MS-ASHTTP 2.2.1.1.1.1), else undefined. */
+export function activeSyncDevice (url: string): string | undefined {
+  if (!/^\/microsoft-server-activesync(?:[/?]|$)/i.test(url)) return undefined
+  const identity = activeSyncIdentity(url)
+  if (identity?.startsWith('device:')) return identity.slice(7)
+  const mark = url.indexOf('?')
+  if (mark === -1) return undefined
+  for (const [name, value] of new URLSearchParams(url.slice(mark + 1))) {
+    if (name.toLowerCase() === 'deviceid' && value.trim() !== '') return value.trim().toLowerCase()
+  }
+  return undefined
+}
+
+/** Lockout counts failed logons and says who is locked out of where. */
 export class Lockout {
+  readonly clock: LockoutClock
+  /** Durations of refused provider checks and of Exchange's 401s, for locked answers. */
+  readonly checkTimes = { provider: new CheckTimes(), exchange: new CheckTimes() }
   readonly #config: LockoutConfig
   readonly #secret: KeyObject
-  readonly #counters: LRUCache<string, Counter>
+  readonly #users: LRUCache<string, UserCounter>
+  readonly #addresses: LRUCache<string, Counter>
+  /** (user, source) → time of the last successful logon from it. */
+  readonly #familiar: LRUCache<string, number> | undefined
+  /** The check each user's next check waits for (entries only while checks run). */
+  readonly #turns = new Map<string, Promise<void>>()
 
-  constructor (config: LockoutConfig, secret: KeyObject) {
-    this.#config = config
+  constructor (config: LockoutSettings, secret: KeyObject, clock: LockoutClock = SYSTEM_CLOCK) {
+    this.#config = { ...lockoutSchema.parse({}), ...config }
     this.#secret = secret
-    // Bounded: a spray from many addresses cannot grow it without limit.
-    this.#counters = new LRUCache<string, Counter>({ max: 100_000, ttl: Math.max(config.windowMs, config.maxLockoutMs) * 2, updateAgeOnGet: false })
+    this.clock = clock
+    // Bounded: a spray from many addresses cannot grow them without limit. Users and addresses
+    // are kept apart, so churning addresses cannot push a user's lock out.
+    const ttl = Math.max(this.#config.windowMs, this.#config.maxLockoutMs) * 2
+    this.#users = new LRUCache({ max: MAX_COUNTERS, ttl, updateAgeOnGet: false })
+    this.#addresses = new LRUCache({ max: MAX_COUNTERS, ttl, updateAgeOnGet: false })
+    if (this.#config.familiarForMs > 0) this.#familiar = new LRUCache({ max: this.#config.familiarMaxEntries, ttl: this.#config.familiarForMs })
   }
 
   #userKey (user: string): string {
-    return keyedHash(this.#secret, `lockout-user\0${normalizeUser(user)}`)
+    return keyedHash(this.#secret, `lockout-user\0${user}`)
   }
 
   #addressKey (address: string): string {
     return keyedHash(this.#secret, `lockout-address\0${address}`)
   }
 
-  /** isLocked says whether the user or the address is locked now. */
-  isLocked (user: string, address: string | undefined, now = Date.now()): boolean {
-    const byUser = this.#counters.get(this.#userKey(user))
-    if (byUser !== undefined && byUser.lockedUntil > now) return true
-    if (address === undefined) return false
-    const byAddress = this.#counters.get(this.#addressKey(address))
-    return byAddress !== undefined && byAddress.lockedUntil > now
+  /** The keys of (user, device) and (user, address) in the familiar table (the user length-prefixed: no ambiguity). */
+  #sourceKeys (user: string, address: string | undefined, device: string | undefined): { device?: string, address?: string } {
+    if (this.#familiar === undefined) return {}
+    const prefix = `${user.length}:${user}\0`
+    return {
+      ...(device !== undefined ? { device: keyedHash(this.#secret, `familiar-device\0${prefix}${device}`) } : {}),
+      ...(address !== undefined ? { address: keyedHash(this.#secret, `familiar-address\0${prefix}${address}`) } : {})
+    }
   }
 
-  /** recordFailure counts one failed logon; returns the lockouts it started. */
-  recordFailure (user: string, address: string | undefined, now = Date.now()): LockoutEvent {
+  /** The familiar source a logon comes from, the device first (it survives a new NAT address). */
+  #familiarSource (keys: { device?: string, address?: string }, now: number): { kind: Familiar, key: string } | undefined {
+    for (const kind of ['device', 'address'] as const) {
+      const key = keys[kind]
+      const seen = key === undefined ? undefined : this.#familiar!.get(key)
+      if (key !== undefined && seen !== undefined && now - seen <= this.#config.familiarForMs) return { kind, key }
+    }
+    return undefined
+  }
+
+  /** lockedFor says why a logon of `user` from this address (and ActiveSync device) is refused unasked, or undefined. */
+  lockedFor (user: string, address: string | undefined, now = this.clock.now(), device?: string): LockReason | undefined {
+    const name = normalizeUser(user)
+    const at = address === undefined ? undefined : lockoutAddress(address)
+    const byUser = this.#users.get(this.#userKey(name))
+    const byAddress = at === undefined ? undefined : this.#addresses.get(this.#addressKey(at))
+    const userLocked = byUser !== undefined && byUser.lockedUntil > now
+    const addressLocked = byAddress !== undefined && byAddress.lockedUntil > now
+    const sourceLocked = byUser?.sources !== undefined && [...byUser.sources.values()].some((counter) => counter.lockedUntil > now)
+    // The common case costs two hashes, as before smart lockout: nothing is locked.
+    if (!userLocked && !addressLocked && !sourceLocked) return undefined
+    const familiar = this.#familiarSource(this.#sourceKeys(name, at, device), now)
+    if (familiar === undefined) return userLocked ? 'user' : addressLocked ? 'address' : undefined
+    const counter = byUser?.sources?.get(familiar.key)
+    return counter !== undefined && counter.lockedUntil > now ? 'source' : undefined
+  }
+
+  /** isLocked says whether a logon of `user` from this address (and device) is refused unasked. */
+  isLocked (user: string, address: string | undefined, now = this.clock.now(), device?: string): boolean {
+    return this.lockedFor(user, address, now, device) !== undefined
+  }
+
+  /** recordFailure counts one failed logon where it belongs; returns the lockouts it started. */
+  recordFailure (user: string, address: string | undefined, now = this.clock.now(), device?: string): LockoutEvent {
+    const name = normalizeUser(user)
+    const at = address === undefined ? undefined : lockoutAddress(address)
+    const userKey = this.#userKey(name)
+    const byUser = this.#users.get(userKey) ?? { ...newCounter(now), sources: undefined }
+    // Set again on every failure: the entry's time to live starts over, so it outlives its lock.
+    this.#users.set(userKey, byUser)
+    const familiar = this.#familiarSource(this.#sourceKeys(name, at, device), now)
+    if (familiar !== undefined) {
+      byUser.sources ??= new Map()
+      let counter = byUser.sources.get(familiar.key)
+      if (counter === undefined) byUser.sources.set(familiar.key, counter = newCounter(now))
+      const locked = this.#count(counter, this.#config.userThreshold, now)
+      return { familiar: familiar.kind, ...(locked !== undefined ? { sourceLockedForMs: locked } : {}) }
+    }
     const event: LockoutEvent = {}
-    const userLock = this.#count(this.#userKey(user), this.#config.userThreshold, now)
+    const userLock = this.#count(byUser, this.#config.userThreshold, now)
     if (userLock !== undefined) event.userLockedForMs = userLock
-    if (address !== undefined) {
-      const addressLock = this.#count(this.#addressKey(address), this.#config.addressThreshold, now)
+    if (at !== undefined) {
+      const addressKey = this.#addressKey(at)
+      const byAddress = this.#addresses.get(addressKey) ?? newCounter(now)
+      this.#addresses.set(addressKey, byAddress)
+      const addressLock = this.#count(byAddress, this.#config.addressThreshold, now)
       if (addressLock !== undefined) event.addressLockedForMs = addressLock
     }
     return event
   }
 
-  /** recordSuccess clears the user's failures (the address's keep counting: a spray succeeds now and then). */
-  recordSuccess (user: string): void {
-    const counter = this.#counters.get(this.#userKey(user))
-    if (counter) {
-      counter.failures = 0
-      counter.lockouts = 0
+  /**
+   * recordSuccess makes the address and device familiar to the user and clears the failures of the
+   * source it came from. A success from a familiar source leaves the count of unfamiliar ones alone:
+   * the user's phone signing in does not give a guesser elsewhere a fresh start. The address's count
+   * is never cleared (a spray succeeds now and then).
+   */
+  recordSuccess (user: string, address?: string, now = this.clock.now(), device?: string): void {
+    const name = normalizeUser(user)
+    const keys = this.#sourceKeys(name, address === undefined ? undefined : lockoutAddress(address), device)
+    const familiar = this.#familiarSource(keys, now)
+    const byUser = this.#users.get(this.#userKey(name))
+    if (byUser !== undefined) {
+      for (const key of [keys.device, keys.address]) if (key !== undefined) byUser.sources?.delete(key)
+      if (familiar === undefined) {
+        byUser.failures = 0
+        byUser.lockouts = 0
+      }
     }
+    for (const key of [keys.device, keys.address]) if (key !== undefined) this.#familiar!.set(key, now)
   }
 
-  #count (key: string, threshold: number, now: number): number | undefined {
-    let counter = this.#counters.get(key)
-    if (counter === undefined) {
-      counter = { failures: 0, windowStart: now, lockedUntil: 0, lockouts: 0 }
-      this.#counters.set(key, counter)
-    }
+  /**
+   * inTurn runs a logon check of `user` after those of the user already running. Parallel
+   * guesses then meet the lock as soon as it lands, instead of all reaching the directory
+   * before the first answer comes back.
+   */
+  inTurn<T> (user: string, check: () => Promise<T>): Promise<T> {
+    const key = this.#userKey(normalizeUser(user))
+    const turn = (this.#turns.get(key) ?? Promise.resolve()).then(check)
+    const done = turn.then(() => undefined, () => undefined)
+    this.#turns.set(key, done)
+    done.then(() => { if (this.#turns.get(key) === done) this.#turns.delete(key) }, () => undefined)
+    return turn
+  }
+
+  /** lockedDelayMs is how long a locked answer waits: a recent refusal's duration, ±5 %. */
+  lockedDelayMs (kind: 'provider' | 'exchange'): number {
+    const other = kind === 'provider' ? 'exchange' : 'provider'
+    const sample = this.checkTimes[kind].pick(this.clock.random) ?? this.checkTimes[other].pick(this.clock.random) ?? FALLBACK_CHECK_MS
+    return sample * (0.95 + 0.1 * this.clock.random())
+  }
+
+  /** equalise waits as long as a real refusal of `kind` takes, so a locked answer gives no timing signal. */
+  equalise (kind: 'provider' | 'exchange'): Promise<void> {
+    return this.clock.delay(this.lockedDelayMs(kind))
+  }
+
+  #count (counter: Counter, threshold: number, now: number): number | undefined {
     if (now - counter.windowStart > this.#config.windowMs) {
       counter.failures = 0
       counter.windowStart = now
@@ -92,4 +287,8 @@ export class Lockout {
     counter.lockedUntil = now + duration
     return duration
   }
+}
+
+function newCounter (now: number): Counter {
+  return { failures: 0, windowStart: now, lockedUntil: 0, lockouts: 0 }
 }

@@ -3,13 +3,14 @@ import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
 import type { PreauthSettings } from '../config/preauth-config.js'
 import type { PreauthPolicy } from '../config/schema.js'
-import { readCookie } from '../affinity/identity.js'
+import { readCookie, readCookies } from '../util/cookies.js'
 import { basicCredentials } from '../auth/basic.js'
 import { keyedHash } from '../util/keyed-hash.js'
 import type { CredentialProvider } from './credential-provider.js'
-import { EXCLUSION_PRESETS, Exclusions } from './exclusions.js'
-import { Lockout } from './lockout.js'
-import { SessionCookies, type SessionPayload } from './session-cookie.js'
+import { EXCLUSION_PRESETS, Exclusions, type ExcludedVdir } from './exclusions.js'
+import { BearerValidator, looksLikeJwt } from './bearer-token.js'
+import { activeSyncDevice, Lockout, type LockoutClock } from './lockout.js'
+import { SessionCookies, type OpenedSession, type SessionPayload } from './session-cookie.js'
 
 /** GateAnswer is what casgate answers itself when a request may not pass. */
 export interface GateAnswer {
@@ -35,6 +36,13 @@ export interface GatePass {
 export type GateOutcome = { pass: GatePass } | { answer: GateAnswer }
 
 const PASS_UNCHANGED: { pass: GatePass } = { pass: { authorization: undefined, setCookies: undefined, user: undefined, excluded: undefined } }
+const BEARER_PASS: { pass: GatePass } = { pass: { ...PASS_UNCHANGED.pass, excluded: 'bearer' } }
+const BEARER = /^bearer\s/i
+
+/** GatedVdir is what the gate needs of the vdir a request is routed to. */
+export interface GatedVdir extends ExcludedVdir {
+  preauth: PreauthPolicy
+}
 /** A session is re-sealed (seenAt moved on) at most this often, or every quarter of the idle timeout. */
 const SESSION_REFRESH_MS = 60_000
 /** Where casgate's own pages live; no Exchange vdir is called that. */
@@ -64,48 +72,134 @@ export class PreauthGate {
   readonly #log: Logger
   readonly #basicCache: LRUCache<string, true> | undefined
   readonly #realm: string
+  /** Checks Bearer tokens at the edge when preauth.bearer is configured. */
+  readonly #bearerValidator: BearerValidator | undefined
 
-  constructor (settings: PreauthSettings, provider: CredentialProvider, log: Logger) {
+  constructor (settings: PreauthSettings, provider: CredentialProvider, log: Logger, clock?: LockoutClock) {
     this.settings = settings
     this.provider = provider
     this.#log = log
-    this.sessions = new SessionCookies(settings.secret, settings.cookieName)
-    this.lockout = new Lockout(settings.lockout, settings.secret)
+    this.sessions = new SessionCookies(settings.secrets, settings.cookieName, { onRevocationDropped: (dropped) => log.warn({ event: 'preauth-revocations-dropped', dropped }, 'revocation set full: signed-out sessions forgotten before their expiry') })
+    this.lockout = new Lockout(settings.lockout, settings.secret, clock)
     this.exclusions = new Exclusions(EXCLUSION_PRESETS[settings.exclusionPreset], settings.exclude)
     this.#basicCache = settings.basicCacheTtlMs > 0 ? new LRUCache({ max: 100_000, ttl: settings.basicCacheTtlMs }) : undefined
     this.#realm = `Basic realm="${settings.realm}", charset="UTF-8"`
+    this.#bearerValidator = settings.bearer === undefined ? undefined : new BearerValidator(settings.bearer)
   }
 
-  /** gate decides a request on a vdir with `policy` (forms or basic). */
-  gate (request: IncomingMessage, policy: Exclude<PreauthPolicy, 'none'>, client: string | undefined): GateOutcome | Promise<GateOutcome> {
-    const url = request.url ?? '/'
-    const excluded = this.exclusions.reason(request.method ?? 'GET', url, request.headers.authorization)
-    if (excluded !== undefined) return { pass: { ...PASS_UNCHANGED.pass, excluded } }
-    return policy === 'basic' ? this.#basic(request, client) : this.#forms(request, url)
+  /**
+   * gate decides one request on the vdir it is routed to, `path` being its decoded path
+   * (routing/request-target.ts). Bearer tokens first: validated here when preauth.bearer is set,
+   * otherwise passed to Exchange only where hybrid modern authentication's clients send them
+   * and only in the shape of a JWT. Then the exclusions, then the vdir's policy. Basic
+   * credentials casgate does not check itself (excluded paths, vdirs without preauth) still meet
+   * the lockout, and Exchange's 401s to them count (proxy: upstreamRejected).
+   */
+  gate (request: IncomingMessage, vdir: GatedVdir, client: string | undefined, path: string): GateOutcome | Promise<GateOutcome> {
+    const authorization = request.headers.authorization
+    if (authorization !== undefined && BEARER.test(authorization) && vdir.preauth !== 'forms') {
+      const bearer = this.#bearer(authorization.slice(7).trim(), vdir)
+      if (bearer !== undefined) return bearer
+    }
+    const excluded = vdir.preauth === 'none' ? 'none' : this.exclusions.reason(request.method ?? 'GET', path, vdir)
+    if (excluded !== undefined) {
+      const locked = this.lockedAnswer(authorization, client, request.url ?? '/')
+      if (locked !== undefined) return locked.then((answer) => ({ answer }))
+      return excluded === 'none' ? PASS_UNCHANGED : { pass: { ...PASS_UNCHANGED.pass, excluded } }
+    }
+    return vdir.preauth === 'basic' ? this.#basic(request, client) : this.#forms(request, request.url ?? '/')
+  }
+
+  /**
+   * bearer decides a Bearer request, or leaves it to the vdir's policy (undefined): with a
+   * validator every token is checked (only the tenant's pass, on any vdir but the forms ones);
+   * without one, a JWT-shaped token passes where modern-auth clients send it.
+   */
+  #bearer (token: string, vdir: GatedVdir): GateOutcome | Promise<GateOutcome> | undefined {
+    const validator = this.#bearerValidator
+    if (validator === undefined) {
+      if (vdir.preauth === 'none' || !this.exclusions.bearerAllowed(vdir.path) || !looksLikeJwt(token)) return undefined
+      return BEARER_PASS
+    }
+    if (vdir.preauth !== 'none' && !this.exclusions.bearerAllowed(vdir.path)) return undefined
+    return validator.validate(token).then((result): GateOutcome => {
+      if (result.ok) return { pass: { ...BEARER_PASS.pass, user: result.subject } }
+      this.#log.warn({ event: 'bearer-refused', reason: result.reason, vdir: vdir.path }, 'bearer token refused')
+      if (result.reason === 'jwks-unavailable') return this.#unavailable()
+      const body = JSON.stringify({ statusCode: 401, code: 'CASGATE_ERR_PREAUTH_REQUIRED', error: 'Unauthorized', message: 'authentication required' })
+      return { answer: { status: 401, headers: { 'www-authenticate': ['Bearer error="invalid_token"', this.#realm], 'content-type': 'application/json; charset=utf-8' }, body, reason: `bearer-${result.reason}` } }
+    })
   }
 
   /**
    * checkPassword runs one logon attempt through lockout and the provider; every refusal looks
-   * the same to the caller except 'unavailable' (the directory is down: nobody can tell).
+   * the same to the caller except 'unavailable' (the directory is down: nobody can tell). A
+   * locked logon is refused without asking the provider, after as long as a refusal takes.
+   * `device` is the ActiveSync DeviceId, a source of its own for smart lockout.
    */
-  async checkPassword (user: string, password: string, client: string | undefined, via: string): Promise<'valid' | 'invalid' | 'unavailable'> {
-    if (this.lockout.isLocked(user, client)) {
-      this.#log.warn({ event: 'preauth-locked-out', user, client, via }, 'logon refused: user or address locked out')
-      return 'invalid'
-    }
-    const result = await this.provider.check(user, password)
-    if (result === 'valid') {
-      this.lockout.recordSuccess(user)
-      this.#log.info({ event: 'preauth-logon', user, client, via }, 'logon')
-    } else if (result === 'invalid') {
-      const event = this.lockout.recordFailure(user, client)
-      this.#log.warn({ event: 'preauth-failed', user, client, via }, 'logon failed')
-      if (event.userLockedForMs !== undefined) this.#log.warn({ event: 'preauth-lockout', user, client, lockedForMs: event.userLockedForMs }, 'user locked out')
-      if (event.addressLockedForMs !== undefined) this.#log.warn({ event: 'preauth-lockout', client, lockedForMs: event.addressLockedForMs }, 'client address locked out')
-    } else {
-      this.#log.error({ event: 'preauth-unavailable', user, client, via }, 'credential provider unreachable')
-    }
-    return result
+  async checkPassword (user: string, password: string, client: string | undefined, via: string, device?: string): Promise<'valid' | 'invalid' | 'unavailable'> {
+    const { clock } = this.lockout
+    const outcome = await this.lockout.inTurn(user, async () => {
+      const locked = this.lockout.lockedFor(user, client, clock.now(), device)
+      if (locked !== undefined) {
+        this.#log.warn({ event: 'preauth-locked-out', user, client, via, lock: locked }, 'logon refused: user or address locked out')
+        return 'locked'
+      }
+      const started = clock.now()
+      const result = await this.provider.check(user, password)
+      if (result === 'valid') {
+        this.lockout.recordSuccess(user, client, clock.now(), device)
+        this.#log.info({ event: 'preauth-logon', user, client, via }, 'logon')
+      } else if (result === 'invalid') {
+        this.lockout.checkTimes.provider.record(clock.now() - started)
+        this.#failed(user, client, via, device)
+      } else {
+        this.#log.error({ event: 'preauth-unavailable', user, client, via }, 'credential provider unreachable')
+      }
+      return result
+    })
+    if (outcome !== 'locked') return outcome
+    // Outside the user's turn: locked answers wait side by side, not one after another.
+    await this.lockout.equalise('provider')
+    return 'invalid'
+  }
+
+  /** #failed counts a refused logon (casgate's check or Exchange's 401) and logs what it locked. */
+  #failed (user: string, client: string | undefined, via: string, device: string | undefined): void {
+    const event = this.lockout.recordFailure(user, client, this.lockout.clock.now(), device)
+    this.#log.warn({ event: 'preauth-failed', user, client, via, ...(event.familiar !== undefined ? { familiar: event.familiar } : {}) }, 'logon failed')
+    if (event.userLockedForMs !== undefined) this.#log.warn({ event: 'preauth-lockout', scope: 'user', user, client, lockedForMs: event.userLockedForMs }, 'user locked out for unfamiliar sources')
+    if (event.sourceLockedForMs !== undefined) this.#log.warn({ event: 'preauth-lockout', scope: event.familiar, user, client, lockedForMs: event.sourceLockedForMs }, `user locked out on this ${event.familiar ?? 'source'}`)
+    if (event.addressLockedForMs !== undefined) this.#log.warn({ event: 'preauth-lockout', scope: 'address', client, lockedForMs: event.addressLockedForMs }, 'client address locked out')
+  }
+
+  /**
+   * lockedAnswer guards requests that reach Exchange without casgate's own check (excluded paths,
+   * vdirs without preauth): when they carry Basic credentials of a user locked out for this source,
+   * it resolves, after as long as Exchange takes to refuse a password, to the 401 a wrong password
+   * gets from casgate. Undefined otherwise (nothing to await).
+   */
+  lockedAnswer (authorization: string | undefined, client: string | undefined, url: string): Promise<GateAnswer> | undefined {
+    const credentials = basicCredentials(authorization)
+    if (credentials === undefined || credentials.password === '') return undefined
+    const device = activeSyncDevice(url)
+    const locked = this.lockout.lockedFor(credentials.user, client, this.lockout.clock.now(), device)
+    if (locked === undefined) return undefined
+    this.#log.warn({ event: 'preauth-locked-out', user: credentials.user, client, via: 'exchange', lock: locked }, 'logon refused: user or address locked out')
+    return this.lockout.equalise('exchange').then(() => this.#unauthorized('locked-out').answer)
+  }
+
+  /**
+   * upstreamRejected counts Exchange's 401 to a request casgate let through unchecked as a failed
+   * logon of its Basic user, exactly as casgate's own check counts one. Requests without Basic
+   * credentials are not counted: NTLM and Negotiate get a 401 first by design (RFC 4559 §5).
+   * `elapsedMs`, from the request to Exchange's answer, times lockedAnswer's wait.
+   */
+  upstreamRejected (authorization: string | undefined, client: string | undefined, url: string, elapsedMs?: number): void {
+    const credentials = basicCredentials(authorization)
+    if (credentials === undefined || credentials.password === '') return
+    if (elapsedMs !== undefined) this.lockout.checkTimes.exchange.record(elapsedMs)
+    this.#failed(credentials.user, client, 'exchange', activeSyncDevice(url))
   }
 
   #unauthorized (reason: string): { answer: GateAnswer } {
@@ -122,9 +216,10 @@ export class PreauthGate {
     const credentials = basicCredentials(request.headers.authorization)
     if (credentials === undefined || credentials.password === '') return this.#unauthorized('no-credentials')
     const { user, password } = credentials
+    const device = activeSyncDevice(request.url ?? '/')
     const cacheKey = this.#basicCache && keyedHash(this.settings.secret, `basic\0${user}\0${password}`)
-    if (cacheKey !== undefined && this.#basicCache!.get(cacheKey) && !this.lockout.isLocked(user, client)) return { pass: { ...PASS_UNCHANGED.pass, user } }
-    return this.checkPassword(user, password, client, 'basic').then((result): GateOutcome => {
+    if (cacheKey !== undefined && this.#basicCache!.get(cacheKey) && !this.lockout.isLocked(user, client, undefined, device)) return { pass: { ...PASS_UNCHANGED.pass, user } }
+    return this.checkPassword(user, password, client, 'basic', device).then((result): GateOutcome => {
       if (result === 'unavailable') return this.#unavailable()
       if (result === 'invalid') return this.#unauthorized('bad-credentials')
       if (cacheKey !== undefined) this.#basicCache!.set(cacheKey, true)
@@ -133,25 +228,39 @@ export class PreauthGate {
   }
 
   #forms (request: IncomingMessage, url: string): GateOutcome {
-    const session = this.readSession(request)
     if (/^\/(owa|ecp)\/logoff\.(owa|aspx)(\?|$)/i.test(url)) return { answer: this.signOut(request) }
-    if (session === undefined) {
+    const opened = this.readSession(request)
+    if (opened === undefined) {
       if (isNavigation(request)) {
         return { answer: { status: 302, headers: { location: `${LOGON_PATH}?url=${encodeURIComponent(url)}`, 'cache-control': 'no-store' }, body: '', reason: 'logon-required' } }
       }
       // OWA's scripts understand 440 Login Timeout: they reload, which lands on the form.
       return { answer: { status: 440, headers: { 'cache-control': 'no-store', 'content-type': 'text/plain' }, body: 'Login Timeout', reason: 'session-expired' } }
     }
+    const { session, keyIndex } = opened
     const now = Date.now()
-    const setCookies = now - session.seenAt >= Math.min(SESSION_REFRESH_MS, this.settings.idleTimeoutMs / 4) ? [this.sessionCookie({ ...session, seenAt: now })] : undefined
+    // A cookie sealed with an older secret is re-sealed with the newest at once (rotation).
+    const refresh = keyIndex > 0 || now - session.seenAt >= Math.min(SESSION_REFRESH_MS, this.settings.idleTimeoutMs / 4)
+    const setCookies = refresh ? [this.sessionCookie({ ...session, seenAt: now })] : undefined
     return { pass: { authorization: `Basic ${Buffer.from(`${session.user}:${session.password}`).toString('base64')}`, setCookies, user: session.user, excluded: undefined } }
   }
 
-  /** signOut clears the session cookie and sends the browser to the form. */
+  /**
+   * signOut ends the session on this instance (its id is revoked until its absolute expiry, so
+   * a copy of the cookie taken earlier is refused), clears the cookie and sends the browser to
+   * the form.
+   */
   signOut (request: IncomingMessage): GateAnswer {
     // A cross-site page cannot sign the user out (SameSite keeps the cookie home anyway).
     if (request.headers['sec-fetch-site'] === 'cross-site') {
       return { status: 403, headers: { 'content-type': 'text/plain' }, body: 'cross-site sign-out refused', reason: 'cross-site-logoff' }
+    }
+    // Every session cookie the request carries (a browser may hold two, of two paths); a few at most.
+    for (const value of readCookies(request.headers.cookie, this.settings.cookieName).slice(0, 4)) {
+      const opened = value === '' ? undefined : this.sessions.open(value)
+      if (opened === undefined) continue
+      this.sessions.revoke(opened.session.id, opened.session.issuedAt + this.settings.absoluteTimeoutMs)
+      this.#log.info({ event: 'preauth-logoff', user: opened.session.user }, 'logoff')
     }
     return { status: 302, headers: { location: `${LOGON_PATH}?signedOut=1`, 'set-cookie': this.clearedSessionCookie(), 'cache-control': 'no-store' }, body: '', reason: 'logoff' }
   }
@@ -161,22 +270,30 @@ export class PreauthGate {
     return [this.settings.cookieName, CSRF_COOKIE]
   }
 
-  /** readSession returns the live session of a request's cookie, or undefined. */
-  readSession (request: IncomingMessage): SessionPayload | undefined {
+  /**
+   * readSession returns the live session of a request's cookie (the first of that name, read
+   * as util/cookies.ts reads it for stripping), or undefined when absent, not intact, idle or
+   * past its lifetime, or signed out on this instance.
+   */
+  readSession (request: IncomingMessage): OpenedSession | undefined {
     const value = readCookie(request.headers.cookie, this.settings.cookieName)
     if (value === undefined) return undefined
-    const session = this.sessions.open(value)
-    if (session === undefined) return undefined
+    const opened = this.sessions.open(value)
+    if (opened === undefined) return undefined
+    const { session } = opened
     const now = Date.now()
     if (now - session.seenAt > this.settings.idleTimeoutMs) return undefined
     if (now - session.issuedAt > this.settings.absoluteTimeoutMs) return undefined
-    return session
+    if (this.sessions.isRevoked(session.id)) return undefined
+    return opened
   }
 
+  /** sessionCookie is the Set-Cookie value of a session, sealed with the newest secret. */
   sessionCookie (session: SessionPayload): string {
     return `${this.settings.cookieName}=${this.sessions.seal(session)}; Path=/; Secure; HttpOnly; SameSite=Lax`
   }
 
+  /** clearedSessionCookie is the Set-Cookie value that removes the session cookie. */
   clearedSessionCookie (): string {
     return `${this.settings.cookieName}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0`
   }

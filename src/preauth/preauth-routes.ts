@@ -1,11 +1,12 @@
-import { randomBytes, timingSafeEqual } from 'node:crypto'
+import { createHmac, hkdfSync, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { readCookie } from '../affinity/identity.js'
+import { readCookies } from '../util/cookies.js'
 import { hasControlCharacters } from '../util/text.js'
 import { loginPage } from './login-page.js'
 import { CSRF_COOKIE, LOGOFF_PATH, LOGON_PATH, type PreauthGate } from './preauth-gate.js'
+import { newSessionId } from './session-cookie.js'
 
 /** PreauthRoutesOptions: the gate, and where to go after logon when the form was opened directly. */
 export interface PreauthRoutesOptions {
@@ -25,12 +26,62 @@ const PAGE_HEADERS = {
   'referrer-policy': 'same-origin'
 }
 
-/** safeReturnUrl keeps the post-logon redirect on this site: a path, never //host or a scheme. */
+// What a Location may carry as it is (RFC 3986 §2: unreserved, reserved, and '%' of escapes);
+// anything else is percent-encoded as UTF-8 (RFC 3987 §3.1), as browsers do with typed URLs.
+// Node refuses header values with characters above U+00FF (the 500 of issue 12) and would send
+// U+0080–U+00FF as raw Latin-1 bytes, which browsers do not read as UTF-8.
+const URI_CHARACTER = /^[A-Za-z0-9\-._~:/?#[\]@!$&'()*+,;=%]$/
+
+/**
+ * safeReturnUrl keeps the post-logon redirect on this site (a path, never //host or a scheme)
+ * and makes it a valid Location value: ASCII only, non-ASCII percent-encoded as UTF-8. Control
+ * characters and unpaired surrogates give the fallback.
+ */
 export function safeReturnUrl (value: unknown, fallback: string): string {
   if (typeof value !== 'string' || value.length > 2048) return fallback
-  if (!value.startsWith('/') || value.startsWith('//') || value.startsWith('/\\') || value.includes('\\') || hasControlCharacters(value)) return fallback
+  if (!value.startsWith('/') || value.startsWith('//') || value.includes('\\') || hasControlCharacters(value)) return fallback
   if (value.toLowerCase().startsWith('/casgate/')) return fallback
-  return value
+  let url = ''
+  for (const character of value) {
+    if (URI_CHARACTER.test(character)) {
+      url += character
+      continue
+    }
+    try {
+      url += encodeURIComponent(character)
+    } catch {
+      return fallback // an unpaired surrogate has no UTF-8 form
+    }
+  }
+  return url
+}
+
+// Login CSRF: the form's token is an HMAC of the pre-session id in the CasgateCsrf cookie, so a
+// cookie planted from elsewhere (a sibling subdomain can set cookies for this host) does not
+// come with a token that matches it, as a plain double-submit pair would (OWASP CSRF cheat
+// sheet, "Signed Double-Submit Cookie"). Keys of every configured secret verify (rotation).
+const PRE_SESSION_BYTES = 18
+
+function csrfKeys (secrets: readonly KeyObject[]): Buffer[] {
+  return secrets.map((secret) => Buffer.from(hkdfSync('sha256', secret.export(), 'casgate', 'login csrf v1', 32)))
+}
+
+function csrfToken (key: Buffer, preSession: string): string {
+  return createHmac('sha256', key).update(preSession).digest('base64url')
+}
+
+/** csrfVerifies says whether `token` is the HMAC of one of the pre-session cookies the request carries. */
+function csrfVerifies (keys: readonly Buffer[], preSessions: readonly string[], token: string | null): boolean {
+  if (token === null || token.length !== 43) return false
+  const given = Buffer.from(token)
+  let verified = false
+  for (const preSession of preSessions.slice(0, 4)) {
+    if (preSession.length !== Math.ceil(PRE_SESSION_BYTES * 4 / 3)) continue
+    for (const key of keys) {
+      if (timingSafeEqual(Buffer.from(csrfToken(key, preSession)), given)) verified = true
+    }
+  }
+  return verified
 }
 
 function readForm (request: IncomingMessage): Promise<URLSearchParams | undefined> {
@@ -51,20 +102,16 @@ function readForm (request: IncomingMessage): Promise<URLSearchParams | undefine
   })
 }
 
-function sameToken (a: string | undefined, b: string | null): boolean {
-  if (a === undefined || b === null || a.length !== b.length || a.length < 20) return false
-  return timingSafeEqual(Buffer.from(a), Buffer.from(b))
-}
-
 async function preauthRoutes (fastify: FastifyInstance, options: PreauthRoutesOptions): Promise<void> {
   const { gate, defaultReturnUrl } = options
+  const keys = csrfKeys(gate.settings.secrets)
 
   function showForm (reply: FastifyReply, status: number, page: { returnUrl: string, user?: string, error?: string, notice?: string, host?: string }): FastifyReply {
-    // A fresh CSRF token per form: a double-submit pair, the cookie kept to casgate's paths.
-    const csrfToken = randomBytes(24).toString('base64url')
+    // A fresh pre-session per form, its cookie kept to casgate's paths; the page carries its HMAC.
+    const preSession = randomBytes(PRE_SESSION_BYTES).toString('base64url')
     return reply.code(status).headers(PAGE_HEADERS)
-      .header('set-cookie', `${CSRF_COOKIE}=${csrfToken}; Path=/casgate/; Secure; HttpOnly; SameSite=Strict`)
-      .send(loginPage({ csrfToken, ...page }))
+      .header('set-cookie', `${CSRF_COOKIE}=${preSession}; Path=/casgate/; Secure; HttpOnly; SameSite=Strict`)
+      .send(loginPage({ csrfToken: csrfToken(keys[0]!, preSession), ...page }))
   }
 
   fastify.get(LOGON_PATH, async (request: FastifyRequest<{ Querystring: { url?: string, signedOut?: string } }>, reply) => {
@@ -80,7 +127,10 @@ async function preauthRoutes (fastify: FastifyInstance, options: PreauthRoutesOp
     if (form === undefined) return reply.code(413).send()
     const returnUrl = safeReturnUrl(form.get('url'), defaultReturnUrl)
     const origin = request.headers.origin
-    if (!sameToken(readCookie(request.headers.cookie, CSRF_COOKIE), form.get('csrf')) || (origin !== undefined && origin !== `https://${request.host}`)) {
+    // Fetch metadata (W3C): the form posts from this origin; a sibling subdomain is same-site, not same-origin.
+    const site = request.headers['sec-fetch-site']
+    if (!csrfVerifies(keys, readCookies(request.headers.cookie, CSRF_COOKIE), form.get('csrf')) ||
+      (origin !== undefined && origin !== `https://${request.host}`) || (site !== undefined && site !== 'same-origin')) {
       // A form posted from elsewhere (or an expired page): start over, with nothing checked.
       return showForm(reply, 403, { returnUrl, error: 'Your sign-in page expired. Please sign in again.' })
     }
@@ -92,11 +142,11 @@ async function preauthRoutes (fastify: FastifyInstance, options: PreauthRoutesOp
     if (result === 'invalid') return showForm(reply, 200, { returnUrl, user, error: 'The user name or password is incorrect.' })
     const now = Date.now()
     return reply.code(303).headers({ location: returnUrl, 'cache-control': 'no-store' })
-      .header('set-cookie', [gate.sessionCookie({ user, password, issuedAt: now, seenAt: now }), `${CSRF_COOKIE}=; Path=/casgate/; Secure; HttpOnly; SameSite=Strict; Max-Age=0`])
+      .header('set-cookie', [gate.sessionCookie({ id: newSessionId(), user, password, issuedAt: now, seenAt: now }), `${CSRF_COOKIE}=; Path=/casgate/; Secure; HttpOnly; SameSite=Strict; Max-Age=0`])
       .send()
   })
 
-  // Sign-out: this path, and OWA's own /owa/logoff.owa (answered by the gate), clear the session.
+  // Sign-out: this path, and OWA's own /owa/logoff.owa (answered by the gate), end the session.
   fastify.get(LOGOFF_PATH, async (request, reply) => {
     const answer = gate.signOut(request.raw)
     return reply.code(answer.status).headers(answer.headers).send(answer.body)

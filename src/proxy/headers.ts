@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { BlockList, isIP } from 'node:net'
+import { isFrontEndOnlyHeader } from '../rules/front-end-headers.js'
 
 // Hop-by-hop headers belong to one connection and are never forwarded (RFC 9110 §7.6.1), nor
 // are the headers a Connection header names. Proxy-Authorization is for a proxy, never for
@@ -50,16 +51,17 @@ function connectionTokens (rawHeaders: readonly string[]): Set<string> | undefin
 
 /**
  * upstreamRequestHeaders builds the flat [name, value, …] list sent to the backend from the
- * client's raw headers, in one pass: the client's Host is kept (Exchange builds its URLs and
- * OWA its redirects from it), hop-by-hop headers go, and X-Forwarded-For/-Proto/-Host describe
- * the client. Forwarding headers the client sent count only from a trusted proxy. No Via is
- * added: IIS re-authenticates NTLM on every request that carries one.
+ * client's raw headers, in one pass: `host` is the client's Host as the guard normalised it (or,
+ * for an HTTP/1.0 request without one, the name the client connected to — never the backend's
+ * own address, which undici would fill in), hop-by-hop headers go, so do the headers only
+ * Exchange's own front end may set (rules/front-end-headers.ts), and X-Forwarded-For/-Proto/-Host
+ * describe the client. Forwarding headers the client sent count only from a trusted proxy. No
+ * Via is added: IIS re-authenticates NTLM on every request that carries one.
  */
-export function upstreamRequestHeaders (rawHeaders: readonly string[], clientAddress: string | undefined, trusted: TrustedProxies): string[] {
+export function upstreamRequestHeaders (rawHeaders: readonly string[], clientAddress: string | undefined, trusted: TrustedProxies, host: string): string[] {
   const named = connectionTokens(rawHeaders)
   const trustClient = clientAddress !== undefined && trusted(clientAddress)
-  const out: string[] = []
-  let host: string | undefined
+  const out: string[] = ['host', host]
   let forwardedFor: string | undefined
   let forwardedProto: string | undefined
   let forwardedHost: string | undefined
@@ -67,14 +69,13 @@ export function upstreamRequestHeaders (rawHeaders: readonly string[], clientAdd
     const name = rawHeaders[i]!
     const value = rawHeaders[i + 1]!
     const lower = name.toLowerCase()
-    if (requestHopByHop.has(lower) || named?.has(lower)) continue
+    if (requestHopByHop.has(lower) || named?.has(lower) || lower === 'host' || isFrontEndOnlyHeader(lower)) continue
     if (forwardingHeaders.has(lower)) {
       if (!trustClient) continue
       if (lower === 'x-forwarded-for') { forwardedFor = forwardedFor ? `${forwardedFor}, ${value}` : value; continue }
       if (lower === 'x-forwarded-proto') { forwardedProto ??= value; continue }
       if (lower === 'x-forwarded-host') { forwardedHost ??= value; continue }
     }
-    if (lower === 'host') host ??= value
     out.push(name, value)
   }
   if (clientAddress !== undefined) {
@@ -83,8 +84,7 @@ export function upstreamRequestHeaders (rawHeaders: readonly string[], clientAdd
     out.push('x-forwarded-for', forwardedFor)
   }
   out.push('x-forwarded-proto', forwardedProto ?? 'https')
-  const xfHost = forwardedHost ?? host
-  if (xfHost !== undefined) out.push('x-forwarded-host', xfHost)
+  out.push('x-forwarded-host', forwardedHost ?? host)
   return out
 }
 
@@ -94,18 +94,6 @@ export function replaceHeader (headers: string[], name: string, value: string): 
     if (headers[i]!.toLowerCase() === name) headers.splice(i, 2)
   }
   headers.push(name, value)
-}
-
-/** removeCookies takes the named cookies out of every Cookie header of a flat header list. */
-export function removeCookies (headers: string[], names: readonly string[]): void {
-  for (let i = headers.length - 2; i >= 0; i -= 2) {
-    if (headers[i]!.toLowerCase() !== 'cookie') continue
-    const value = headers[i + 1]!
-    if (!names.some((name) => value.includes(name))) continue
-    const kept = value.split(';').map((part) => part.trim()).filter((part) => part !== '' && !names.some((name) => part.startsWith(`${name}=`)))
-    if (kept.length === 0) headers.splice(i, 2)
-    else headers[i + 1] = kept.join('; ')
-  }
 }
 
 /**

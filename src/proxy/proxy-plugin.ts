@@ -1,16 +1,20 @@
 import type { ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
 import type { VdirAffinity } from '../affinity/vdir-affinity.js'
 import type { ResolvedVdir } from '../config/resolve.js'
+import type { HstsConfig } from '../config/schema.js'
+import { hstsValue, type ResponseHardening } from './response-hardening.js'
 import { CasgateError } from '../errors.js'
 import type { Backend, BackendPool } from '../pool/backend-pool.js'
 import type { UpstreamDispatcher } from '../pool/upstream-dispatcher.js'
-import { VdirTable } from '../routing/vdir-table.js'
 import { sendError, sendFrameworkError, writeError } from './error-reply.js'
 import { isConnectionAuth, type ConnectionPin, type ConnectionPins } from './connection-pins.js'
-import { clientAddress, removeCookies, replaceHeader, upstreamRequestHeaders, type TrustedProxies } from './headers.js'
+import { clientAddress, replaceHeader, upstreamRequestHeaders, type TrustedProxies } from './headers.js'
+import { removeCookies } from '../util/cookies.js'
+import type { RequestGuard } from '../guard/request-guard.js'
 import type { GateOutcome, GatePass, PreauthGate } from '../preauth/preauth-gate.js'
 import { UpstreamExchange, type ExchangeEvents } from './upstream-exchange.js'
 
@@ -19,11 +23,18 @@ export interface RoutedVdir extends ResolvedVdir {
   backendPool: BackendPool
   /** Picks the backend under the vdir's affinity policy and keeps its tuning data. */
   selector: VdirAffinity
+  /** Headers added to its responses (HSTS, CSP mitigation); undefined for none. */
+  hardening: ResponseHardening | undefined
 }
 
 /** ProxyPluginOptions wires the proxy to the routing table and the upstream side. */
 export interface ProxyPluginOptions {
-  vdirs: readonly RoutedVdir[]
+  /** Every request's checks and routing (target, Host, duplicates, rule pack, vdir). */
+  guard: RequestGuard<RoutedVdir>
+  /** Strict-Transport-Security for every response, when configured. */
+  hsts: HstsConfig | undefined
+  /** Host sent upstream for an HTTP/1.0 request without one: the name the client connected to. */
+  fallbackHost: (socket: Socket) => string
   upstreams: UpstreamDispatcher
   trusted: TrustedProxies
   /** Client socket idle timeout outside long requests; a vdir with a longer timeout raises it per request. */
@@ -42,29 +53,16 @@ export interface ProxyPluginOptions {
 // here (llhttp rejects them): they are tunnelled before the parser.
 const proxiedMethods = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'PATCH']
 
-function invalidPath (url: string): string | undefined {
-  if (url.charCodeAt(0) !== 47) return 'request target must be a path'
-  let path = url
-  const query = url.indexOf('?')
-  if (query !== -1) path = url.slice(0, query)
-  if (path.includes('%')) {
-    try {
-      path = decodeURIComponent(path)
-    } catch {
-      return 'bad percent-encoding in path'
-    }
-  }
-  if (path.includes('..') && /(^|[/\\])\.\.([/\\]|$)/.test(path)) return 'path traversal'
-  if (path.includes('\0')) return 'NUL in path'
-  return undefined
-}
-
 // RFC 9110 §9.2.2; PUT and DELETE are idempotent too but carry state Exchange acts on once.
 const idempotent = new Set(['GET', 'HEAD', 'OPTIONS'])
 // Failures that say the server (not the request) is at fault, and those safe to retry elsewhere:
 // nothing of the response reached the client, and the server may not have seen the request.
 const backendFaults = new Set(['CASGATE_ERR_UPSTREAM_REFUSED', 'CASGATE_ERR_UPSTREAM_RESET', 'CASGATE_ERR_UPSTREAM_TIMEOUT', 'CASGATE_ERR_UPSTREAM_TLS'])
 const retriable = new Set(['CASGATE_ERR_UPSTREAM_REFUSED', 'CASGATE_ERR_UPSTREAM_RESET', 'CASGATE_ERR_UPSTREAM_TLS'])
+
+function isBasic (authorization: string | undefined): boolean {
+  return authorization !== undefined && /^basic\s/i.test(authorization)
+}
 
 function hasBody (request: FastifyRequest): boolean {
   const headers = request.headers
@@ -84,17 +82,28 @@ interface RequestRecord {
   user: string | undefined
   /** Why preauthentication answered, or what exclusion let the request pass. */
   preauth: string | undefined
+  /** Host sent upstream: the client's, normalised, or the name it connected to. */
+  host: string
+  /** Why the guard refused the request. */
+  refused: string | undefined
 }
 
 async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptions): Promise<void> {
-  if (!options?.upstreams || !Array.isArray(options.vdirs)) throw new TypeError('casgate proxy: vdirs and upstreams are required')
-  const table = new VdirTable(options.vdirs)
-  const { accessLog, upstreams, trusted, idleTimeoutMs } = options
+  if (!options?.upstreams || !options.guard) throw new TypeError('casgate proxy: guard and upstreams are required')
+  const { accessLog, upstreams, trusted, idleTimeoutMs, guard, fallbackHost } = options
   if (!options.pins) throw new TypeError('casgate proxy: pins is required')
   const pins = options.pins
   const preauth = options.preauth
   const preauthCookies = preauth?.ownCookies ?? []
   const exhausted = new Set<string>()
+  const hsts = hstsValue(options.hsts)
+  if (hsts !== undefined) {
+    // casgate's own answers (errors, the sign-in page) carry it too; proxied ones get it in the exchange.
+    fastify.addHook('onSend', (_request, reply, payload, done) => {
+      if (!reply.hasHeader('strict-transport-security')) reply.header('strict-transport-security', hsts)
+      done(null, payload)
+    })
+  }
 
   const events: ExchangeEvents = {
     onFailure (exchange, error, cause) {
@@ -121,6 +130,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
       ...(record.pin ? { pinned: true } : {}),
       ...(record.user !== undefined ? { user: record.user } : {}),
       ...(record.preauth !== undefined ? { preauth: record.preauth } : {}),
+      ...(record.refused !== undefined ? { refused: record.refused } : {}),
       status: res.statusCode,
       bytes: record.exchange?.bodyBytes,
       ms: Math.round(performance.now() - record.start),
@@ -137,7 +147,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
   function proxy (request: FastifyRequest, reply: FastifyReply): void {
     const res = reply.raw
     const socket = request.raw.socket
-    const record: RequestRecord = { start: performance.now(), client: socket.remoteAddress, vdir: undefined, backend: undefined, exchange: undefined, pin: undefined, user: undefined, preauth: undefined }
+    const record: RequestRecord = { start: performance.now(), client: socket.remoteAddress, vdir: undefined, backend: undefined, exchange: undefined, pin: undefined, user: undefined, preauth: undefined, host: '', refused: undefined }
     res.once('close', () => {
       const { backend, exchange, pin } = record
       if (exchange) {
@@ -152,14 +162,17 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
       logAccess(request, res, record)
     })
 
-    const url = request.url
-    const problem = invalidPath(url)
-    if (problem !== undefined) return sendError(reply, new CasgateError('CASGATE_ERR_BAD_REQUEST', [problem]))
-    const vdir = table.match(url)
+    const verdict = guard.check({ method: request.method, target: request.url, rawHeaders: request.raw.rawHeaders, headers: request.headers, client: record.client })
+    if (!verdict.ok) {
+      record.refused = verdict.reason
+      return sendError(reply, verdict.error)
+    }
+    const vdir = verdict.vdir
     if (vdir === undefined) return sendError(reply, new CasgateError('CASGATE_ERR_NOT_PUBLISHED'))
     record.vdir = vdir.path
-    if (preauth === undefined || vdir.preauth === 'none') return forward(request, reply, record, vdir, undefined)
-    const outcome = preauth.gate(request.raw, vdir.preauth, record.client)
+    record.host = verdict.host ?? fallbackHost(socket)
+    if (preauth === undefined) return forward(request, reply, record, vdir, undefined)
+    const outcome = preauth.gate(request.raw, vdir, record.client, verdict.target.path)
     if (!(outcome instanceof Promise)) return admit(request, reply, record, vdir, outcome)
     outcome.then(
       (decided) => { if (!res.destroyed) admit(request, reply, record, vdir, decided) },
@@ -215,17 +228,21 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
     // Long polls (ActiveSync Ping, MAPI NotificationWait) leave the client socket silent for as
     // long as the backend holds the request; the socket must outlive the upstream timeout.
     if (vdir.timeoutMs > idleTimeoutMs) socket.setTimeout(vdir.timeoutMs + 5_000)
-    const headers = upstreamRequestHeaders(request.raw.rawHeaders, record.client, trusted)
+    const headers = upstreamRequestHeaders(request.raw.rawHeaders, record.client, trusted, record.host)
     if (preauth !== undefined) {
       // casgate's own cookies are nobody else's business; a forms session logs on to Exchange with Basic.
       removeCookies(headers, preauthCookies)
       if (pass?.authorization !== undefined) replaceHeader(headers, 'authorization', pass.authorization)
     }
+    const unchecked = preauth !== undefined && pass !== undefined && pass.user === undefined && pass.authorization === undefined && isBasic(request.headers.authorization)
     // The one place a request is counted on a backend (and, on retry, moved to another).
     const send = (target: Backend, mayRetry: boolean): void => {
       const exchange = new UpstreamExchange(res, events, target, vdir.path)
       exchange.responseCookies = pass?.setCookies === undefined ? (affinityCookie === undefined ? undefined : [affinityCookie]) : affinityCookie === undefined ? pass.setCookies : [...pass.setCookies, affinityCookie]
       if (affinity.followsCookies) exchange.followCookie = affinity
+      exchange.hardening = vdir.hardening
+      // Basic credentials Exchange checked instead of casgate: its 401 is a failed logon.
+      if (unchecked) exchange.onUnauthorized = () => preauth!.upstreamRejected(request.headers.authorization, record.client, url, performance.now() - record.start)
       const previous = record.exchange
       if (previous) {
         previous.backend.outstanding--

@@ -5,6 +5,7 @@ import type { CasgateError } from '../errors.js'
 import type { Backend } from '../pool/backend-pool.js'
 import { challengesConnectionAuth } from './connection-pins.js'
 import { clientResponseHeaders } from './headers.js'
+import { hardenResponse, type ResponseHardening } from './response-hardening.js'
 import { upstreamFailure } from './upstream-errors.js'
 
 /** ExchangeEvents lets the proxy hear how an exchange ended, for logs and counters. */
@@ -35,6 +36,10 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler {
   retry: (() => boolean) | undefined
   /** Set-Cookie values of casgate's own (affinity, a refreshed session) added to the response. */
   responseCookies: string[] | undefined
+  /** Headers added to the response (HSTS, the OWA CSP mitigation); undefined for none. */
+  hardening: ResponseHardening | undefined
+  /** Called when the backend answers 401 (a failed logon, when the credentials were the client's). */
+  onUnauthorized: (() => void) | undefined
   /** Set when the vdir follows a backend cookie: its Set-Cookie values are learned. */
   followCookie: VdirAffinity | undefined
   readonly backend: Backend
@@ -70,7 +75,10 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler {
   onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders, statusMessage?: string): void {
     // 1xx interim responses (100 Continue) were already handled on the client side.
     if (statusCode < 200) return
-    if (statusCode === 401 && challengesConnectionAuth(headers['www-authenticate'])) this.connectionAuthOffered = true
+    if (statusCode === 401) {
+      if (challengesConnectionAuth(headers['www-authenticate'])) this.connectionAuthOffered = true
+      this.onUnauthorized?.()
+    }
     const res = this.res
     if (res.destroyed) {
       controller.abort(new Error('client closed the connection'))
@@ -80,6 +88,7 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler {
     const out = clientResponseHeaders(headers)
     const cookies = this.responseCookies
     if (cookies !== undefined) for (const cookie of cookies) out.push('set-cookie', cookie)
+    if (this.hardening !== undefined) hardenResponse(out, this.hardening)
     try {
       res.writeHead(statusCode, statusMessage || undefined, out)
     } catch (err) {

@@ -24,6 +24,15 @@ export class VdirTable<V extends ResolvedVdir = ResolvedVdir> {
     return this.#byKey.get(url.slice(0, end).toLowerCase())
   }
 
+  /**
+   * matchPath returns the vdir of a decoded path (routing/request-target.ts): only '/' ends the
+   * first segment there, since a decoded '?' or '#' is part of a name to IIS.
+   */
+  matchPath (path: string): V | undefined {
+    const end = path.indexOf('/', 1)
+    return this.#byKey.get((end === -1 ? path : path.slice(0, end)).toLowerCase())
+  }
+
   values (): IterableIterator<V> {
     return this.#byKey.values()
   }

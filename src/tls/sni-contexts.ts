@@ -1,9 +1,27 @@
+import { constants } from 'node:crypto'
 import { createSecureContext, type SecureContext } from 'node:tls'
 import { HostNameTable } from '../front/host-names.js'
 import type { LoadedCertificate } from './certificate.js'
 
 /** TLS_MIN_VERSION is the floor for client connections: TLS 1.0/1.1 are off in Exchange too. */
 export const TLS_MIN_VERSION = 'TLSv1.2'
+
+/**
+ * CLIENT_TLS_POLICY is what every client-facing context and TLS server is built with. Beyond the
+ * version floor, it refuses TLS 1.2 renegotiation: each client-initiated renegotiation costs the
+ * server a full handshake for a few bytes of the client's (a CPU exhaustion lever, CVE-2011-1473),
+ * and casgate never needs one (client certificates are asked for in the first handshake). Node's
+ * own guard only allows 3 per 10 minutes per connection (tls.CLIENT_RENEG_LIMIT), so OpenSSL is
+ * told to refuse them all (SSL_OP_NO_RENEGOTIATION: a no_renegotiation alert, RFC 5246 §7.2.2).
+ * OpenSSL takes a connection's options from the server's default context when the connection
+ * starts, not from the one SNI selects later: the TLS servers must carry this policy, on every
+ * certificate reload too (setSecureContext starts from nothing); the SNI contexts carry it as well
+ * so that no context built here lacks it. TLS 1.3 has no renegotiation at all.
+ */
+export const CLIENT_TLS_POLICY = {
+  minVersion: TLS_MIN_VERSION,
+  secureOptions: constants.SSL_OP_NO_RENEGOTIATION
+} as const
 
 /** CertifiedHost is the part of a host block the TLS layer needs. */
 export interface CertifiedHost {
@@ -22,7 +40,7 @@ export function secureContextFor (certificate: LoadedCertificate, client?: Certi
   return createSecureContext({
     cert: certificate.certPem,
     key: certificate.keyPem,
-    minVersion: TLS_MIN_VERSION,
+    ...CLIENT_TLS_POLICY,
     ...(client ? { ca: client.ca, ...(client.crl ? { crl: client.crl } : {}) } : {})
   })
 }
