@@ -1,13 +1,12 @@
-import { createServer as createHttpServer, STATUS_CODES, type Server as HttpServer } from 'node:http'
+import type { Server as HttpServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import type { Duplex } from 'node:stream'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import offloadMode from '../plugins/offload.js'
 import reencryptMode from '../plugins/reencrypt.js'
-import passthroughMode, { type PassthroughRelay } from '../plugins/passthrough.js'
+import passthroughMode from '../plugins/passthrough.js'
 import { healthPathFor } from './config/exchange-profile.js'
-import type { GatewayConfig, PassthroughHost, ResolvedHost, TerminatedHost } from './config/load.js'
+import type { GatewayConfig, PassthroughHost, TerminatedHost } from './config/load.js'
 import { Affinity } from './affinity/affinity.js'
 import { createCredentialProvider } from './preauth/credential-provider.js'
 import { PreauthGate } from './preauth/preauth-gate.js'
@@ -16,26 +15,25 @@ import { DrainControl } from './pool/drain.js'
 import { HealthMonitor } from './pool/health-monitor.js'
 import { ConnectionPins } from './proxy/connection-pins.js'
 import { addClientCertificateCheck, clientCertificateCheck } from './front/client-certificate-check.js'
-import { FrontDoor, type SniRouting } from './front/front-door.js'
-import { HostNameTable } from './front/host-names.js'
-import type { Socket } from 'node:net'
-import type { TLSSocket } from 'node:tls'
+import { FrontDoor } from './front/front-door.js'
+import { createClientHttpServer } from './front/client-http-server.js'
+import { hostOfConnection, sniRouting } from './front/host-routing.js'
 import { startAdminServer } from './observe/admin-server.js'
 import { createLogger } from './observe/logger.js'
 import { BackendPool } from './pool/backend-pool.js'
 import { UpstreamDispatcher } from './pool/upstream-dispatcher.js'
 import casgateProxy, { type RoutedVdir } from './proxy/proxy-plugin.js'
-import { trustedProxies } from './proxy/headers.js'
+import { clientAddress, trustedProxies } from './proxy/headers.js'
 import { RpcChannels } from './proxy/rpc-channels.js'
 import { VdirTable } from './routing/vdir-table.js'
 import { RequestGuard } from './guard/request-guard.js'
 import { RulePack } from './rules/rule-engine.js'
 import { EXCHANGE_RULE_PACK } from './rules/exchange-pack.js'
-import { CasgateError, ConfigError } from './errors.js'
+import { ConfigError } from './errors.js'
 import { CertificateWatch } from './tls/certificate-watch.js'
 import { checkExtendedProtection } from './tls/extended-protection.js'
 import { SniContexts } from './tls/sni-contexts.js'
-import { errorBody, sendFrameworkError } from './proxy/error-reply.js'
+import { sendFrameworkError } from './proxy/error-reply.js'
 import { hstsValue, responseHardening } from './proxy/response-hardening.js'
 
 /** Gateway is a running casgate: its listener, app and the pools behind it. */
@@ -69,93 +67,6 @@ export interface GatewayOptions {
   extendedProtection?: 'enforce' | 'warn'
 }
 
-function createClientHttpServer (config: GatewayConfig, handler: Parameters<typeof createHttpServer>[1]): HttpServer {
-  const server = createHttpServer({
-    // The whole-request timeout would cut 1 GB uploads and hour-long RPC channels; idle and
-    // per-vdir upstream timeouts bound requests instead.
-    requestTimeout: 0,
-    headersTimeout: config.listen.headersTimeoutMs,
-    // Node looks for heads past headersTimeout only every 30 s by default: a slow-header client
-    // would hold its connection up to 30 s longer than configured.
-    connectionsCheckingInterval: Math.min(1_000, config.listen.headersTimeoutMs),
-    keepAliveTimeout: config.listen.idleTimeoutMs,
-    // Node's 16 KiB default refuses the Kerberos tokens of users in many groups (KB2020943).
-    maxHeaderSize: config.listen.maxHeaderBytes,
-    noDelay: true
-  }, handler)
-  server.timeout = config.listen.idleTimeoutMs
-  // Requests Node's parser refuses (a head over listen.maxHeaderBytes, malformed, too slow) never
-  // reach a route: answer them here, in casgate's shape. Fastify's own clientErrorHandler is a
-  // no-op so that it does not destroy the socket as soon as the answer is written: a socket closed
-  // while the client is still sending (the rest of a 70 KiB header) is answered with a TCP reset,
-  // and the reset erases the answer at the client before it is read. So close in stages, as
-  // RFC 9112 §9.6 says: answer and half-close, keep reading (and discarding) until the client
-  // closes, for a few seconds at most.
-  const answered = new WeakSet<Duplex>()
-  server.on('clientError', (err: Error & { code?: string, reason?: string }, socket: Duplex & { _httpMessage?: { headersSent: boolean } | null }) => {
-    // Input after the refusal fails to parse again; the first answer stands.
-    if (answered.has(socket) || socket.destroyed) return
-    answered.add(socket)
-    // As Node's own handler: nothing is written into a response already on its way (pipelining).
-    if (err.code === 'ECONNRESET' || !socket.writable || socket._httpMessage?.headersSent === true) {
-      socket.destroy()
-      return
-    }
-    const error = err.code === 'HPE_HEADER_OVERFLOW'
-      ? new CasgateError('CASGATE_ERR_HEADERS_TOO_LARGE', [config.listen.maxHeaderBytes])
-      : new CasgateError('CASGATE_ERR_BAD_REQUEST', [err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'request head not received in time' : (err.reason ?? 'unparsable request').toLowerCase()])
-    const body = errorBody(error.statusCode, error.code, error.message)
-    socket.end(`HTTP/1.1 ${error.statusCode} ${STATUS_CODES[error.statusCode]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
-    const linger = setTimeout(() => socket.destroy(), 5_000).unref()
-    socket.once('close', () => clearTimeout(linger))
-    socket.resume()
-  })
-  // This server never listens: the front door hands it decrypted sockets. Node starts the
-  // headers-timeout sweep on 'listening', so announce it ourselves.
-  server.emit('listening')
-  return server
-}
-
-/**
- * sniRouting routes by the ClientHello's name: passthrough names away from the TLS servers, names
- * that require client certificates to the TLS server that asks for them. Undefined when neither
- * exists, and the ClientHello is then not read before TLS.
- */
-function sniRouting (config: GatewayConfig, relay: PassthroughRelay): SniRouting | undefined {
-  const hasClientCertificateHosts = config.hosts.some((host) => host.mode !== 'passthrough' && host.clientCertificate !== undefined)
-  if (!hasClientCertificateHosts && !config.hosts.some((host) => host.mode === 'passthrough')) return undefined
-  const byName = new HostNameTable<ResolvedHost>()
-  for (const host of config.hosts) for (const name of host.names) byName.set(name, host)
-  const hostFor = (serverName: string | undefined): ResolvedHost => (serverName === undefined ? undefined : byName.get(serverName)) ?? config.defaultHost
-  return {
-    passthroughFor (serverName) {
-      const host = hostFor(serverName)
-      return host.mode === 'passthrough' ? host : undefined
-    },
-    relay: relay.relay,
-    hasClientCertificateHosts,
-    requiresClientCertificate (serverName) {
-      const host = hostFor(serverName)
-      return host.mode !== 'passthrough' && host.clientCertificate !== undefined
-    }
-  }
-}
-
-/**
- * hostOfConnection names the host a connection was made to, for requests that name none (HTTP/1.0
- * without Host): its SNI name when casgate publishes it, else the default host's first name.
- * Without it undici would send the backend's own address as Host.
- */
-function hostOfConnection (hosts: readonly TerminatedHost[], defaultHost: ResolvedHost): (socket: Socket) => string {
-  const names = new HostNameTable<true>()
-  for (const host of hosts) for (const name of host.names) names.set(name, true)
-  const fallback = defaultHost.names.find((name) => !name.startsWith('*')) ?? hosts.flatMap((host) => host.names).find((name) => !name.startsWith('*')) ?? 'localhost'
-  return (socket) => {
-    const servername = (socket as TLSSocket).servername
-    return typeof servername === 'string' && names.get(servername) !== undefined ? servername.toLowerCase() : fallback
-  }
-}
-
 /** startGateway builds the app for a validated configuration and opens the client port. */
 export async function startGateway (config: GatewayConfig, options: GatewayOptions = {}): Promise<Gateway> {
   const logger = options.logger ?? createLogger(config.log)
@@ -167,6 +78,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     for (const error of ep.errors) logger.error({ path: error.path, fix: error.fix }, `STARTING ANYWAY (--ignore-extended-protection): ${error.message}`)
   }
 
+  const trusted = trustedProxies(config.trustProxy, config.trustProxyEntries)
   const pools = new Map([...config.pools.values()].map((pool) => [pool.name, new BackendPool(pool)]))
   const terminated = config.hosts.filter((host): host is TerminatedHost => host.mode !== 'passthrough')
   const affinity = new Affinity(config.affinity)
@@ -208,7 +120,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   const preauth = config.preauth === undefined ? undefined : new PreauthGate(config.preauth, createCredentialProvider(config.preauth.credentials), logger.child({ component: 'preauth' }))
   if (preauth) {
     const formsVdir = vdirs.find((vdir) => vdir.preauth === 'forms')
-    await app.register(preauthRoutes, { gate: preauth, defaultReturnUrl: `${formsVdir?.path ?? '/owa'}/` })
+    await app.register(preauthRoutes, { gate: preauth, defaultReturnUrl: `${formsVdir?.path ?? '/owa'}/`, clientOf: (request) => clientAddress(request, trusted) })
   }
   const rules = new RulePack(EXCHANGE_RULE_PACK, config.rules.disable)
   for (const rule of rules.disabled) logger.warn({ rule: rule.id, cve: rule.cve }, 'exploit rule switched off by configuration (rules.disable)')
@@ -219,7 +131,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     fallbackHost,
     hsts: config.hsts,
     upstreams,
-    trusted: trustedProxies(config.trustProxy, config.trustProxyEntries),
+    trusted,
     idleTimeoutMs: config.listen.idleTimeoutMs,
     accessLog: logger.child({ component: 'access' }),
     pins,
@@ -244,7 +156,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     ? new RpcChannels({
       guard,
       upstreams,
-      trusted: trustedProxies(config.trustProxy, config.trustProxyEntries),
+      trusted,
       headersTimeoutMs: config.listen.headersTimeoutMs,
       maxHeaderBytes: config.listen.maxHeaderBytes,
       accessLog: logger.child({ component: 'access' }),
@@ -259,7 +171,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     maxConnections: config.listen.maxConnections,
     maxConnectionsPerAddress: config.listen.maxConnectionsPerAddress,
     // A proxy in front carries many clients on its few addresses; the total limit still applies.
-    unlimitedAddress: trustedProxies(config.trustProxy, config.trustProxyEntries),
+    unlimitedAddress: trusted,
     sni: terminated.length > 0 ? new SniContexts(terminated, config.defaultHost.mode === 'passthrough' ? undefined : config.defaultHost) : undefined,
     routing: sniRouting(config, app.passthrough),
     decrypted: rpcChannels ? (socket, toHttp) => rpcChannels.accept(socket, toHttp) : undefined,

@@ -4,7 +4,9 @@ import { describe, expect, it } from 'vitest'
 import { normalizeUser } from '../src/affinity/identity.js'
 import { createLogger } from '../src/observe/logger.js'
 import type { CredentialProvider, CheckResult } from '../src/preauth/credential-provider.js'
-import { activeSyncDevice, Lockout, lockoutAddress, type LockoutClock } from '../src/preauth/lockout.js'
+import { Lockout } from '../src/preauth/lockout.js'
+import { activeSyncDevice, type LockoutClock } from '../src/preauth/lockout-sources.js'
+import { addressKey } from '../src/util/address-key.js'
 import { PreauthGate, type GateAnswer } from '../src/preauth/preauth-gate.js'
 import { LogCapture, labConfig } from './helpers/lab.js'
 import { writeFiles, tempDir } from './helpers/tmp.js'
@@ -120,12 +122,12 @@ describe('smart lockout: familiar sources keep working', () => {
   })
 
   it('counts IPv6 by its /64 and IPv4-mapped addresses as IPv4; reads ActiveSync device IDs in both query forms', () => {
-    expect(lockoutAddress('2001:db8:1:2:aaaa::1')).toBe('2001:db8:1:2::/64')
-    expect(lockoutAddress('2001:DB8:0001:0002:ffff:1:2:3')).toBe('2001:db8:1:2::/64')
-    expect(lockoutAddress('2001:db8::1')).toBe('2001:db8:0:0::/64')
-    expect(lockoutAddress('fe80::1%eth0')).toBe('fe80:0:0:0::/64')
-    expect(lockoutAddress('::ffff:198.51.100.7')).toBe('198.51.100.7')
-    expect(lockoutAddress('198.51.100.7')).toBe('198.51.100.7')
+    expect(addressKey('2001:db8:1:2:aaaa::1')).toBe('2001:db8:1:2::/64')
+    expect(addressKey('2001:DB8:0001:0002:ffff:1:2:3')).toBe('2001:db8:1:2::/64')
+    expect(addressKey('2001:db8::1')).toBe('2001:db8:0:0::/64')
+    expect(addressKey('fe80::1%eth0')).toBe('fe80:0:0:0::/64')
+    expect(addressKey('::ffff:198.51.100.7')).toBe('198.51.100.7')
+    expect(addressKey('198.51.100.7')).toBe('198.51.100.7')
     const lockout = new Lockout(config, secret)
     const events = Array.from({ length: 20 }, (_, i) => lockout.recordFailure(`user${i}`, `2001:db8:1:2::${(i + 1).toString(16)}`, 0))
     expect(events[19]).toEqual({ addressLockedForMs: 15 * MINUTE })

@@ -6,6 +6,7 @@ import type { PassthroughHost } from '../config/load.js'
 import { CLIENT_TLS_POLICY, type SniContexts } from '../tls/sni-contexts.js'
 import { MAX_CLIENT_HELLO, parseClientHello, type ClientHelloInfo } from './client-hello.js'
 import { peekSocket } from './peek.js'
+import { ConnectionLimits } from './connection-limits.js'
 
 /** SniRouting decides by the ClientHello's server name where a connection goes. */
 export interface SniRouting {
@@ -54,28 +55,6 @@ export interface FrontDoorCounters {
   refusedAtAddressLimit: number
 }
 
-/** LIMIT_WARNING_INTERVAL_MS spaces the warnings of a limit: one line per address (or for the total) a minute. */
-const LIMIT_WARNING_INTERVAL_MS = 60_000
-
-/**
- * addressKey is what the per-address limit counts by: an IPv4 address (also when a dual-stack
- * listener reports it as ::ffff:a.b.c.d), or the /64 of an IPv6 address. A /64 is what one phone
- * or one LAN gets and its hosts pick addresses in it at will (RFC 7421, RFC 8981), so counting
- * single IPv6 addresses would limit nothing.
- */
-export function addressKey (address: string): string {
-  if (!address.includes(':')) return address
-  const lower = address.toLowerCase().replace(/%.*$/, '')
-  if (lower.startsWith('::ffff:') && lower.includes('.')) return lower.slice(7)
-  const [head = '', tail] = lower.split('::')
-  const left = head === '' ? [] : head.split(':')
-  const right = tail === undefined || tail === '' ? [] : tail.split(':')
-  // `::` stands for as many zero groups as are missing; a trailing a.b.c.d is two groups.
-  const missing = 8 - left.length - right.length - (right.at(-1)?.includes('.') === true ? 1 : 0)
-  const groups = [...left, ...Array<string>(Math.max(missing, 0)).fill('0'), ...right]
-  return groups.slice(0, 4).map((group) => group.replace(/^0+(?=.)/, '')).join(':') + '::/64'
-}
-
 /**
  * FrontDoor owns the client-facing port. A plain TCP listener accepts; when some host is
  * passed through, the ClientHello is read first (without consuming it) and the SNI name
@@ -93,10 +72,7 @@ export class FrontDoor {
   #sni: SniContexts | undefined
   readonly #http: HttpServer
   readonly #sockets = new Set<Socket>()
-  /** Open connections per addressKey. */
-  readonly #perAddress = new Map<string, number>()
-  /** When each limit last logged (addressKey, or '' for the total), in insertion order of time. */
-  readonly #warnedAt = new Map<string, number>()
+  readonly #limits: ConnectionLimits
   readonly #log: Logger
   readonly counters: FrontDoorCounters = {
     handshakeFailures: 0,
@@ -109,6 +85,7 @@ export class FrontDoor {
 
   constructor (readonly options: FrontDoorOptions) {
     this.#log = options.logger
+    this.#limits = new ConnectionLimits(options, this.counters, options.logger)
     this.#http = options.httpServer
     this.#sni = options.sni
     if (options.sni) {
@@ -200,60 +177,12 @@ export class FrontDoor {
     return this.counters.handshakeFailures
   }
 
-  /**
-   * #admit counts a new connection against the limits, or closes it when one is reached. Done at
-   * accept, before a byte is read: a refused connection costs no TLS handshake and no buffer.
-   */
-  #admit (socket: Socket): boolean {
-    const address = socket.remoteAddress
-    if (address === undefined) {
-      // Already gone (reset before accept completed): nothing to serve.
-      socket.destroy()
-      return false
-    }
-    const key = addressKey(address)
-    const open = this.#perAddress.get(key) ?? 0
-    const { maxConnections, maxConnectionsPerAddress } = this.options
-    if (this.#sockets.size >= maxConnections) {
-      this.counters.refusedAtTotalLimit++
-      this.#warnLimit('', { limit: maxConnections, open: this.#sockets.size, client: address }, 'connection limit reached (listen.maxConnections): closing new connections')
-    } else if (open >= maxConnectionsPerAddress && this.options.unlimitedAddress?.(address) !== true) {
-      this.counters.refusedAtAddressLimit++
-      this.#warnLimit(key, { limit: maxConnectionsPerAddress, open, client: key }, 'connection limit per address reached (listen.maxConnectionsPerAddress): closing new connections from it')
-    } else {
-      this.#perAddress.set(key, open + 1)
-      this.#sockets.add(socket)
-      socket.once('close', () => {
-        this.#sockets.delete(socket)
-        const left = (this.#perAddress.get(key) ?? 1) - 1
-        if (left > 0) this.#perAddress.set(key, left)
-        else this.#perAddress.delete(key)
-      })
-      return true
-    }
-    socket.destroy()
-    return false
-  }
-
-  /** #warnLimit logs a reached limit at most once a minute per key: a flood must not flood the log too. */
-  #warnLimit (key: string, fields: Record<string, unknown>, message: string): void {
-    const now = Date.now()
-    const last = this.#warnedAt.get(key)
-    if (last !== undefined && now - last < LIMIT_WARNING_INTERVAL_MS) return
-    // Re-inserted, so the map stays ordered by time and the stale entries are at its head.
-    this.#warnedAt.delete(key)
-    this.#warnedAt.set(key, now)
-    for (const [stale, at] of this.#warnedAt) {
-      if (now - at < LIMIT_WARNING_INTERVAL_MS) break
-      this.#warnedAt.delete(stale)
-    }
-    this.#log.warn(fields, message)
-  }
-
   #accept (socket: Socket): void {
     // Errors on a client socket are the client's problem; they must never reach the process.
     socket.on('error', () => socket.destroy())
-    if (!this.#admit(socket)) return
+    if (!this.#limits.admit(socket, this.#sockets.size)) return
+    this.#sockets.add(socket)
+    socket.once('close', () => this.#sockets.delete(socket))
     const routing = this.options.routing
     if (!routing) {
       this.#terminate(socket, undefined)

@@ -1,8 +1,9 @@
 import type { KeyObject } from 'node:crypto'
-import { isIPv4, isIPv6 } from 'node:net'
 import { LRUCache } from 'lru-cache'
 import { lockoutSchema, type LockoutConfig } from '../config/schema.js'
-import { activeSyncIdentity, normalizeUser } from '../affinity/identity.js'
+import { normalizeUser } from '../affinity/identity.js'
+import { addressKey } from '../util/address-key.js'
+import { CheckTimes, SYSTEM_CLOCK, type LockoutClock } from './lockout-sources.js'
 import { keyedHash } from '../util/keyed-hash.js'
 
 // Smart lockout, after Entra ID's ("Protect user accounts from attacks with Microsoft Entra smart
@@ -15,7 +16,7 @@ import { keyedHash } from '../util/keyed-hash.js'
 //   old password after a change locks itself, not the user's other devices.
 // A user locked here is locked before Active Directory's own threshold is reached, so guessing
 // through casgate cannot lock the account in AD. Refusals look exactly like a wrong password and
-// take as long (CheckTimes below), and the provider is not asked.
+// take as long (CheckTimes, lockout-sources.ts), and the provider is not asked.
 // Every key is a keyed hash: no user name, address or device ID is held in these tables.
 
 interface Counter {
@@ -48,77 +49,12 @@ export type Familiar = 'device' | 'address'
 /** LockReason says why a logon is refused unasked: the user (unfamiliar sources), this familiar source, or the address. */
 export type LockReason = 'user' | 'source' | 'address'
 
-/** LockoutClock is time as the lockout sees it; tests inject their own. */
-export interface LockoutClock {
-  /** now is the wall clock in milliseconds. */
-  now: () => number
-  /** delay resolves after `ms` milliseconds. */
-  delay: (ms: number) => Promise<void>
-  /** random is in [0, 1). */
-  random: () => number
-}
-
-/** SYSTEM_CLOCK is real time. */
-export const SYSTEM_CLOCK: LockoutClock = {
-  now: Date.now,
-  delay: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
-  random: Math.random
-}
-
 /** LockoutSettings is the lockout block; the smart-lockout fields default as in the schema. */
 export type LockoutSettings = Omit<LockoutConfig, 'familiarForMs' | 'familiarMaxEntries'> & Partial<LockoutConfig>
 
 /** Before any check was timed, a locked answer waits about this long (a typical LDAP bind or scrypt check). */
 const FALLBACK_CHECK_MS = 150
-const CHECK_SAMPLES = 32
 const MAX_COUNTERS = 100_000
-
-/** CheckTimes keeps the durations of recent refused checks, so that a locked answer takes as long. */
-export class CheckTimes {
-  readonly #samples: number[] = []
-  #next = 0
-
-  record (ms: number): void {
-    if (!Number.isFinite(ms) || ms < 0) return
-    if (this.#samples.length < CHECK_SAMPLES) this.#samples.push(ms)
-    else this.#samples[this.#next] = ms
-    this.#next = (this.#next + 1) % CHECK_SAMPLES
-  }
-
-  /** pick returns one recent duration at random (so locked answers vary as real ones do), or undefined. */
-  pick (random: () => number): number | undefined {
-    if (this.#samples.length === 0) return undefined
-    return this.#samples[Math.min(this.#samples.length - 1, Math.floor(random() * this.#samples.length))]
-  }
-}
-
-/**
- * lockoutAddress is the address as lockout counts it: IPv4-mapped IPv6 as IPv4, and IPv6 by its
- * /64 — one subscriber's prefix (RFC 7421), or a sprayer would rotate through 2^64 addresses.
- */
-export function lockoutAddress (address: string): string {
-  if (address.toLowerCase().startsWith('::ffff:') && isIPv4(address.slice(7))) return address.slice(7)
-  const bare = address.split('%')[0]!
-  if (!isIPv6(bare)) return address
-  const [head = '', tail] = bare.toLowerCase().split('::')
-  const left = head === '' ? [] : head.split(':')
-  const right = tail === undefined || tail === '' ? [] : tail.split(':')
-  const groups = tail === undefined ? left : [...left, ...Array<string>(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right]
-  return `${groups.slice(0, 4).map((group) => Number.parseInt(group, 16).toString(16)).join(':')}::/64`
-}
-
-/** activeSyncDevice is the DeviceId of an ActiveSync request (plain or base64 query, MS-ASHTTP 2.2.1.1.1.1), else undefined. */
-export function activeSyncDevice (url: string): string | undefined {
-  if (!/^\/microsoft-server-activesync(?:[/?]|$)/i.test(url)) return undefined
-  const identity = activeSyncIdentity(url)
-  if (identity?.startsWith('device:')) return identity.slice(7)
-  const mark = url.indexOf('?')
-  if (mark === -1) return undefined
-  for (const [name, value] of new URLSearchParams(url.slice(mark + 1))) {
-    if (name.toLowerCase() === 'deviceid' && value.trim() !== '') return value.trim().toLowerCase()
-  }
-  return undefined
-}
 
 /** Lockout counts failed logons and says who is locked out of where. */
 export class Lockout {
@@ -177,7 +113,7 @@ export class Lockout {
   /** lockedFor says why a logon of `user` from this address (and ActiveSync device) is refused unasked, or undefined. */
   lockedFor (user: string, address: string | undefined, now = this.clock.now(), device?: string): LockReason | undefined {
     const name = normalizeUser(user)
-    const at = address === undefined ? undefined : lockoutAddress(address)
+    const at = address === undefined ? undefined : addressKey(address)
     const byUser = this.#users.get(this.#userKey(name))
     const byAddress = at === undefined ? undefined : this.#addresses.get(this.#addressKey(at))
     const userLocked = byUser !== undefined && byUser.lockedUntil > now
@@ -199,7 +135,7 @@ export class Lockout {
   /** recordFailure counts one failed logon where it belongs; returns the lockouts it started. */
   recordFailure (user: string, address: string | undefined, now = this.clock.now(), device?: string): LockoutEvent {
     const name = normalizeUser(user)
-    const at = address === undefined ? undefined : lockoutAddress(address)
+    const at = address === undefined ? undefined : addressKey(address)
     const userKey = this.#userKey(name)
     const byUser = this.#users.get(userKey) ?? { ...newCounter(now), sources: undefined }
     // Set again on every failure: the entry's time to live starts over, so it outlives its lock.
@@ -233,7 +169,7 @@ export class Lockout {
    */
   recordSuccess (user: string, address?: string, now = this.clock.now(), device?: string): void {
     const name = normalizeUser(user)
-    const keys = this.#sourceKeys(name, address === undefined ? undefined : lockoutAddress(address), device)
+    const keys = this.#sourceKeys(name, address === undefined ? undefined : addressKey(address), device)
     const familiar = this.#familiarSource(keys, now)
     const byUser = this.#users.get(this.#userKey(name))
     if (byUser !== undefined) {

@@ -9,7 +9,8 @@ import { keyedHash } from '../util/keyed-hash.js'
 import type { CredentialProvider } from './credential-provider.js'
 import { EXCLUSION_PRESETS, Exclusions, type ExcludedVdir } from './exclusions.js'
 import { BearerValidator, looksLikeJwt } from './bearer-token.js'
-import { activeSyncDevice, Lockout, type LockoutClock } from './lockout.js'
+import { Lockout } from './lockout.js'
+import { activeSyncDevice, type LockoutClock } from './lockout-sources.js'
 import { SessionCookies, type OpenedSession, type SessionPayload } from './session-cookie.js'
 
 /** GateAnswer is what casgate answers itself when a request may not pass. */

@@ -12,6 +12,8 @@ import { newSessionId } from './session-cookie.js'
 export interface PreauthRoutesOptions {
   gate: PreauthGate
   defaultReturnUrl: string
+  /** The client's address for lockout: behind a trusted proxy, the address it forwards. */
+  clientOf: (request: IncomingMessage) => string | undefined
 }
 
 const MAX_FORM_BYTES = 16 * 1024
@@ -103,7 +105,7 @@ function readForm (request: IncomingMessage): Promise<URLSearchParams | undefine
 }
 
 async function preauthRoutes (fastify: FastifyInstance, options: PreauthRoutesOptions): Promise<void> {
-  const { gate, defaultReturnUrl } = options
+  const { gate, defaultReturnUrl, clientOf } = options
   const keys = csrfKeys(gate.settings.secrets)
 
   function showForm (reply: FastifyReply, status: number, page: { returnUrl: string, user?: string, error?: string, notice?: string, host?: string }): FastifyReply {
@@ -137,7 +139,7 @@ async function preauthRoutes (fastify: FastifyInstance, options: PreauthRoutesOp
     const user = (form.get('username') ?? '').trim()
     const password = form.get('password') ?? ''
     if (user === '' || password === '') return showForm(reply, 200, { returnUrl, user, error: 'Enter your user name and password.' })
-    const result = await gate.checkPassword(user, password, request.raw.socket.remoteAddress, 'forms')
+    const result = await gate.checkPassword(user, password, clientOf(request.raw), 'forms')
     if (result === 'unavailable') return showForm(reply, 503, { returnUrl, user, error: 'Sign-in is unavailable right now. Please try again in a few minutes.' })
     if (result === 'invalid') return showForm(reply, 200, { returnUrl, user, error: 'The user name or password is incorrect.' })
     const now = Date.now()

@@ -86,6 +86,8 @@ interface RequestRecord {
   host: string
   /** Why the guard refused the request. */
   refused: string | undefined
+  /** The client behind a trusted proxy (else the peer), for lockout; set when preauth runs. */
+  source: string | undefined
 }
 
 async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptions): Promise<void> {
@@ -147,7 +149,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
   function proxy (request: FastifyRequest, reply: FastifyReply): void {
     const res = reply.raw
     const socket = request.raw.socket
-    const record: RequestRecord = { start: performance.now(), client: socket.remoteAddress, vdir: undefined, backend: undefined, exchange: undefined, pin: undefined, user: undefined, preauth: undefined, host: '', refused: undefined }
+    const record: RequestRecord = { start: performance.now(), client: socket.remoteAddress, vdir: undefined, backend: undefined, exchange: undefined, pin: undefined, user: undefined, preauth: undefined, host: '', refused: undefined, source: undefined }
     res.once('close', () => {
       const { backend, exchange, pin } = record
       if (exchange) {
@@ -172,7 +174,9 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
     record.vdir = vdir.path
     record.host = verdict.host ?? fallbackHost(socket)
     if (preauth === undefined) return forward(request, reply, record, vdir, undefined)
-    const outcome = preauth.gate(request.raw, vdir, record.client, verdict.target.path)
+    // Lockout and familiar sources count the client behind a trusted proxy, not the proxy.
+    record.source = clientAddress(request.raw, trusted)
+    const outcome = preauth.gate(request.raw, vdir, record.source, verdict.target.path)
     if (!(outcome instanceof Promise)) return admit(request, reply, record, vdir, outcome)
     outcome.then(
       (decided) => { if (!res.destroyed) admit(request, reply, record, vdir, decided) },
@@ -242,7 +246,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
       if (affinity.followsCookies) exchange.followCookie = affinity
       exchange.hardening = vdir.hardening
       // Basic credentials Exchange checked instead of casgate: its 401 is a failed logon.
-      if (unchecked) exchange.onUnauthorized = () => preauth!.upstreamRejected(request.headers.authorization, record.client, url, performance.now() - record.start)
+      if (unchecked) exchange.onUnauthorized = () => preauth!.upstreamRejected(request.headers.authorization, record.source, url, performance.now() - record.start)
       const previous = record.exchange
       if (previous) {
         previous.backend.outstanding--

@@ -8,7 +8,7 @@ import type { RequestGuard } from '../guard/request-guard.js'
 import type { Backend } from '../pool/backend-pool.js'
 import type { UpstreamDispatcher } from '../pool/upstream-dispatcher.js'
 import { errorBody, RETRY_AFTER_SECONDS } from './error-reply.js'
-import { upstreamRequestHeaders, type TrustedProxies } from './headers.js'
+import { clientAddress, upstreamRequestHeaders, type TrustedProxies } from './headers.js'
 import type { RoutedVdir } from './proxy-plugin.js'
 import { RPC_METHODS } from '../front/request-line.js'
 import { upstreamFailure } from './upstream-errors.js'
@@ -158,7 +158,7 @@ export class RpcConnection {
       this.#refuse(certificate, 'client certificate', head)
       return
     }
-    const locked = this.#options.lockedOut(head.headers.authorization, client, head.target)
+    const locked = this.#options.lockedOut(head.headers.authorization, clientAddress({ socket: this.#client, headers: head.headers }, this.#options.trusted), head.target)
     if (locked !== undefined) {
       // Answered like a wrong password, and only after a real check's time.
       this.#blocked = true
