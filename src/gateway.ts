@@ -203,6 +203,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   }
   health.start()
   affinity.start()
+  await preauth?.start()
   const certificates = new CertificateWatch(config, frontDoor, logger.child({ component: 'certificates' }))
   certificates.status = { checkedAt: new Date().toISOString(), errors: ep.errors, warnings: ep.warnings }
   certificates.start()
@@ -227,6 +228,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
       affinity.stop()
       certificates.stop()
       drain.stop()
+      preauth?.close()
       await admin?.app.close()
       await frontDoor.close(graceMs)
       await app.close()

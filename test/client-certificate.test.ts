@@ -90,6 +90,13 @@ describe('client certificates as a second factor, per host name', () => {
     // connection is misdirected.
     expect((await curl('autodiscover.contoso.test', '/EWS/Exchange.asmx', basic)).status).toBe(200)
     expect((await curl('autodiscover.contoso.test', '/EWS/Exchange.asmx', [...basic, '-H', 'Host: mail.contoso.test'])).status).toBe(421)
+    // A fully qualified name (trailing dot) or another case is the same host: no way around the 421.
+    for (const host of ['mail.contoso.test.', 'MAIL.Contoso.Test.', `mail.contoso.test.:${port}`]) {
+      expect((await curl('autodiscover.contoso.test', '/EWS/Exchange.asmx', [...basic, '-H', `Host: ${host}`])).status, host).toBe(421)
+    }
+    // Nor through Outlook Anywhere's own parser.
+    const rpc = await curl('autodiscover.contoso.test', '/rpc/rpcproxy.dll', ['-X', 'RPC_IN_DATA', '-H', 'Host: mail.contoso.test.', '-H', 'Content-Length: 0'])
+    expect(rpc.status).toBe(421)
     const hello = async (name: string): Promise<string> => (await run('bash', ['-c', `openssl s_client -connect 127.0.0.1:${port} -servername ${name} </dev/null 2>&1`])).stdout
     expect(await hello('mail.contoso.test')).toMatch(/Acceptable client certificate CA names\n.*CN ?= ?Contoso Users CA/)
     expect(await hello('autodiscover.contoso.test')).toContain('No client certificate CA names sent')

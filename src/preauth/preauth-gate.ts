@@ -89,6 +89,21 @@ export class PreauthGate {
   }
 
   /**
+   * start loads a Bearer key set from its URL ahead of the first token; a failure is logged, and
+   * tokens are refused with 503 until the keys can be fetched (never accepted unchecked).
+   */
+  async start (): Promise<void> {
+    if (this.#bearerValidator !== undefined && !(await this.#bearerValidator.prefetch())) {
+      this.#log.warn({ event: 'bearer-keys-unavailable' }, 'bearer signing keys could not be fetched yet: Bearer requests get 503 until they can')
+    }
+  }
+
+  /** close releases what the gate holds (a key set fetch in flight). */
+  close (): void {
+    this.#bearerValidator?.close()
+  }
+
+  /**
    * gate decides one request on the vdir it is routed to, `path` being its decoded path
    * (routing/request-target.ts). Bearer tokens first: validated here when preauth.bearer is set,
    * otherwise passed to Exchange only where hybrid modern authentication's clients send them
