@@ -161,7 +161,8 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
       maxHeaderBytes: config.listen.maxHeaderBytes,
       accessLog: logger.child({ component: 'access' }),
       hostCheck: (socket, hostName) => certificateCheck?.(socket, hostName),
-      lockedOut: (authorization, client, url) => preauth?.lockedAnswer(authorization, client, url)
+      lockedOut: (authorization, client, url) => preauth?.lockedAnswer(authorization, client, url),
+      upstreamRejected: preauth === undefined ? undefined : (authorization, client, url, elapsedMs) => preauth.upstreamRejected(authorization, client, url, elapsedMs)
     })
     : undefined
   const frontDoor = new FrontDoor({

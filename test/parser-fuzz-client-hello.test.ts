@@ -180,19 +180,44 @@ describe('the ClientHello reader under fuzzing', () => {
     // Regressions: each was read as the last name by casgate and refused by node:tls (OpenSSL).
     expect(parseClientHello(wire([sni('passthrough.contoso.test', 'mail.contoso.test')]))).toMatchObject({ state: 'invalid' })
     expect(parseClientHello(wire([sni('passthrough.contoso.test'), sni('mail.contoso.test')]))).toMatchObject({ state: 'invalid' })
+    expect(parseClientHello(wire([extension(0, new Uint8Array()), sni('mail.contoso.test')]))).toMatchObject({ state: 'invalid' })
     fc.assert(fc.property(serverName, serverName, fc.boolean(), (a, b, sameExtension) => {
       const result = parseClientHello(wire(sameExtension ? [sni(a, b)] : [sni(a), alpn(['h2']), sni(b)]))
       expect(result.state).toBe('invalid')
     }), { numRuns: 300 })
   })
 
-  it('decides on a hello of 16 KiB split so that its last record header straddles the size cap (regression)', () => {
-    // Found by the framing property: the prefix that stopped inside the last record's header,
-    // past MAX_CLIENT_HELLO bytes, was refused as too large while the whole hello was accepted,
-    // so the verdict depended on how TCP cut the bytes.
-    const message = handshakeMessage({ name: 'mail.contoso.test', alpn: [], sessionId: new Uint8Array(), suites: 1, others: [], at: 0, padTo: MAX_CLIENT_HELLO })
+  it('reads a name only when every byte of it is a host name character (0xED "ail" is not "mail")', () => {
+    const withName = (bytes: Uint8Array): Buffer => {
+      const entry = Buffer.concat([Buffer.from([0]), vec16(bytes)])
+      const body = Buffer.concat([Buffer.from([3, 3]), Buffer.alloc(32), vec8(new Uint8Array()), vec16(Buffer.alloc(2, 0x13)), vec8(Buffer.from([0])), vec16(extension(0, vec16(entry)))])
+      return records(Buffer.concat([Buffer.from([1, 0, body.length >> 8, body.length & 0xff]), body]), 16_384, 16_384).wire
+    }
+    // Regression: Node's 'ascii' decoding dropped the high bit, so casgate routed by a name the
+    // client never sent.
+    expect(parseClientHello(withName(Buffer.from([0xed, 0x61, 0x69, 0x6c, 0x2e, 0x74])))).toEqual({ state: 'invalid', reason: 'malformed server name' })
+    const nameByte = fc.oneof(fc.constantFrom(0, 0x2e, 0x2d, 0x5f, 0x41, 0x7a, 0x30, 0x80, 0xae, 0xed, 0xff, 0x20, 0x2f), fc.nat(255))
+    fc.assert(fc.property(fc.uint8Array({ minLength: 1, maxLength: 40 }), fc.array(nameByte, { maxLength: 12 }), (random, chosen) => {
+      const bytes = Buffer.concat([random, Buffer.from(chosen)])
+      const text = bytes.toString('latin1')
+      const result = parseClientHello(withName(bytes))
+      if (/^[A-Za-z0-9._-]{1,253}$/.test(text)) expect(result).toEqual({ state: 'complete', hello: { serverName: text.toLowerCase(), alpn: [] } })
+      else expect(result).toEqual({ state: 'invalid', reason: 'malformed server name' })
+    }), { numRuns: 2_000 })
+  })
+
+  it('decides on a hello split so that its last record header straddles the size cap (regression)', () => {
+    // Found by the framing property (shrunk counterexample: padded to 16377 bytes, the last byte
+    // in a record of its own): the prefix that stopped inside the last record's header, past
+    // MAX_CLIENT_HELLO bytes, was refused as too large while the whole hello was accepted, so
+    // the verdict depended on how TCP cut the bytes.
+    const message = handshakeMessage({ name: undefined, alpn: [], sessionId: new Uint8Array(), suites: 1, others: [], at: 0, padTo: 16_377 })
     const { wire } = records(message, message.length - 1, 16_384)
-    expect(parseClientHello(wire)).toMatchObject({ state: 'complete', hello: { serverName: 'mail.contoso.test' } })
+    expect(parseClientHello(wire)).toEqual({ state: 'complete', hello: { serverName: undefined, alpn: [] } })
     for (let cut = wire.length - 12; cut < wire.length; cut++) expect(parseClientHello(wire.subarray(0, cut)).state, `cut ${cut}`).toBe('partial')
+    // Still refused early when no record could fit any more.
+    const many = records(handshakeMessage({ name: undefined, alpn: [], sessionId: new Uint8Array(), suites: 1, others: [], at: 0, padTo: MAX_CLIENT_HELLO }), 1_000, 1_000).wire
+    expect(parseClientHello(many)).toEqual({ state: 'invalid', reason: 'hello too large' })
+    expect(parseClientHello(many.subarray(0, MAX_WIRE - 1))).toEqual({ state: 'invalid', reason: 'hello too large' })
   })
 })

@@ -12,6 +12,8 @@ const EXT_ALPN = 16
 
 /** MAX_CLIENT_HELLO caps what is buffered: post-quantum key shares make hellos ~2 KB, not 64. */
 export const MAX_CLIENT_HELLO = 16 * 1024
+// The hello's records may take a few headers more than the message itself.
+const MAX_WIRE = MAX_CLIENT_HELLO + RECORD_HEADER * 4
 
 /** ClientHelloInfo is what the front door needs from a ClientHello. */
 export interface ClientHelloInfo {
@@ -43,12 +45,14 @@ export function parseClientHello (data: Buffer): HelloResult {
   let needed = -1
   let offset = 0
   while (needed < 0 || gathered < needed) {
-    if (data.length < offset + RECORD_HEADER) return data.length > MAX_CLIENT_HELLO ? invalid('hello too large') : PARTIAL
+    // Too large only when no further record could fit: judged by where the next record starts,
+    // not by how many bytes have arrived, so that the verdict never depends on how TCP cut them.
+    if (data.length < offset + RECORD_HEADER) return offset + RECORD_HEADER + 1 > MAX_WIRE ? invalid('hello too large') : PARTIAL
     if (data[offset] !== HANDSHAKE) return invalid(offset === 0 ? 'not a TLS handshake' : 'hello interleaved with another record type')
     if (data[offset + 1] !== 3) return invalid('unknown record version')
     const length = data.readUInt16BE(offset + 3)
     if (length === 0 || length > 16384) return invalid('bad record length')
-    if (offset + RECORD_HEADER + length > MAX_CLIENT_HELLO + RECORD_HEADER * 4) return invalid('hello too large')
+    if (offset + RECORD_HEADER + length > MAX_WIRE) return invalid('hello too large')
     if (data.length < offset + RECORD_HEADER + length) return PARTIAL
     fragments.push(data.subarray(offset + RECORD_HEADER, offset + RECORD_HEADER + length))
     gathered += length
@@ -93,17 +97,24 @@ function readHelloBody (body: Buffer): ClientHelloInfo {
   const info: ClientHelloInfo = { serverName: undefined, alpn: [] }
   if (r.left === 0) return info // SSLv3-era hello without extensions
   const extensions = new Reader(r.bytes(r.u16()))
+  let serverNames = 0
   while (extensions.left > 0) {
     const type = extensions.u16()
     const data = new Reader(extensions.bytes(extensions.u16()))
+    // One server_name extension (RFC 8446 §4.2) with one host_name (RFC 6066 §3): OpenSSL
+    // refuses a second of either, and a passthrough backend might read the other one.
+    if (type === EXT_SERVER_NAME && ++serverNames > 1) throw new Error('more than one server_name extension')
     if (type === EXT_SERVER_NAME && data.left > 0) {
       const list = new Reader(data.bytes(data.u16()))
       while (list.left > 0) {
         const nameType = list.u8()
         const name = list.bytes(list.u16())
         if (nameType === 0) {
-          const text = name.toString('ascii')
-          // RFC 6066: a DNS host name, no trailing dot, no IP literals; refuse what is not.
+          if (info.serverName !== undefined) throw new Error('more than one server name')
+          // latin1, not ascii: Node's ascii decoding drops the high bit, reading 0xED 'ail' as 'mail'.
+          const text = name.toString('latin1')
+          // RFC 6066: a DNS host name (a trailing dot is dropped later, host-names.ts); refuse
+          // anything else, NUL and non-ASCII bytes included.
           if (!/^[A-Za-z0-9._-]{1,253}$/.test(text)) throw new Error('malformed server name')
           info.serverName = text.toLowerCase()
         }

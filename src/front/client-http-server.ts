@@ -1,8 +1,8 @@
-import { createServer as createHttpServer, STATUS_CODES, type Server as HttpServer } from 'node:http'
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { GatewayConfig } from '../config/load.js'
 import { CasgateError } from '../errors.js'
-import { errorBody } from '../proxy/error-reply.js'
+import { errorResponseText } from '../proxy/error-reply.js'
 
 /**
  * createClientHttpServer builds the HTTP server behind Fastify that parses decrypted client
@@ -43,8 +43,7 @@ export function createClientHttpServer (config: GatewayConfig, handler: Paramete
     const error = err.code === 'HPE_HEADER_OVERFLOW'
       ? new CasgateError('CASGATE_ERR_HEADERS_TOO_LARGE', [config.listen.maxHeaderBytes])
       : new CasgateError('CASGATE_ERR_BAD_REQUEST', [err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'request head not received in time' : (err.reason ?? 'unparsable request').toLowerCase()])
-    const body = errorBody(error.statusCode, error.code, error.message)
-    socket.end(`HTTP/1.1 ${error.statusCode} ${STATUS_CODES[error.statusCode]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+    socket.end(errorResponseText(error))
     const linger = setTimeout(() => socket.destroy(), 5_000).unref()
     socket.once('close', () => clearTimeout(linger))
     socket.resume()

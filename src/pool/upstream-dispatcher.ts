@@ -1,3 +1,5 @@
+import { connect as netConnect, type Socket } from 'node:net'
+import { connect as tlsConnect, type ConnectionOptions } from 'node:tls'
 import { Client, Dispatcher } from 'undici'
 
 /**
@@ -25,6 +27,19 @@ export class UpstreamDispatcher extends Dispatcher {
   connectOptions (origin: string): Record<string, unknown> | undefined {
     const connect = this.#clientOptions.get(origin)?.connect
     return typeof connect === 'object' && connect !== null ? connect as Record<string, unknown> : undefined
+  }
+
+  /**
+   * socketTo opens a raw connection to a backend with its transport's settings (TLS with the
+   * pool's CA, SNI and client certificate for https://), for what undici cannot carry: Outlook
+   * Anywhere's RPC_* requests. `connected` names the event that says it is ready.
+   */
+  socketTo (url: URL): { socket: Socket, connected: 'connect' | 'secureConnect' } {
+    const port = Number(url.port || (url.protocol === 'https:' ? 443 : 80))
+    const host = url.hostname.replace(/^\[|\]$/g, '')
+    if (url.protocol !== 'https:') return { socket: netConnect({ host, port }), connected: 'connect' }
+    const tls = this.connectOptions(url.origin)
+    return { socket: tlsConnect({ ...(tls as ConnectionOptions), host, port, ALPNProtocols: ['http/1.1'] }), connected: 'secureConnect' }
   }
 
   /**

@@ -10,6 +10,16 @@ export function errorBody (statusCode: number, code: string, message: string): s
   return JSON.stringify({ statusCode, code, error: STATUS_CODES[statusCode] ?? 'Error', message })
 }
 
+/**
+ * errorResponseText is a whole HTTP/1.1 error response that closes the connection, for places
+ * that write to a socket themselves (the RPC parser, requests Node's parser refused).
+ */
+export function errorResponseText (err: CasgateError): string {
+  const body = errorBody(err.statusCode, err.code, err.message)
+  const retry = err.statusCode === 503 ? `retry-after: ${RETRY_AFTER_SECONDS}\r\n` : ''
+  return `HTTP/1.1 ${err.statusCode} ${STATUS_CODES[err.statusCode] ?? ''}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${retry}connection: close\r\n\r\n${body}`
+}
+
 /** writeError answers on a raw ServerResponse (after the reply was hijacked), unless headers are out. */
 export function writeError (res: ServerResponse, err: CasgateError): void {
   if (res.headersSent) {

@@ -1,17 +1,16 @@
-import { STATUS_CODES } from 'node:http'
-import { connect as netConnect, type Socket } from 'node:net'
-import { connect as tlsConnect, type ConnectionOptions } from 'node:tls'
+import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import { CasgateError } from '../errors.js'
 import { parseRequestHead, type RequestHead } from '../front/request-head.js'
 import type { RequestGuard } from '../guard/request-guard.js'
 import type { Backend } from '../pool/backend-pool.js'
 import type { UpstreamDispatcher } from '../pool/upstream-dispatcher.js'
-import { errorBody, RETRY_AFTER_SECONDS } from './error-reply.js'
+import { errorResponseText } from './error-reply.js'
 import { clientAddress, upstreamRequestHeaders, type TrustedProxies } from './headers.js'
 import type { RoutedVdir } from './proxy-plugin.js'
 import { RPC_METHODS } from '../front/request-line.js'
 import { upstreamFailure } from './upstream-errors.js'
+import { ResponseStatusWatch } from './response-heads.js'
 
 // One Outlook Anywhere connection, read by casgate's own HTTP/1.1 parser because Node's refuses
 // the RPC_* methods. It is a request path like any other, not a pipe: every request head on the
@@ -35,12 +34,17 @@ export interface RpcChannelOptions {
   hostCheck: (socket: Socket, hostName: string | undefined) => CasgateError | undefined
   /** A Basic user locked out for this client: the refusal to answer (after an equalised delay). */
   lockedOut: (authorization: string | undefined, client: string | undefined, url: string) => Promise<unknown> | undefined
+  /** Exchange answered 401 to Basic credentials: a failed logon (undefined without preauth). */
+  upstreamRejected: ((authorization: string, client: string | undefined, url: string, elapsedMs: number) => void) | undefined
 }
 
-function answerText (error: CasgateError): string {
-  const body = errorBody(error.statusCode, error.code, error.message)
-  const retry = error.statusCode === 503 ? `retry-after: ${RETRY_AFTER_SECONDS}\r\n` : ''
-  return `HTTP/1.1 ${error.statusCode} ${STATUS_CODES[error.statusCode] ?? ''}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${retry}connection: close\r\n\r\n${body}`
+/** SentRequest is what a response's status is attributed to. */
+interface SentRequest {
+  /** The client's Basic credentials, when it sent some. */
+  basic: string | undefined
+  client: string | undefined
+  url: string
+  sentAt: number
 }
 
 /** RpcConnection carries one client connection that opened with an RPC_* request. */
@@ -62,6 +66,11 @@ export class RpcConnection {
   /** What a drain deadline calls. */
   readonly #lease = { cut: () => this.#close('drain deadline') }
   #forwarded = 0
+  /** The client said Connection: close: nothing is read after this request's body. */
+  #last = false
+  /** Requests forwarded whose response has not been seen yet, oldest first. */
+  readonly #sent: SentRequest[] = []
+  #statuses: ResponseStatusWatch | undefined
   #bytesIn = 0
   #bytesOut = 0
 
@@ -98,7 +107,7 @@ export class RpcConnection {
         this.#buffer = n === this.#buffer.length ? Buffer.alloc(0) : this.#buffer.subarray(n)
         this.#bodyLeft -= n
         this.#bytesIn += n
-        if (this.#bodyLeft === 0) this.#state = 'head'
+        if (this.#bodyLeft === 0) this.#state = this.#last ? 'draining' : 'head'
         if (!this.#upstream!.write(part)) this.#waitFor(this.#upstream!)
         continue
       }
@@ -158,7 +167,8 @@ export class RpcConnection {
       this.#refuse(certificate, 'client certificate', head)
       return
     }
-    const locked = this.#options.lockedOut(head.headers.authorization, clientAddress({ socket: this.#client, headers: head.headers }, this.#options.trusted), head.target)
+    const source = clientAddress({ socket: this.#client, headers: head.headers }, this.#options.trusted)
+    const locked = this.#options.lockedOut(head.headers.authorization, source, head.target)
     if (locked !== undefined) {
       // Answered like a wrong password, and only after a real check's time.
       this.#blocked = true
@@ -177,27 +187,36 @@ export class RpcConnection {
     }
     vdir.selector.count(this.#backend!)
     const headers = upstreamRequestHeaders(head.rawHeaders, client, this.#options.trusted, verdict.host!)
+    // The upstream connection is this client connection's alone: its end is the client's to say.
+    this.#last = /(^|,)\s*close\s*(,|$)/i.test(String(head.headers.connection ?? ''))
+    if (this.#last) headers.push('connection', 'close')
     let text = `${head.method} ${head.target} HTTP/1.1\r\n`
     for (let i = 0; i < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`
     this.#forwarded++
+    if (this.#statuses?.watching === true) {
+      const authorization = head.headers.authorization
+      this.#sent.push({ basic: authorization !== undefined && /^basic\s/i.test(authorization) ? authorization : undefined, client: source, url: head.target, sentAt: performance.now() })
+    }
     this.#bytesIn += head.headLength
     this.#options.accessLog.info({ client, method: head.method, url: head.target, vdir: vdir.path, backend: this.#backend!.name, tunnel: true, contentLength: head.contentLength }, 'request')
     const upstream = this.#upstream!
     this.#bodyLeft = head.contentLength
-    this.#state = head.contentLength > 0 ? 'body' : 'head'
+    this.#state = head.contentLength > 0 ? 'body' : this.#last ? 'draining' : 'head'
     if (!upstream.write(`${text}\r\n`, 'latin1') && !this.#blocked) this.#waitFor(upstream)
   }
 
   /** connect opens the connection's own upstream connection; the client waits until it is up. */
   #connect (backend: Backend, vdir: RoutedVdir): void {
-    const tls = this.#options.upstreams.connectOptions(backend.origin)
-    const port = Number(backend.url.port || (backend.url.protocol === 'https:' ? 443 : 80))
-    const host = backend.url.hostname.replace(/^\[|\]$/g, '')
-    const upstream: Socket = backend.url.protocol === 'https:'
-      ? tlsConnect({ ...(tls as ConnectionOptions), host, port, ALPNProtocols: ['http/1.1'] })
-      : netConnect({ host, port })
+    const { socket: upstream, connected: ready } = this.#options.upstreams.socketTo(backend.url)
     this.#upstream = upstream
     this.#backend = backend
+    const rejected = this.#options.upstreamRejected
+    if (rejected !== undefined) {
+      this.#statuses = new ResponseStatusWatch((status) => {
+        const request = this.#sent.shift()
+        if (status === 401 && request?.basic !== undefined) rejected(request.basic, request.client, request.url, performance.now() - request.sentAt)
+      })
+    }
     backend.outstanding++
     backend.inFlight.add(this.#lease)
     this.#blocked = true
@@ -212,6 +231,7 @@ export class RpcConnection {
       this.#client.setTimeout(vdir.timeoutMs, () => this.#close('idle timeout'))
       upstream.on('data', (chunk: Buffer) => {
         this.#bytesOut += chunk.length
+        if (this.#statuses?.watching === true) this.#statuses.feed(chunk)
         if (!this.#client.write(chunk)) {
           upstream.pause()
           this.#client.once('drain', () => upstream.resume())
@@ -227,7 +247,7 @@ export class RpcConnection {
       this.#refuse(failure, 'upstream unreachable')
     }
     upstream.once('error', failed)
-    upstream.once(backend.url.protocol === 'https:' ? 'secureConnect' : 'connect', connected)
+    upstream.once(ready, connected)
   }
 
   /**
@@ -242,7 +262,7 @@ export class RpcConnection {
     this.#options.accessLog.info({ client: this.#client.remoteAddress, method: head?.method, url: head?.target, vdir: this.#vdir?.path, status: error.statusCode, code: error.code, reason, tunnel: true }, 'request')
     if (this.#forwarded === 0) {
       this.#finish()
-      this.#client.end(answerText(error))
+      this.#client.end(errorResponseText(error))
       this.#client.destroySoon()
       return
     }
