@@ -52,7 +52,7 @@ export interface LabGatewayOptions {
 }
 
 /** labConfig builds a validated configuration with the lab certificate written to disk. */
-export async function labConfig (options: LabGatewayOptions): Promise<GatewayConfig> {
+export async function labConfig (options: LabGatewayOptions, build: { writeState?: boolean } = {}): Promise<GatewayConfig> {
   const pki = await labPki()
   const dir = tempDir()
   const files = writeFiles(dir, {
@@ -68,7 +68,7 @@ export async function labConfig (options: LabGatewayOptions): Promise<GatewayCon
     pools: { cas: { servers: options.servers, ...(options.mode === 'reencrypt' ? { ca: files['root.pem'] } : {}), ...options.pool } },
     vdirs: options.vdirs ?? {},
     ...extra
-  }, { source: 'test', baseDir: dir })
+  }, { source: 'test', baseDir: dir, ...build })
 }
 
 /** startLabGateway starts casgate on port 0 in front of the given servers; logs go to `logs`. */

@@ -1,0 +1,43 @@
+import { generateKeyPairSync } from 'node:crypto'
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { checkReport } from '../src/check-report.js'
+import { hashPassword } from '../src/preauth/password-hash.js'
+import { labConfig } from './helpers/lab.js'
+import { tempDir, writeFiles } from './helpers/tmp.js'
+
+// `casgate check` shows what the edge enforces before traffic flows: the rule pack and the
+// rules switched off, Bearer validation, the lockout, where the session secret comes from, limits.
+
+describe('casgate check shows the edge', () => {
+  it('lists the rule pack, a rule switched off, lockout, Bearer, the session secret and the limits; writes no state', async () => {
+    const dir = tempDir()
+    const files = writeFiles(dir, {
+      'users.txt': `jdoe:${await hashPassword('Correct-Horse-1', 14)}\n`,
+      'jwks.json': JSON.stringify({ keys: [{ ...generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ format: 'jwk' }), kid: 'k1', use: 'sig', alg: 'RS256' }] })
+    })
+    const config = await labConfig({
+      mode: 'offload',
+      servers: ['http://127.0.0.1:1'],
+      vdirs: { '/owa': { cspScriptSrcAttrNone: true } },
+      extra: {
+        rules: { disable: ['powershell-path-outside-powershell-vdir'] },
+        hsts: { maxAgeSeconds: 600 },
+        stateDir: dir,
+        preauth: { usersFile: files['users.txt'], bearer: { issuer: 'https://sts.windows.net/8eaef023-2b34-4da1-9baa-8bc8c9d6a490/', audience: 'https://mail.contoso.test', jwks: { file: files['jwks.json'] } } }
+      }
+    }, { writeState: false })
+    const report = checkReport(config)
+    expect(report).toMatch(/rules: pack exchange-\d{4}\.\d+, \d+ active: proxylogon-anonresource-backend, /)
+    expect(report).toContain('warning rules.disable: powershell-path-outside-powershell-vdir')
+    expect(report).toContain('lockout: 5 failures of a user lock it for unfamiliar sources, 20 from an address lock that address; sources that signed in within 30 days keep working (smart lockout)')
+    expect(report).toContain(`session secret: will be generated at first start into ${dir}/session-secret`)
+    expect(report).toContain('bearer: validated here (issuer https://sts.windows.net/8eaef023-2b34-4da1-9baa-8bc8c9d6a490/, audience https://mail.contoso.test, RS256')
+    expect(report).toContain("vdir /owa -> pool cas, timeout 300 s, affinity cookie CasgateAffinity-cas (casgate's), preauth forms, CSP script-src-attr 'none' (CVE-2026-42897)")
+    expect(report).toContain('requests: at most 65536 bytes of headers')
+    expect(report).toContain('connections: at most 50000, 5000 per address')
+    expect(report).toContain('hsts: max-age=600')
+    expect(existsSync(join(dir, 'session-secret'))).toBe(false)
+  })
+})
