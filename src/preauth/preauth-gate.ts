@@ -3,7 +3,6 @@ import { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
 import type { PreauthSettings } from '../config/preauth-config.js'
 import type { PreauthPolicy } from '../config/schema.js'
-import { readCookie, readCookies } from '../util/cookies.js'
 import { basicCredentials } from '../auth/basic.js'
 import { keyedHash } from '../util/keyed-hash.js'
 import type { CredentialProvider } from './credential-provider.js'
@@ -11,32 +10,9 @@ import { EXCLUSION_PRESETS, Exclusions, type ExcludedVdir } from './exclusions.j
 import { BearerValidator, looksLikeJwt } from './bearer-token.js'
 import { Lockout } from './lockout.js'
 import { activeSyncDevice, type LockoutClock } from './lockout-sources.js'
-import { SessionCookies, type OpenedSession, type SessionPayload } from './session-cookie.js'
+import { FormsSessions } from './forms-sessions.js'
+import { PASS_UNCHANGED, type GateAnswer, type GateOutcome, type GatePass } from './gate-outcome.js'
 
-/** GateAnswer is what casgate answers itself when a request may not pass. */
-export interface GateAnswer {
-  status: number
-  headers: Record<string, string | string[]>
-  body: string
-  /** Why, for the access log (never the credentials). */
-  reason: string
-}
-
-/** GatePass lets a request through, maybe with credentials and cookies of casgate's. */
-export interface GatePass {
-  /** Authorization to send to Exchange instead of the client's (forms: Basic from the session). */
-  authorization: string | undefined
-  /** Set-Cookie values for the response (a refreshed session). */
-  setCookies: string[] | undefined
-  /** The user casgate authenticated, for the access log. */
-  user: string | undefined
-  /** Why the request was not preauthenticated, when excluded. */
-  excluded: string | undefined
-}
-
-export type GateOutcome = { pass: GatePass } | { answer: GateAnswer }
-
-const PASS_UNCHANGED: { pass: GatePass } = { pass: { authorization: undefined, setCookies: undefined, user: undefined, excluded: undefined } }
 const BEARER_PASS: { pass: GatePass } = { pass: { ...PASS_UNCHANGED.pass, excluded: 'bearer' } }
 const BEARER = /^bearer\s/i
 
@@ -44,29 +20,14 @@ const BEARER = /^bearer\s/i
 export interface GatedVdir extends ExcludedVdir {
   preauth: PreauthPolicy
 }
-/** A session is re-sealed (seenAt moved on) at most this often, or every quarter of the idle timeout. */
-const SESSION_REFRESH_MS = 60_000
-/** Where casgate's own pages live; no Exchange vdir is called that. */
-export const LOGON_PATH = '/casgate/logon'
-export const LOGOFF_PATH = '/casgate/logoff'
-/** The sign-in form's double-submit CSRF cookie (kept to casgate's own paths). */
-export const CSRF_COOKIE = 'CasgateCsrf'
-
-/** isNavigation tells a browser's page load from a script's request (OWA's XHRs want 440, not a redirect). */
-function isNavigation (request: IncomingMessage): boolean {
-  if (request.method !== 'GET' && request.method !== 'HEAD') return false
-  const mode = request.headers['sec-fetch-mode']
-  if (mode !== undefined) return mode === 'navigate'
-  return String(request.headers.accept ?? '').includes('text/html')
-}
-
 /**
  * PreauthGate authenticates requests at the edge: the exclusions, Basic with a short cache of
  * good answers, the forms session, lockout. The login form itself is served by preauth-routes.ts.
  */
 export class PreauthGate {
   readonly settings: PreauthSettings
-  readonly sessions: SessionCookies
+  /** The forms sessions: cookies, sign-out, revocation. */
+  readonly forms: FormsSessions
   readonly lockout: Lockout
   readonly exclusions: Exclusions
   readonly provider: CredentialProvider
@@ -80,7 +41,7 @@ export class PreauthGate {
     this.settings = settings
     this.provider = provider
     this.#log = log
-    this.sessions = new SessionCookies(settings.secrets, settings.cookieName, { onRevocationDropped: (dropped) => log.warn({ event: 'preauth-revocations-dropped', dropped }, 'revocation set full: signed-out sessions forgotten before their expiry') })
+    this.forms = new FormsSessions(settings, log)
     this.lockout = new Lockout(settings.lockout, settings.secret, clock)
     this.exclusions = new Exclusions(EXCLUSION_PRESETS[settings.exclusionPreset], settings.exclude)
     this.#basicCache = settings.basicCacheTtlMs > 0 ? new LRUCache({ max: 100_000, ttl: settings.basicCacheTtlMs }) : undefined
@@ -123,7 +84,7 @@ export class PreauthGate {
       if (locked !== undefined) return locked.then((answer) => ({ answer }))
       return excluded === 'none' ? PASS_UNCHANGED : { pass: { ...PASS_UNCHANGED.pass, excluded } }
     }
-    return vdir.preauth === 'basic' ? this.#basic(request, client) : this.#forms(request, request.url ?? '/')
+    return vdir.preauth === 'basic' ? this.#basic(request, client) : this.forms.decide(request, request.url ?? '/')
   }
 
   /**
@@ -241,76 +202,5 @@ export class PreauthGate {
       if (cacheKey !== undefined) this.#basicCache!.set(cacheKey, true)
       return { pass: { ...PASS_UNCHANGED.pass, user } }
     })
-  }
-
-  #forms (request: IncomingMessage, url: string): GateOutcome {
-    if (/^\/(owa|ecp)\/logoff\.(owa|aspx)(\?|$)/i.test(url)) return { answer: this.signOut(request) }
-    const opened = this.readSession(request)
-    if (opened === undefined) {
-      if (isNavigation(request)) {
-        return { answer: { status: 302, headers: { location: `${LOGON_PATH}?url=${encodeURIComponent(url)}`, 'cache-control': 'no-store' }, body: '', reason: 'logon-required' } }
-      }
-      // OWA's scripts understand 440 Login Timeout: they reload, which lands on the form.
-      return { answer: { status: 440, headers: { 'cache-control': 'no-store', 'content-type': 'text/plain' }, body: 'Login Timeout', reason: 'session-expired' } }
-    }
-    const { session, keyIndex } = opened
-    const now = Date.now()
-    // A cookie sealed with an older secret is re-sealed with the newest at once (rotation).
-    const refresh = keyIndex > 0 || now - session.seenAt >= Math.min(SESSION_REFRESH_MS, this.settings.idleTimeoutMs / 4)
-    const setCookies = refresh ? [this.sessionCookie({ ...session, seenAt: now })] : undefined
-    return { pass: { authorization: `Basic ${Buffer.from(`${session.user}:${session.password}`).toString('base64')}`, setCookies, user: session.user, excluded: undefined } }
-  }
-
-  /**
-   * signOut ends the session on this instance (its id is revoked until its absolute expiry, so
-   * a copy of the cookie taken earlier is refused), clears the cookie and sends the browser to
-   * the form.
-   */
-  signOut (request: IncomingMessage): GateAnswer {
-    // A cross-site page cannot sign the user out (SameSite keeps the cookie home anyway).
-    if (request.headers['sec-fetch-site'] === 'cross-site') {
-      return { status: 403, headers: { 'content-type': 'text/plain' }, body: 'cross-site sign-out refused', reason: 'cross-site-logoff' }
-    }
-    // Every session cookie the request carries (a browser may hold two, of two paths); a few at most.
-    for (const value of readCookies(request.headers.cookie, this.settings.cookieName).slice(0, 4)) {
-      const opened = value === '' ? undefined : this.sessions.open(value)
-      if (opened === undefined) continue
-      this.sessions.revoke(opened.session.id, opened.session.issuedAt + this.settings.absoluteTimeoutMs)
-      this.#log.info({ event: 'preauth-logoff', user: opened.session.user }, 'logoff')
-    }
-    return { status: 302, headers: { location: `${LOGON_PATH}?signedOut=1`, 'set-cookie': this.clearedSessionCookie(), 'cache-control': 'no-store' }, body: '', reason: 'logoff' }
-  }
-
-  /** ownCookies are casgate's cookies, taken out of what Exchange receives. */
-  get ownCookies (): string[] {
-    return [this.settings.cookieName, CSRF_COOKIE]
-  }
-
-  /**
-   * readSession returns the live session of a request's cookie (the first of that name, read
-   * as util/cookies.ts reads it for stripping), or undefined when absent, not intact, idle or
-   * past its lifetime, or signed out on this instance.
-   */
-  readSession (request: IncomingMessage): OpenedSession | undefined {
-    const value = readCookie(request.headers.cookie, this.settings.cookieName)
-    if (value === undefined) return undefined
-    const opened = this.sessions.open(value)
-    if (opened === undefined) return undefined
-    const { session } = opened
-    const now = Date.now()
-    if (now - session.seenAt > this.settings.idleTimeoutMs) return undefined
-    if (now - session.issuedAt > this.settings.absoluteTimeoutMs) return undefined
-    if (this.sessions.isRevoked(session.id)) return undefined
-    return opened
-  }
-
-  /** sessionCookie is the Set-Cookie value of a session, sealed with the newest secret. */
-  sessionCookie (session: SessionPayload): string {
-    return `${this.settings.cookieName}=${this.sessions.seal(session)}; Path=/; Secure; HttpOnly; SameSite=Lax`
-  }
-
-  /** clearedSessionCookie is the Set-Cookie value that removes the session cookie. */
-  clearedSessionCookie (): string {
-    return `${this.settings.cookieName}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0`
   }
 }

@@ -5,7 +5,8 @@ import fp from 'fastify-plugin'
 import { readCookies } from '../util/cookies.js'
 import { hasControlCharacters } from '../util/text.js'
 import { loginPage } from './login-page.js'
-import { CSRF_COOKIE, LOGOFF_PATH, LOGON_PATH, type PreauthGate } from './preauth-gate.js'
+import { CSRF_COOKIE, LOGOFF_PATH, LOGON_PATH } from './forms-sessions.js'
+import type { PreauthGate } from './preauth-gate.js'
 import { newSessionId } from './session-cookie.js'
 
 /** PreauthRoutesOptions: the gate, and where to go after logon when the form was opened directly. */
@@ -144,13 +145,13 @@ async function preauthRoutes (fastify: FastifyInstance, options: PreauthRoutesOp
     if (result === 'invalid') return showForm(reply, 200, { returnUrl, user, error: 'The user name or password is incorrect.' })
     const now = Date.now()
     return reply.code(303).headers({ location: returnUrl, 'cache-control': 'no-store' })
-      .header('set-cookie', [gate.sessionCookie({ id: newSessionId(), user, password, issuedAt: now, seenAt: now }), `${CSRF_COOKIE}=; Path=/casgate/; Secure; HttpOnly; SameSite=Strict; Max-Age=0`])
+      .header('set-cookie', [gate.forms.sessionCookie({ id: newSessionId(), user, password, issuedAt: now, seenAt: now }), `${CSRF_COOKIE}=; Path=/casgate/; Secure; HttpOnly; SameSite=Strict; Max-Age=0`])
       .send()
   })
 
   // Sign-out: this path, and OWA's own /owa/logoff.owa (answered by the gate), end the session.
   fastify.get(LOGOFF_PATH, async (request, reply) => {
-    const answer = gate.signOut(request.raw)
+    const answer = gate.forms.signOut(request.raw)
     return reply.code(answer.status).headers(answer.headers).send(answer.body)
   })
 }

@@ -15,7 +15,8 @@ import { isConnectionAuth, type ConnectionPin, type ConnectionPins } from './con
 import { clientAddress, replaceHeader, upstreamRequestHeaders, type TrustedProxies } from './headers.js'
 import { removeCookies } from '../util/cookies.js'
 import type { RequestGuard } from '../guard/request-guard.js'
-import type { GateOutcome, GatePass, PreauthGate } from '../preauth/preauth-gate.js'
+import type { GateOutcome, GatePass } from '../preauth/gate-outcome.js'
+import type { PreauthGate } from '../preauth/preauth-gate.js'
 import { UpstreamExchange, type ExchangeEvents } from './upstream-exchange.js'
 
 /** RoutedVdir is a published vdir bound to its pool and its affinity policy. */
@@ -96,7 +97,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
   if (!options.pins) throw new TypeError('casgate proxy: pins is required')
   const pins = options.pins
   const preauth = options.preauth
-  const preauthCookies = preauth?.ownCookies ?? []
+  const preauthCookies = preauth?.forms.ownCookies ?? []
   const exhausted = new Set<string>()
   const hsts = hstsValue(options.hsts)
   if (hsts !== undefined) {
