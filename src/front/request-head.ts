@@ -31,9 +31,19 @@ const requestLine = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\/[\x21-\x7e]*) HTTP\/1\.([
 
 function add (headers: IncomingHttpHeaders, name: string, value: string): void {
   const previous = headers[name]
-  if (previous === undefined) headers[name] = value
-  else if (name === 'set-cookie') (headers[name] as string[]).push(value)
+  // set-cookie is a list from its first line on, as in Node: a second one used to call push on
+  // a string and throw out of the RPC channel's data handler.
+  if (name === 'set-cookie') headers[name] = previous === undefined ? [value] : [...previous as string[], value]
+  else if (previous === undefined) headers[name] = value
   else headers[name] = `${previous as string}${name === 'cookie' ? '; ' : ', '}${value}`
+}
+
+/** bareLf says whether `bytes` hold an LF not preceded by CR. */
+function bareLf (bytes: Buffer): boolean {
+  for (let lf = bytes.indexOf(10); lf !== -1; lf = bytes.indexOf(10, lf + 1)) {
+    if (lf === 0 || bytes[lf - 1] !== 13) return true
+  }
+  return false
 }
 
 /**
@@ -44,9 +54,9 @@ export function parseRequestHead (bytes: Buffer, maxHeaderBytes: number): Inspec
   const end = bytes.indexOf('\r\n\r\n')
   if (end === -1) {
     if (bytes.length > maxHeaderBytes) return { state: 'invalid', reason: 'headers too large' }
-    // A bare LF before the head is complete is refused now, not after 64 KiB of waiting.
-    const lf = bytes.indexOf(10)
-    if (lf !== -1 && (lf === 0 || bytes[lf - 1] !== 13)) return { state: 'invalid', reason: 'bare LF in request head' }
+    // A bare LF before the head is complete is refused now, not after 64 KiB of waiting; any
+    // of them, not only the first (…\r\nHost: a\n\r\n would never complete).
+    if (bareLf(bytes)) return { state: 'invalid', reason: 'bare LF in request head' }
     return { state: 'partial' }
   }
   if (end + 4 > maxHeaderBytes) return { state: 'invalid', reason: 'headers too large' }
@@ -55,7 +65,8 @@ export function parseRequestHead (bytes: Buffer, maxHeaderBytes: number): Inspec
   if (!line) return { state: 'invalid', reason: 'malformed request line' }
   if (line[3] !== '1') return { state: 'invalid', reason: 'RPC over HTTP needs HTTP/1.1' }
   const rawHeaders: string[] = []
-  const headers: IncomingHttpHeaders = {}
+  // No prototype, as in Node: a header named constructor or __proto__ is a header like any other.
+  const headers: IncomingHttpHeaders = Object.create(null)
   let contentLength: number | undefined
   for (let i = 1; i < lines.length; i++) {
     const text = lines[i]!
