@@ -91,6 +91,10 @@ describe('one Authorization, one Host, one session', () => {
       expect(answer).toContain('CASGATE_ERR_BAD_REQUEST')
     }
     expect(server.seen).toEqual([])
+    // Credentials two base64 readers read differently are none: casgate would check one user, Exchange see another.
+    const smuggled = `${right}Ym9iOmd1ZXNz`.replace(/=*Ym9i/, '==Ym9i')
+    expect(status(await rawExchange(gateway, `POST /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.test\r\nAuthorization: ${smuggled}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`))).toBe(401)
+    expect(server.seen).toEqual([])
     const one = await rawExchange(gateway, `POST /EWS/Exchange.asmx HTTP/1.1\r\nHost: mail.contoso.test\r\nAuthorization: ${right}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`)
     expect(status(one)).toBe(200)
   })

@@ -56,7 +56,12 @@ describe('the Exchange exploit rule pack', () => {
     const blocks = gateway.logs.lines.filter((line) => line.event === 'rule-block')
     expect(blocks.map((line) => line.rule)).toEqual(ATTACKS.map((attack) => attack.rule))
     expect(blocks[0]).toMatchObject({ client: '127.0.0.1', url: ATTACKS[0]!.path })
+    // A byte ASP.NET trims off a cookie name (0xA0, no-break space) does not hide it.
+    const nbsp = await rawExchange(gateway, Buffer.from('GET /owa/auth/x.js HTTP/1.1\r\nHost: mail.contoso.test\r\nCookie: \u00a0X-BEResource=localhost/owa/auth/logon.aspx?~3\r\nConnection: close\r\n\r\n', 'latin1'))
+    expect(nbsp).toMatch(/^HTTP\/1\.1 403/)
+    expect(server.seen).toHaveLength(LEGITIMATE.length)
     const status = await (await request(`http://127.0.0.1:${gateway.adminAddress!.port}/status`)).body.json() as { rules: { pack: string, blocked: Record<string, number> } }
+    expect(status.rules.blocked['proxylogon-beresource']).toBe(2)
     expect(status.rules.pack).toMatch(/^exchange-/)
     expect(status.rules.blocked['owassrf-owa-explicit-logon-powershell']).toBe(2)
     expect(status.rules.blocked['proxylogon-anonresource-backend']).toBe(1)

@@ -39,7 +39,10 @@ export const EXCHANGE_RULE_PACK: RulePackData = {
         attacks: [
           { target: '/ecp/y.js', cookie: 'X-AnonResource=true; X-AnonResource-Backend=localhost/ecp/default.flt?~3; X-BEResource=localhost/owa/auth/logon.aspx?~3' },
           { target: '/owa/auth/x.js', cookie: 'x-anonresource-backend=a]@ex01.contoso.local:444/ecp/proxyLogon.ecp#~1942062522' },
-          { target: '/ecp/temp.js', cookie: `${OWA_COOKIES};  X-ANONRESOURCE-BACKEND =localhost%2Fecp%2Fdefault.flt%3F~3` }
+          { target: '/ecp/temp.js', cookie: `${OWA_COOKIES};  X-ANONRESOURCE-BACKEND =localhost%2Fecp%2Fdefault.flt%3F~3` },
+          // ASP.NET trims U+00A0 / U+0085 off a name; a byte 0xA0 arrives as U+00A0, UTF-8 NBSP as 'Â\u00a0'.
+          { target: '/owa/auth/x.js', cookie: '\u00a0X-AnonResource-Backend=localhost/ecp/default.flt?~3' },
+          { target: '/owa/auth/x.js', cookie: 'a=1;\u0085X-AnonResource-Backend\u00c2\u00a0=localhost/ecp/default.flt?~3' }
         ],
         legitimate: [
           { target: '/owa/', cookie: OWA_COOKIES },

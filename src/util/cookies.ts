@@ -15,7 +15,9 @@ export interface CookiePair {
   value: string
 }
 
-const WHITESPACE = /^[ \t]+|[ \t]+$/g
+// What ASP.NET's String.Trim() takes off a cookie piece: Unicode white space, U+0085 and U+00A0
+// included (Node hands header bytes over as latin1), so both ends read the same names.
+const WHITESPACE = /^[\s\x85]+|[\s\x85]+$/g
 
 /** cookiePairs splits a Cookie header into its pairs, in order; pieces without '=' are skipped. */
 export function cookiePairs (header: string | undefined): CookiePair[] {
