@@ -98,8 +98,22 @@ export class RpcConnection {
     this.#headTimer.unref()
   }
 
-  /** pump works through what the client sent: body bytes to the upstream, heads to #handle. */
+  /**
+   * pump works through what the client sent. A bug on this path must cost one connection, not
+   * the process (an exception out of a 'data' listener would be uncaught): it is logged and the
+   * connection closed.
+   */
   #pump (): void {
+    try {
+      this.#work()
+    } catch (err) {
+      this.#options.accessLog.error({ err, client: this.#client.remoteAddress }, 'rpc connection failed')
+      this.#close('internal error')
+    }
+  }
+
+  /** work relays body bytes to the upstream and hands complete heads to #handle. */
+  #work (): void {
     while (this.#buffer.length > 0 && !this.#blocked && (this.#state === 'head' || this.#state === 'body')) {
       if (this.#state === 'body') {
         const n = Math.min(this.#bodyLeft, this.#buffer.length)
