@@ -4,6 +4,7 @@ import type { Logger } from 'pino'
 import type { PreauthSettings } from '../config/preauth-config.js'
 import type { PreauthPolicy } from '../config/schema.js'
 import { basicCredentials } from '../auth/basic.js'
+import { claimedUser } from '../auth/logon-user.js'
 import { keyedHash } from '../util/keyed-hash.js'
 import type { CredentialProvider } from './credential-provider.js'
 import { EXCLUSION_PRESETS, Exclusions, type ExcludedVdir } from './exclusions.js'
@@ -152,31 +153,33 @@ export class PreauthGate {
 
   /**
    * lockedAnswer guards requests that reach Exchange without casgate's own check (excluded paths,
-   * vdirs without preauth): when they carry Basic credentials of a user locked out for this source,
+   * vdirs without preauth): when they carry a logon of a user locked out for this source (Basic, or
+   * an NTLM AUTHENTICATE: auth/logon-user.ts),
    * it resolves, after as long as Exchange takes to refuse a password, to the 401 a wrong password
    * gets from casgate. Undefined otherwise (nothing to await).
    */
   lockedAnswer (authorization: string | undefined, client: string | undefined, url: string): Promise<GateAnswer> | undefined {
-    const credentials = basicCredentials(authorization)
-    if (credentials === undefined || credentials.password === '') return undefined
+    const user = claimedUser(authorization)
+    if (user === undefined) return undefined
     const device = activeSyncDevice(url)
-    const locked = this.lockout.lockedFor(credentials.user, client, this.lockout.clock.now(), device)
+    const locked = this.lockout.lockedFor(user, client, this.lockout.clock.now(), device)
     if (locked === undefined) return undefined
-    this.#log.warn({ event: 'preauth-locked-out', user: credentials.user, client, via: 'exchange', lock: locked }, 'logon refused: user or address locked out')
+    this.#log.warn({ event: 'preauth-locked-out', user, client, via: 'exchange', lock: locked }, 'logon refused: user or address locked out')
     return this.lockout.equalise('exchange').then(() => this.#unauthorized('locked-out').answer)
   }
 
   /**
    * upstreamRejected counts Exchange's 401 to a request casgate let through unchecked as a failed
-   * logon of its Basic user, exactly as casgate's own check counts one. Requests without Basic
-   * credentials are not counted: NTLM and Negotiate get a 401 first by design (RFC 4559 §5).
+   * logon of the user it named (Basic, or an NTLM AUTHENTICATE), exactly as casgate's own check
+   * counts one. Other requests are not counted: NTLM's NEGOTIATE and Kerberos get a 401 first by
+   * design (RFC 4559 §5).
    * `elapsedMs`, from the request to Exchange's answer, times lockedAnswer's wait.
    */
   upstreamRejected (authorization: string | undefined, client: string | undefined, url: string, elapsedMs?: number): void {
-    const credentials = basicCredentials(authorization)
-    if (credentials === undefined || credentials.password === '') return
+    const user = claimedUser(authorization)
+    if (user === undefined) return
     if (elapsedMs !== undefined) this.lockout.checkTimes.exchange.record(elapsedMs)
-    this.#failed(credentials.user, client, 'exchange', activeSyncDevice(url))
+    this.#failed(user, client, 'exchange', activeSyncDevice(url))
   }
 
   #unauthorized (reason: string): { answer: GateAnswer } {

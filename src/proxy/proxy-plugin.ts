@@ -14,6 +14,7 @@ import { sendError, sendFrameworkError, writeError } from './error-reply.js'
 import { isConnectionAuth, type ConnectionPin, type ConnectionPins } from './connection-pins.js'
 import { clientAddress, replaceHeader, upstreamRequestHeaders, type TrustedProxies } from './headers.js'
 import { removeCookies } from '../util/cookies.js'
+import { claimedUser } from '../auth/logon-user.js'
 import type { RequestGuard } from '../guard/request-guard.js'
 import type { GateOutcome, GatePass } from '../preauth/gate-outcome.js'
 import type { PreauthGate } from '../preauth/preauth-gate.js'
@@ -60,10 +61,6 @@ const idempotent = new Set(['GET', 'HEAD', 'OPTIONS'])
 // nothing of the response reached the client, and the server may not have seen the request.
 const backendFaults = new Set(['CASGATE_ERR_UPSTREAM_REFUSED', 'CASGATE_ERR_UPSTREAM_RESET', 'CASGATE_ERR_UPSTREAM_TIMEOUT', 'CASGATE_ERR_UPSTREAM_TLS'])
 const retriable = new Set(['CASGATE_ERR_UPSTREAM_REFUSED', 'CASGATE_ERR_UPSTREAM_RESET', 'CASGATE_ERR_UPSTREAM_TLS'])
-
-function isBasic (authorization: string | undefined): boolean {
-  return authorization !== undefined && /^basic\s/i.test(authorization)
-}
 
 function hasBody (request: FastifyRequest): boolean {
   const headers = request.headers
@@ -239,14 +236,14 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
       removeCookies(headers, preauthCookies)
       if (pass?.authorization !== undefined) replaceHeader(headers, 'authorization', pass.authorization)
     }
-    const unchecked = preauth !== undefined && pass !== undefined && pass.user === undefined && pass.authorization === undefined && isBasic(request.headers.authorization)
+    const unchecked = preauth !== undefined && pass !== undefined && pass.user === undefined && pass.authorization === undefined && claimedUser(request.headers.authorization) !== undefined
     // The one place a request is counted on a backend (and, on retry, moved to another).
     const send = (target: Backend, mayRetry: boolean): void => {
       const exchange = new UpstreamExchange(res, events, target, vdir.path)
       exchange.responseCookies = pass?.setCookies === undefined ? (affinityCookie === undefined ? undefined : [affinityCookie]) : affinityCookie === undefined ? pass.setCookies : [...pass.setCookies, affinityCookie]
       if (affinity.followsCookies) exchange.followCookie = affinity
       exchange.hardening = vdir.hardening
-      // Basic credentials Exchange checked instead of casgate: its 401 is a failed logon.
+      // A logon Exchange checked instead of casgate (Basic, NTLM AUTHENTICATE): its 401 is a failed one.
       if (unchecked) exchange.onUnauthorized = () => preauth!.upstreamRejected(request.headers.authorization, record.source, url, performance.now() - record.start)
       const previous = record.exchange
       if (previous) {

@@ -11,6 +11,7 @@ import type { RoutedVdir } from './proxy-plugin.js'
 import { RPC_METHODS } from '../front/request-line.js'
 import { upstreamFailure } from './upstream-errors.js'
 import { ResponseStatusWatch } from './response-heads.js'
+import { claimedUser } from '../auth/logon-user.js'
 
 // One Outlook Anywhere connection, read by casgate's own HTTP/1.1 parser because Node's refuses
 // the RPC_* methods. It is a request path like any other, not a pipe: every request head on the
@@ -34,14 +35,14 @@ export interface RpcChannelOptions {
   hostCheck: (socket: Socket, hostName: string | undefined) => CasgateError | undefined
   /** A Basic user locked out for this client: the refusal to answer (after an equalised delay). */
   lockedOut: (authorization: string | undefined, client: string | undefined, url: string) => Promise<unknown> | undefined
-  /** Exchange answered 401 to Basic credentials: a failed logon (undefined without preauth). */
+  /** Exchange answered 401 to a logon (Basic, NTLM AUTHENTICATE): a failed one (undefined without preauth). */
   upstreamRejected: ((authorization: string, client: string | undefined, url: string, elapsedMs: number) => void) | undefined
 }
 
 /** SentRequest is what a response's status is attributed to. */
 interface SentRequest {
-  /** The client's Basic credentials, when it sent some. */
-  basic: string | undefined
+  /** The client's logon attempt (Basic, NTLM AUTHENTICATE), when it sent one. */
+  logon: string | undefined
   client: string | undefined
   url: string
   sentAt: number
@@ -209,7 +210,7 @@ export class RpcConnection {
     this.#forwarded++
     if (this.#statuses?.watching === true) {
       const authorization = head.headers.authorization
-      this.#sent.push({ basic: authorization !== undefined && /^basic\s/i.test(authorization) ? authorization : undefined, client: source, url: head.target, sentAt: performance.now() })
+      this.#sent.push({ logon: claimedUser(authorization) === undefined ? undefined : authorization, client: source, url: head.target, sentAt: performance.now() })
     }
     this.#bytesIn += head.headLength
     this.#options.accessLog.info({ client, method: head.method, url: head.target, vdir: vdir.path, backend: this.#backend!.name, tunnel: true, contentLength: head.contentLength }, 'request')
@@ -228,7 +229,7 @@ export class RpcConnection {
     if (rejected !== undefined) {
       this.#statuses = new ResponseStatusWatch((status) => {
         const request = this.#sent.shift()
-        if (status === 401 && request?.basic !== undefined) rejected(request.basic, request.client, request.url, performance.now() - request.sentAt)
+        if (status === 401 && request?.logon !== undefined) rejected(request.logon, request.client, request.url, performance.now() - request.sentAt)
       })
     }
     backend.outstanding++
