@@ -26,6 +26,8 @@ const ATTACKS: Array<{ path: string, rule: string, cookie?: string, method?: 'GE
   // Double-encoded ProxyShell: caught by its own rule before the ProxyNotShell one.
   { path: '/autodiscover/autodiscover.json%253F%2540evil.com/Powershell', rule: 'proxyshell-explicit-logon-ssrf' },
   { path: '/autodiscover/autodiscover.json?x=%2570owershell', rule: 'proxynotshell-autodiscover-powershell' },
+  { path: '/autodiscover/autodiscover.json?@evil.com/PushNotifications/x', cookie: 'Email=autodiscover/autodiscover.json%3F@evil.com', rule: 'proxyshell-explicit-logon-ssrf' },
+  { path: '/autodiscover/autodiscover.json?@evil.com/x', cookie: 'Email=autodiscover/autodiscover.json%3F@evil.com', rule: 'proxyshell-email-autodiscover-cookie' },
   { path: '/owa/mastermailbox%40outlook.com/powershell', rule: 'owassrf-owa-explicit-logon-powershell' },
   { path: '/owa/mastermailbox%2540outlook.com/%2570owershell', rule: 'owassrf-owa-explicit-logon-powershell' },
   { path: '/EWS/x/powershell/', rule: 'powershell-path-outside-powershell-vdir' }
@@ -84,9 +86,10 @@ describe('the Exchange exploit rule pack', () => {
     const { gateway, client } = await rulesLab()
     const echo = JSON.parse((await send(gateway, '/EWS/Exchange.asmx', {
       dispatcher: client,
-      headers: { 'x-commonaccesstoken': 'VgEAVAdXaW5kb3dz', 'x-isfromcafe': '1', 'x-sourcecafeserver': 'ex1', msexchproxyuri: 'https://ex1/ews', 'x-backend-diag-x': '1', 'x-anchormailbox': 'jdoe@contoso.com', 'client-request-id': 'c1' }
+      headers: { 'x-commonaccesstoken': 'VgEAVAdXaW5kb3dz', 'x-isfromcafe': '1', 'x-sourcecafeserver': 'ex1', msexchproxyuri: 'https://ex1/ews', 'x-backend-diag-x': '1', 'x-anchormailbox': 'jdoe@contoso.com', 'client-request-id': 'c1', X_CommonAccessToken: 'VgEA', X_Forwarded_For: '203.0.113.9' }
     })).text) as EchoBody
-    for (const name of ['x-commonaccesstoken', 'x-isfromcafe', 'x-sourcecafeserver', 'msexchproxyuri', 'x-backend-diag-x']) expect(echo.headers[name], name).toBeUndefined()
+    // IIS reads X_CommonAccessToken as HTTP_X_COMMONACCESSTOKEN, the same server variable.
+    for (const name of ['x-commonaccesstoken', 'x-isfromcafe', 'x-sourcecafeserver', 'msexchproxyuri', 'x-backend-diag-x', 'x_commonaccesstoken', 'x_forwarded_for']) expect(echo.headers[name], name).toBeUndefined()
     expect(echo.headers['x-anchormailbox']).toBe('jdoe@contoso.com')
     expect(echo.headers['client-request-id']).toBe('c1')
   })

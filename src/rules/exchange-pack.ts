@@ -21,7 +21,7 @@ const CROWDSTRIKE_OWASSRF = 'https://www.crowdstrike.com/blog/owassrf-exploit-an
 // Legitimate OWA cookies (names as Exchange sets them; values shortened).
 const OWA_COOKIES = 'ClientId=5A3F0C2E8B7D4E1F9A6C3B2D1E0F4A5B; X-BackEndCookie=S-1-5-21-1004336348-1177238915-682003330-1106=u56Lnp2ejJqBy8vLycjNzsbSx8bOy9LLy8/M0p7NxsnSz8/Nx8/Jz87JzsbPq8/Gz8vFzsfFy8s=; X-OWA-CANARY=kM2sL0x3p0aQ1nYtZx7WcJ5dE8rT2fH9uV4iB6oA3yG1; PrivateComputer=true; PBack=0'
 const REMOTE_POWERSHELL = '/powershell/?serializationLevel=Full;ExchClientVer=15.2.1258.12;clientApplication=ManagementShell;TargetServer=;PSVersion=5.1.17763.592'
-const BACKEND_PATH = '[/\\\\](?:powershell|mapi|ews|ecp|owa|oab|rpc|autodiscover|microsoft-server-activesync|api)'
+const BACKEND_PATH = '[/\\\\](?:powershell|mapi|ews|ecp|owa|oab|rpc|autodiscover|microsoft-server-activesync|api|pushnotifications)'
 
 /** EXCHANGE_RULE_PACK is the built-in exploit rule pack; its version names the month of its last change. */
 export const EXCHANGE_RULE_PACK: RulePackData = {
@@ -120,6 +120,28 @@ export const EXCHANGE_RULE_PACK: RulePackData = {
           '/autodiscover/autodiscover.json?Email=jdoe%40contoso.com&Protocol=ActiveSync&RedirectCount=1',
           '/autodiscover/autodiscover.json?Email=autodiscover.admin%40contoso.com&Protocol=Ews',
           '/owa/?ae=Item&t=IPM.Note&id=RgAAAAAvQ%2FqZk2NhR6v0kb5sY7ceBwB%2BcQ&email=jdoe%40contoso.com'
+        ]
+      }
+    },
+    {
+      id: 'proxyshell-email-autodiscover-cookie',
+      cve: ['CVE-2021-34473'],
+      title: 'ProxyShell: Email=autodiscover/… in a cookie',
+      source: `${ZDI_PROXYSHELL}; ${BLACKHAT_2021}`,
+      matches: 'a request to autodiscover.json with a cookie named Email whose value starts with autodiscover/ (or \\ ? #): Exchange reads the explicit logon address from Params["Email"], which takes cookies (and form fields) as well as the query. A form body is not read at the edge.',
+      leavesAlone: 'an Email cookie holding a real address; Email cookies on other paths.',
+      when: [
+        { on: 'path', pattern: 'autodiscover\\.json' },
+        { on: 'cookie', name: 'Email', pattern: '^autodiscover[/\\\\?#]' }
+      ],
+      corpus: {
+        attacks: [
+          { target: '/autodiscover/autodiscover.json?@evil.example/PushNotifications/x', cookie: 'Email=autodiscover/autodiscover.json%3F@evil.example' },
+          { target: '/autodiscover/autodiscover.json?@evil.example/x', cookie: 'a=1; email=Autodiscover%252Fautodiscover.json' }
+        ],
+        legitimate: [
+          { target: '/autodiscover/autodiscover.json/v1.0/jdoe@contoso.com?Protocol=ActiveSync', cookie: 'Email=jdoe%40contoso.com' },
+          { target: '/owa/', cookie: 'Email=autodiscover/x' }
         ]
       }
     },
