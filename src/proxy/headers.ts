@@ -54,7 +54,7 @@ function connectionTokens (rawHeaders: readonly string[]): Set<string> | undefin
  * client's raw headers, in one pass: `host` is the client's Host as the guard normalised it (or,
  * for an HTTP/1.0 request without one, the name the client connected to — never the backend's
  * own address, which undici would fill in), hop-by-hop headers go, so do the headers only
- * Exchange's own front end may set (rules/front-end-headers.ts), and X-Forwarded-For/-Proto/-Host
+ * Exchange's own front end may set (rules/front-end-headers.ts) and names with '_', and X-Forwarded-For/-Proto/-Host
  * describe the client. Forwarding headers the client sent count only from a trusted proxy. No
  * Via is added: IIS re-authenticates NTLM on every request that carries one.
  */
@@ -69,7 +69,10 @@ export function upstreamRequestHeaders (rawHeaders: readonly string[], clientAdd
     const name = rawHeaders[i]!
     const value = rawHeaders[i + 1]!
     const lower = name.toLowerCase()
-    if (requestHopByHop.has(lower) || named?.has(lower) || lower === 'host' || isFrontEndOnlyHeader(lower)) continue
+    // IIS reads '-' and '_' alike in server variables (HTTP_X_FORWARDED_FOR): X_Forwarded_For or
+    // X_CommonAccessToken would pass every check of casgate's and still be the header behind it.
+    // No Exchange client sends an underscore; they go, as nginx drops them by default.
+    if (name.includes('_') || requestHopByHop.has(lower) || named?.has(lower) || lower === 'host' || isFrontEndOnlyHeader(lower)) continue
     if (forwardingHeaders.has(lower)) {
       if (!trustClient) continue
       if (lower === 'x-forwarded-for') { forwardedFor = forwardedFor ? `${forwardedFor}, ${value}` : value; continue }
