@@ -22,7 +22,7 @@ function preauthLines (config: GatewayConfig): string[] {
     `    session secret: ${describeSessionSecret(preauth)}`,
     `    lockout: ${lockout.userThreshold} failures of a user lock it for unfamiliar sources, ${lockout.addressThreshold} from an address lock that address${lockout.familiarForMs > 0 ? `; sources that signed in within ${Math.round(lockout.familiarForMs / 86_400_000)} days keep working (smart lockout)` : '; smart lockout off (familiarForMs 0)'}; Exchange's 401s to Basic on unchecked paths count`
   ]
-  const bearerVdirs = EXCLUSION_PRESETS[preauth.exclusionPreset].bearerVdirs
+  const bearerVdirs = EXCLUSION_PRESETS[preauth.exclusionPreset].clientVdirs
   const bearer = preauth.bearer
   if (bearer === undefined) {
     lines.push(`    bearer: JWT-shaped tokens pass to Exchange on ${bearerVdirs.join(', ') || 'no vdir'} (${EXCHANGE_PROFILE_BEARER_NOTE}); set preauth.bearer to validate them here`)

@@ -75,6 +75,18 @@ describe('Bearer tokens pass only where modern-auth clients send them, and only 
   })
 })
 
+describe('OPTIONS', () => {
+  it('skips preauthentication only without a body and only where Outlook and devices send it, never on OWA or ECP', async () => {
+    const { gateway, server, client } = await edgeLab()
+    expect((await send(gateway, '/ecp/DDI/DDIService.svc/SetObject', { dispatcher: client, method: 'OPTIONS', body: '{"identity":"x"}' })).status).toBe(440)
+    expect((await send(gateway, '/owa/', { dispatcher: client, method: 'OPTIONS' })).status).toBe(440)
+    expect((await send(gateway, '/EWS/Exchange.asmx', { dispatcher: client, method: 'OPTIONS', body: '<x/>' })).status).toBe(401)
+    expect(server.seen).toEqual([])
+    expect((await send(gateway, EAS, { dispatcher: client, method: 'OPTIONS' })).status).toBe(200)
+    expect(server.seen).toEqual([`OPTIONS ${EAS}`])
+  })
+})
+
 describe('one Authorization, one Host, one session', () => {
   it('refuses a second Authorization, Host or session cookie with 400 and forwards nothing', async () => {
     const { gateway, server } = await edgeLab()

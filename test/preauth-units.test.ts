@@ -48,19 +48,22 @@ describe('preauthentication pieces', () => {
     const ews = { path: '/EWS', healthPath: '/EWS/healthcheck.htm' }
     const owa = { path: '/owa', healthPath: '/owa/healthcheck.htm' }
     const mapi = { path: '/mapi', healthPath: '/mapi/healthcheck.htm' }
-    expect(exclusions.reason('POST', '/EWS/Exchange.asmx/WSSecurity', ews)).toBe('path')
-    expect(exclusions.reason('POST', '/ews/exchange.asmx/wssecurity', ews)).toBe('path')
-    expect(exclusions.reason('GET', '/owa/sso/x', owa)).toBe('path')
-    expect(exclusions.reason('GET', '/owa/ssox', owa)).toBeUndefined()
-    expect(exclusions.reason('GET', '/mapi/healthcheck.htm', mapi)).toBe('health')
-    expect(exclusions.reason('POST', '/mapi/healthcheck.htm', mapi)).toBeUndefined()
-    expect(exclusions.reason('GET', '/owa/x/healthcheck.htm', owa)).toBeUndefined()
-    expect(exclusions.reason('GET', '/owa#/healthcheck.htm', owa)).toBeUndefined()
-    expect(exclusions.reason('OPTIONS', '/Microsoft-Server-ActiveSync', ews)).toBe('options')
+    expect(exclusions.reason('POST', '/EWS/Exchange.asmx/WSSecurity', ews, false)).toBe('path')
+    expect(exclusions.reason('POST', '/ews/exchange.asmx/wssecurity', ews, false)).toBe('path')
+    expect(exclusions.reason('GET', '/owa/sso/x', owa, false)).toBe('path')
+    expect(exclusions.reason('GET', '/owa/ssox', owa, false)).toBeUndefined()
+    expect(exclusions.reason('GET', '/mapi/healthcheck.htm', mapi, false)).toBe('health')
+    expect(exclusions.reason('POST', '/mapi/healthcheck.htm', mapi, false)).toBeUndefined()
+    expect(exclusions.reason('GET', '/owa/x/healthcheck.htm', owa, false)).toBeUndefined()
+    expect(exclusions.reason('GET', '/owa#/healthcheck.htm', owa, false)).toBeUndefined()
+    expect(exclusions.reason('OPTIONS', '/Microsoft-Server-ActiveSync', { path: '/Microsoft-Server-ActiveSync', healthPath: '' }, false)).toBe('options')
+    // OPTIONS with a body is no preflight, and OWA/ECP clients send none.
+    expect(exclusions.reason('OPTIONS', '/EWS/Exchange.asmx', ews, true)).toBeUndefined()
+    expect(exclusions.reason('OPTIONS', '/owa/', owa, false)).toBeUndefined()
     expect(exclusions.bearerAllowed('/EWS')).toBe(true)
     expect(exclusions.bearerAllowed('/owa')).toBe(false)
     expect(exclusions.bearerAllowed('/ecp')).toBe(false)
-    expect(new Exclusions(EXCLUSION_PRESETS.none, []).reason('OPTIONS', '/EWS/mrsproxy.svc', ews)).toBeUndefined()
+    expect(new Exclusions(EXCLUSION_PRESETS.none, []).reason('OPTIONS', '/EWS/mrsproxy.svc', ews, false)).toBeUndefined()
     expect(new Exclusions(EXCLUSION_PRESETS.none, []).bearerAllowed('/EWS')).toBe(false)
   })
 

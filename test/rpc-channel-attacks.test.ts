@@ -51,11 +51,16 @@ describe.each(['offload', 'reencrypt'] as const)('RPC over HTTP cannot carry any
   it('forwards exactly Content-Length bytes of body, then judges the next request head on the same upstream connection', async () => {
     const { gateway, server } = await rpcLab(mode)
     // The NTLM shape of Outlook Anywhere: an empty request, then the channel, on one connection.
-    const answer = await rawExchange(gateway, `${RPC}Content-Length: 0\r\n\r\n${RPC}Content-Length: 5\r\n\r\nhello${RPC.replace('/rpc/rpcproxy.dll', '/rpc/../owa/')}Content-Length: 0\r\n\r\n`)
+    const answer = await rawExchange(gateway, `${RPC}Content-Length: 0\r\n\r\n${RPC}Content-Length: 5\r\n\r\nhello`)
     const echoes = answer.split('HTTP/1.1 200 OK').slice(1).map((part) => JSON.parse(part.slice(part.indexOf('{'))) as EchoBody)
     expect(echoes.map((echo) => echo.bodyBytes)).toEqual([0, 5])
     expect(echoes[0]!.connection).toBe(echoes[1]!.connection)
-    expect(server.seen).toEqual(['RPC_IN_DATA /rpc/rpcproxy.dll?ex1.contoso.local:6001', 'RPC_IN_DATA /rpc/rpcproxy.dll?ex1.contoso.local:6001'])
+    // Behind an empty request the connection stays open to Exchange: a second head leaving /rpc is
+    // refused there, and nothing of it is forwarded.
+    const refused = await rawExchange(gateway, `${RPC}Content-Length: 0\r\n\r\n${RPC.replace('/rpc/rpcproxy.dll', '/rpc/../owa/')}Content-Length: 0\r\n\r\n`)
+    expect(refused).toMatch(/^HTTP\/1\.1 200/)
+    expect(server.seen).toEqual(Array.from({ length: 3 }, () => 'RPC_IN_DATA /rpc/rpcproxy.dll?ex1.contoso.local:6001'))
+    expect(gateway.logs.lines.some((line) => line.tunnel === true && line.reason === 'path traversal' && line.url === '/rpc/../owa/?ex1.contoso.local:6001')).toBe(true)
   })
 
   it('refuses RPC targets that leave /rpc once decoded, before any backend is chosen', async () => {
@@ -77,6 +82,7 @@ describe.each(['offload', 'reencrypt'] as const)('RPC over HTTP cannot carry any
       `${RPC}Content-Length: 0\r\n folded: value\r\n\r\n`,
       `${RPC}Content-Length: 0\nX-Bare: lf\r\n\r\n`,
       `${RPC}Content-Length: -1\r\n\r\n`,
+      `${RPC}Content-Length: 2147483648\r\n\r\n`,
       'RPC_IN_DATA /rpc/rpcproxy.dll HTTP/1.0\r\nHost: mail.contoso.test\r\nContent-Length: 0\r\n\r\n',
       'RPC_IN_DATA /rpc/rpcproxy.dll HTTP/1.1\r\nContent-Length: 0\r\n\r\n'
     ]) {

@@ -226,7 +226,11 @@ describe('the session secret', () => {
     expect(own.status).toBe(302)
     expect(await owa(gateway, client, second)).toMatchObject({ page: 302, script: 440 })
     expect(await owa(gateway, client, third)).toMatchObject({ page: 302, script: 440 })
-    expect(logs.lines.filter((line) => line.event === 'preauth-logoff').map((line) => line.user)).toEqual(['jdoe', 'jdoe', 'jdoe'])
+    // OWA's sign-out spelt with an escape is OWA's sign-out to IIS, so it ends the session too.
+    const fourth = await signIn(gateway, client)
+    expect((await send(gateway, '/owa/logoff%2eowa', { dispatcher: client, headers: { cookie: `CasgateSession=${fourth}` } })).status).toBe(302)
+    expect(await owa(gateway, client, fourth)).toMatchObject({ page: 302, script: 440 })
+    expect(logs.lines.filter((line) => line.event === 'preauth-logoff').map((line) => line.user)).toEqual(['jdoe', 'jdoe', 'jdoe', 'jdoe'])
     expect(logs.raw.join('')).not.toContain(PASSWORD)
   })
 })

@@ -21,8 +21,11 @@ export interface RequestHead {
   headLength: number
 }
 
-/** MAX_CONTENT_LENGTH bounds an RPC channel: Outlook opens them at 1 GiB; 4 GiB leaves room. */
-export const MAX_CONTENT_LENGTH = 4 * 1024 ** 3
+/**
+ * MAX_CONTENT_LENGTH bounds an RPC channel: Outlook opens them at 1 GiB (the RPC proxy's channel
+ * lifetime); anything over 2^31-1 relies on every hop reading a length past 32 bits alike.
+ */
+export const MAX_CONTENT_LENGTH = 2 ** 31 - 1
 
 const token = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 // field-value: visible ASCII, obs-text, spaces and tabs inside (RFC 9110 §5.5); no CR, LF, NUL.

@@ -3,6 +3,9 @@
 // server to server, monitors must see health pages, and OPTIONS is how clients discover what
 // a vdir speaks before they authenticate. Preauthenticating any of them breaks the feature
 // silently, which is why the list is built in, versioned, and extended rather than replaced.
+// OPTIONS and Bearer pass only on the vdirs of the clients that send them (Outlook, Outlook
+// mobile, ActiveSync devices, EWS applications), never on OWA or ECP, and OPTIONS only without a
+// body: a preflight carries none, a DDI call dressed as one does.
 // Every match is on the path IIS will serve (routing/request-target.ts: decoded once, dot
 // segments and raw '#' already refused), so an exclusion cannot be borrowed by another path.
 
@@ -13,11 +16,12 @@ export interface ExclusionPreset {
   healthPages: boolean
   optionsRequests: boolean
   /**
-   * Vdirs where `Authorization: Bearer <JWT>` (hybrid modern authentication) passes to Exchange
-   * unpreauthenticated: the ones whose clients (Outlook, mobile Outlook, EWS applications) send
-   * it. Never OWA or ECP: browsers do not, and a token there would skip the form.
+   * Vdirs whose clients send OPTIONS before they authenticate, and `Authorization: Bearer <JWT>`
+   * (hybrid modern authentication) that passes to Exchange unpreauthenticated: Outlook, mobile
+   * Outlook, ActiveSync, EWS applications. Never OWA or ECP: browsers send neither, and a token
+   * there would skip the form.
    */
-  bearerVdirs: readonly string[]
+  clientVdirs: readonly string[]
 }
 
 export const EXCLUSION_PRESETS: Record<'exchange-v1' | 'none', ExclusionPreset> = {
@@ -31,9 +35,9 @@ export const EXCLUSION_PRESETS: Record<'exchange-v1' | 'none', ExclusionPreset> 
     optionsRequests: true,
     // Microsoft: hybrid modern authentication covers Outlook (MAPI, EWS, Autodiscover, OAB) and
     // Outlook mobile / ActiveSync; Exchange validates the token (evoSTS).
-    bearerVdirs: ['/EWS', '/Microsoft-Server-ActiveSync', '/mapi', '/oab', '/autodiscover']
+    clientVdirs: ['/EWS', '/Microsoft-Server-ActiveSync', '/mapi', '/oab', '/autodiscover']
   },
-  none: { paths: [], healthPages: false, optionsRequests: false, bearerVdirs: [] }
+  none: { paths: [], healthPages: false, optionsRequests: false, clientVdirs: [] }
 }
 
 /** EXCHANGE_PROFILE_BEARER_NOTE says why those vdirs, for `casgate check`. */
@@ -49,17 +53,17 @@ export interface ExcludedVdir {
 export class Exclusions {
   readonly #paths: string[]
   readonly #preset: ExclusionPreset
-  readonly #bearerVdirs: ReadonlySet<string>
+  readonly #clientVdirs: ReadonlySet<string>
 
   constructor (preset: ExclusionPreset, extra: readonly string[]) {
     this.#preset = preset
     this.#paths = [...preset.paths, ...extra].map((path) => path.toLowerCase().replace(/\/+$/, ''))
-    this.#bearerVdirs = new Set(preset.bearerVdirs.map((path) => path.toLowerCase()))
+    this.#clientVdirs = new Set(preset.clientVdirs.map((path) => path.toLowerCase()))
   }
 
   /** reason returns why a request (its decoded path) bypasses preauthentication, or undefined. */
-  reason (method: string, path: string, vdir: ExcludedVdir): string | undefined {
-    if (this.#preset.optionsRequests && method === 'OPTIONS') return 'options'
+  reason (method: string, path: string, vdir: ExcludedVdir, hasBody: boolean): string | undefined {
+    if (this.#preset.optionsRequests && method === 'OPTIONS' && !hasBody && this.#clientVdirs.has(vdir.path.toLowerCase())) return 'options'
     const lower = path.toLowerCase()
     if (this.#preset.healthPages && (method === 'GET' || method === 'HEAD') && lower === vdir.healthPath.toLowerCase()) return 'health'
     for (const excluded of this.#paths) {
@@ -70,6 +74,6 @@ export class Exclusions {
 
   /** bearerAllowed says whether a Bearer token may stand in for preauthentication on a vdir. */
   bearerAllowed (vdirPath: string): boolean {
-    return this.#bearerVdirs.has(vdirPath.toLowerCase())
+    return this.#clientVdirs.has(vdirPath.toLowerCase())
   }
 }

@@ -37,9 +37,14 @@ export class FormsSessions {
     this.sessions = new SessionCookies(settings.secrets, settings.cookieName, { onRevocationDropped: (dropped) => log.warn({ event: 'preauth-revocations-dropped', dropped }, 'revocation set full: signed-out sessions forgotten before their expiry') })
   }
 
-  /** decide lets a request with a live session through as its user (Basic to Exchange), or sends it to the form (440 for scripts). */
-  decide (request: IncomingMessage, url: string): GateOutcome {
-    if (/^\/(owa|ecp)\/logoff\.(owa|aspx)(\?|$)/i.test(url)) return { answer: this.signOut(request) }
+  /**
+   * decide lets a request with a live session through as its user (Basic to Exchange), or sends
+   * it to the form (440 for scripts); OWA's and ECP's sign-out end the session. `path` is the
+   * decoded path, `url` the target as sent (the form returns to it).
+   */
+  decide (request: IncomingMessage, url: string, path: string): GateOutcome {
+    // On the decoded path: /owa/logoff%2eowa is OWA's sign-out to IIS, so it is casgate's too.
+    if (/^\/(owa|ecp)\/logoff\.(owa|aspx)$/i.test(path)) return { answer: this.signOut(request) }
     const opened = this.readSession(request)
     if (opened === undefined) {
       if (isNavigation(request)) {

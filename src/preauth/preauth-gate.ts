@@ -79,13 +79,15 @@ export class PreauthGate {
       const bearer = this.#bearer(authorization.slice(7).trim(), vdir)
       if (bearer !== undefined) return bearer
     }
-    const excluded = vdir.preauth === 'none' ? 'none' : this.exclusions.reason(request.method ?? 'GET', path, vdir)
+    const headers = request.headers
+    const hasBody = headers['transfer-encoding'] !== undefined || (headers['content-length'] !== undefined && headers['content-length'] !== '0')
+    const excluded = vdir.preauth === 'none' ? 'none' : this.exclusions.reason(request.method ?? 'GET', path, vdir, hasBody)
     if (excluded !== undefined) {
       const locked = this.lockedAnswer(authorization, client, request.url ?? '/')
       if (locked !== undefined) return locked.then((answer) => ({ answer }))
       return excluded === 'none' ? PASS_UNCHANGED : { pass: { ...PASS_UNCHANGED.pass, excluded } }
     }
-    return vdir.preauth === 'basic' ? this.#basic(request, client) : this.forms.decide(request, request.url ?? '/')
+    return vdir.preauth === 'basic' ? this.#basic(request, client) : this.forms.decide(request, request.url ?? '/', path)
   }
 
   /**
