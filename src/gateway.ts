@@ -106,7 +106,11 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     // Exchange clients send long URLs (OWA deep links, EAS query strings).
     routerOptions: { maxParamLength: 2048 },
     // Malformed URLs and the like are answered in casgate's error shape, with its codes.
-    frameworkErrors: (err, _request, reply) => sendFrameworkError(reply, err),
+    frameworkErrors: (err, _request, reply) => {
+      // Answered before any hook runs: HSTS is added here for these too.
+      if (hsts !== undefined) reply.header('strict-transport-security', hsts)
+      sendFrameworkError(reply, err)
+    },
     // createClientHttpServer answers what Node's parser refuses, and closes in stages.
     clientErrorHandler: () => undefined,
     serverFactory: (handler) => {
