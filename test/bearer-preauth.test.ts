@@ -1,11 +1,8 @@
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWTPayload } from 'jose'
-import { afterAll, describe, expect, it } from 'vitest'
-import { hashPassword } from '../src/preauth/password-hash.js'
+import { describe, expect, it } from 'vitest'
 import { closedPort } from './helpers/ports.js'
 import { labClient, send, startEmulators, startLabGateway } from './helpers/lab.js'
+import { usersFile } from './helpers/users.js'
 import { tempDir, writeFiles } from './helpers/tmp.js'
 
 // Bearer tokens validated at the edge (preauth.bearer) through a real gateway: only the tenant's
@@ -15,9 +12,6 @@ import { tempDir, writeFiles } from './helpers/tmp.js'
 const TENANT = '8eaef023-2b34-4da1-9baa-8bc8c9d6a490'
 const ISSUER = `https://sts.windows.net/${TENANT}/`
 const AUDIENCE = 'https://mail.contoso.test'
-
-const usersDir = mkdtempSync(join(tmpdir(), 'casgate-users-'))
-afterAll(() => rmSync(usersDir, { recursive: true, force: true }))
 
 async function signer (): Promise<{ privateKey: CryptoKey, jwks: string }> {
   const { publicKey, privateKey } = await generateKeyPair('RS256', { extractable: true })
@@ -32,7 +26,7 @@ function token (privateKey: CryptoKey, claims: JWTPayload = {}): Promise<string>
 
 async function bearerLab (jwks: { file: string } | { url: string }) {
   const servers = await startEmulators(1)
-  const users = writeFiles(usersDir, { 'users.txt': `jdoe:${await hashPassword('Correct-Horse-1', 14)}\n` })['users.txt']
+  const users = await usersFile({ jdoe: 'Correct-Horse-1' })
   const gateway = await startLabGateway({
     mode: 'offload',
     servers: servers.map((s) => s.url),

@@ -1,11 +1,7 @@
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { afterAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import type { EchoBody } from '../src/emulator/exchange-server.js'
-import { hashPassword } from '../src/preauth/password-hash.js'
 import { labClient, rawExchange, send, startEmulators, startLabGateway } from './helpers/lab.js'
-import { writeFiles } from './helpers/tmp.js'
+import { usersFile } from './helpers/users.js'
 
 // Ways around the gateway on the HTTP path (issue 12, items 2, 3, 5, 8): each attack goes over
 // a real TLS socket, and the emulated Exchange server's request log shows it never arrived.
@@ -15,12 +11,8 @@ const basic = (user: string, password: string): string => `Basic ${Buffer.from(`
 const b64url = (value: object): string => Buffer.from(JSON.stringify(value)).toString('base64url')
 const JWT = `${b64url({ alg: 'RS256', typ: 'JWT', kid: 'k1' })}.${b64url({ aud: 'https://mail.contoso.test', iss: 'https://sts.windows.net/t/' })}.c2lnbmF0dXJl`
 
-const usersDir = mkdtempSync(join(tmpdir(), 'casgate-users-'))
-afterAll(() => rmSync(usersDir, { recursive: true, force: true }))
-let usersFile: Promise<string> | undefined
 function users (): Promise<string> {
-  usersFile ??= hashPassword('Correct-Horse-1', 14).then((hash) => writeFiles(usersDir, { 'users.txt': `jdoe:${hash}\n` })['users.txt'])
-  return usersFile
+  return usersFile({ jdoe: 'Correct-Horse-1' })
 }
 
 async function edgeLab (preauth = true) {

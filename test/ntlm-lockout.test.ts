@@ -1,26 +1,19 @@
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { afterAll, describe, expect, it, onTestFinished } from 'vitest'
+import { describe, expect, it, onTestFinished } from 'vitest'
 import { Client } from 'undici'
 import { ExchangeEmulator } from '../src/emulator/exchange-server.js'
-import { hashPassword } from '../src/preauth/password-hash.js'
 import { labPki, startLabGateway } from './helpers/lab.js'
+import { usersFile } from './helpers/users.js'
 import { logOn } from './helpers/ntlm-client.js'
-import { writeFiles } from './helpers/tmp.js'
 
 // NTLM guesses are password guesses too: an AUTHENTICATE message names its user, and Exchange's
 // 401 to it is a failed logon. On the paths casgate does not preauthenticate (MAPI, the
 // exclusions) they count against the lockout like Basic, or NTLM is a way around it.
 
-const usersDir = mkdtempSync(join(tmpdir(), 'casgate-users-'))
-afterAll(() => rmSync(usersDir, { recursive: true, force: true }))
-
 describe('NTLM and the lockout', () => {
   it('counts Exchange\'s 401s to NTLM AUTHENTICATE messages; a locked user gets casgate\'s 401 before Exchange sees the guess', async () => {
     const exchange = await new ExchangeEmulator({ name: 'ex1', ntlm: { domain: 'CONTOSO', users: { jdoe: 'Correct-Horse-1' } } }).start()
     onTestFinished(() => exchange.close())
-    const users = writeFiles(usersDir, { 'users.txt': `jdoe:${await hashPassword('Correct-Horse-1', 14)}\n` })['users.txt']
+    const users = await usersFile({ jdoe: 'Correct-Horse-1' })
     const gateway = await startLabGateway({ mode: 'offload', servers: [exchange.url], extra: { health: { enabled: false }, preauth: { usersFile: users } } })
     const pki = await labPki()
     const attempt = async (path: string, password: string): Promise<number> => {

@@ -4,6 +4,7 @@ import { activeSyncIdentity, authorizationIdentity, normalizeUser } from '../src
 import { basicCredentials } from '../src/auth/basic.js'
 import { NTLMSSP_SIGNATURE, ntlmMessageType, ntlmToken, parseAuthenticate } from '../src/auth/ntlm-message.js'
 import { cookiePairs, readCookie, readCookies, removeCookies } from '../src/util/cookies.js'
+import { frameAuthenticate } from './helpers/ntlm-client.js'
 
 // Bounded property-based fuzzing of the readers of who a request speaks for (issue 12): Basic
 // (RFC 7617), NTLM AUTHENTICATE framing (MS-NLMP §2.2.1.3), ActiveSync's query forms
@@ -15,22 +16,6 @@ const base64 = (bytes: Uint8Array | string): string => Buffer.from(bytes).toStri
 const scheme = fc.constantFrom('Basic', 'basic', 'BASIC', 'NTLM', 'ntlm', 'Negotiate', 'Bearer', 'Digest', 'Kerberos', '')
 const separator = fc.constantFrom(' ', '  ', '\t', ' \t', '')
 const junkBase64 = fc.string({ unit: fc.constantFrom(...'ABCDEFabcdef0123456789+/=-_ .:%\n'), maxLength: 40 })
-
-/** ntlmAuthenticate frames an AUTHENTICATE message with its six security buffers after a 64-byte header. */
-function ntlmAuthenticate (fields: Buffer[], flags: number): Buffer {
-  const header = Buffer.alloc(64)
-  NTLMSSP_SIGNATURE.copy(header, 0)
-  header.writeUInt32LE(3, 8)
-  let offset = 64
-  fields.forEach((field, i) => {
-    header.writeUInt16LE(field.length, 12 + i * 8)
-    header.writeUInt16LE(field.length, 14 + i * 8)
-    header.writeUInt32LE(offset, 16 + i * 8)
-    offset += field.length
-  })
-  header.writeUInt32LE(flags >>> 0, 60)
-  return Buffer.concat([header, ...fields])
-}
 
 // An NTLM message with every descriptor chosen by the fuzzer: lengths, offsets past the end, wrap-arounds.
 const lyingNtlm = fc.tuple(fc.constantFrom(1, 2, 3, 3, 3, 0, 4), fc.array(fc.tuple(fc.nat(0xffff), fc.oneof(fc.nat(120), fc.constant(0xffffffff), fc.nat())), { minLength: 6, maxLength: 6 }), fc.nat(), fc.uint8Array({ maxLength: 80 }), fc.nat(80))
@@ -88,7 +73,7 @@ describe('Authorization readers under fuzzing', () => {
       const user = unicode ? wide : oem
       const encoding = unicode ? 'utf16le' : 'latin1'
       const fields = [Buffer.alloc(24), Buffer.alloc(40, 1), Buffer.from(domain, encoding), Buffer.from(user, encoding), Buffer.from('WS', encoding), Buffer.alloc(0)]
-      const token = ntlmAuthenticate(fields, unicode ? 0xa2888205 : 0xa2888204)
+      const token = frameAuthenticate(fields, unicode ? 0xa2888205 : 0xa2888204)
       expect(parseAuthenticate(token)).toMatchObject({ user, domain })
       const expected = normalizeUser(user)
       expect(authorizationIdentity(`NTLM ${base64(token)}`)).toBe(expected === '' ? undefined : `user:${expected}`)

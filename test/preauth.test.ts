@@ -1,29 +1,18 @@
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { afterAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import type { Dispatcher } from 'undici'
 import type { EchoBody } from '../src/emulator/exchange-server.js'
-import { hashPassword } from '../src/preauth/password-hash.js'
 import type { Gateway } from '../src/gateway.js'
 type LabGateway = Awaited<ReturnType<typeof startLabGateway>>
 import { labClient, send, startEmulators, startLabGateway } from './helpers/lab.js'
-import { writeFiles } from './helpers/tmp.js'
+import { sharedFile, usersFile } from './helpers/users.js'
 
 const EAS = '/Microsoft-Server-ActiveSync'
 const PASSWORDS: Record<string, string> = { jdoe: 'Correct-Horse-1', asmith: 'Battery-Staple-2', bwayne: 'Not-Batman-3' }
 const basic = (user: string, password: string): string => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`
 
 // One users file for the whole file (scrypt at its lowest accepted cost, to keep tests quick).
-const usersDir = mkdtempSync(join(tmpdir(), 'casgate-users-'))
-afterAll(() => rmSync(usersDir, { recursive: true, force: true }))
-let usersFile: Promise<string> | undefined
 function users (): Promise<string> {
-  usersFile ??= (async () => {
-    const lines = await Promise.all(Object.entries(PASSWORDS).map(async ([user, password]) => `${user}:${await hashPassword(password, 14)}`))
-    return writeFiles(usersDir, { 'users.txt': lines.join('\n') + '\n' })['users.txt']
-  })()
-  return usersFile
+  return usersFile(PASSWORDS)
 }
 
 async function preauthLab (preauth: Record<string, unknown> = {}, vdirs: Record<string, unknown> = {}): Promise<{ gateway: LabGateway, client: Dispatcher }> {
@@ -233,7 +222,7 @@ describe('forms preauthentication (OWA, ECP)', () => {
 
   it('is stateless: a second instance with the same session secret accepts the session', async () => {
     // Not the same certificate any more: the session secret is no longer derived from its key (issue 12).
-    const { 'session.key': secretFile } = writeFiles(usersDir, { 'session.key': 'a shared session secret, 32+ characters long\n' })
+    const { 'session.key': secretFile } = { 'session.key': sharedFile('session.key', 'a shared session secret, 32+ characters long\n') }
     const first = await preauthLab({ secretFile })
     const second = await preauthLab({ secretFile })
     const jar = new Jar()

@@ -1,21 +1,15 @@
-import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer, type AddressInfo, type Socket } from 'node:net'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { afterAll, describe, expect, it, onTestFinished } from 'vitest'
+import { describe, expect, it, onTestFinished } from 'vitest'
 import { basicCredentials } from '../src/auth/basic.js'
-import { hashPassword } from '../src/preauth/password-hash.js'
 import { ResponseStatusWatch } from '../src/proxy/response-heads.js'
 import { rawExchange, startLabGateway } from './helpers/lab.js'
-import { writeFiles } from './helpers/tmp.js'
+import { usersFile } from './helpers/users.js'
 
 // Outlook Anywhere with Basic authentication: /rpc is never preauthenticated (Outlook cannot
 // answer casgate), so Exchange checks the password. Its 401s must count against the lockout as
 // casgate's own refusals do, or /rpc is a password-guessing channel around it (issue 12, item 4).
 
 const basic = (user: string, password: string): string => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`
-const usersDir = mkdtempSync(join(tmpdir(), 'casgate-users-'))
-afterAll(() => rmSync(usersDir, { recursive: true, force: true }))
 
 /** startRpcProxy plays IIS's rpcproxy.dll with Basic: 401 to a wrong password, 200 to jdoe's. */
 async function startRpcProxy (): Promise<{ url: string, seen: string[] }> {
@@ -46,7 +40,7 @@ async function startRpcProxy (): Promise<{ url: string, seen: string[] }> {
 describe('Outlook Anywhere and the lockout', () => {
   it('counts Exchange\'s 401s to Basic on /rpc: after five, casgate answers itself and nothing reaches Exchange', async () => {
     const exchange = await startRpcProxy()
-    const users = writeFiles(usersDir, { 'users.txt': `jdoe:${await hashPassword('Correct-Horse-1', 14)}\n` })['users.txt']
+    const users = await usersFile({ jdoe: 'Correct-Horse-1' })
     const gateway = await startLabGateway({ mode: 'offload', servers: [exchange.url], extra: { health: { enabled: false }, preauth: { usersFile: users } } })
     const rpc = (password: string, last = true): string => `RPC_IN_DATA /rpc/rpcproxy.dll?ex1:6001 HTTP/1.1\r\nHost: mail.contoso.test\r\nAuthorization: ${basic('jdoe', password)}\r\nContent-Length: 0\r\n${last ? 'Connection: close\r\n' : ''}\r\n`
     const statuses: string[] = []

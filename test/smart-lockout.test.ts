@@ -1,15 +1,11 @@
-import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { afterAll, describe, expect, it, onTestFinished } from 'vitest'
+import { describe, expect, it, onTestFinished } from 'vitest'
 import { Agent } from 'undici'
 import { normalizeUser } from '../src/affinity/identity.js'
 import { basicCredentials } from '../src/auth/basic.js'
-import { hashPassword } from '../src/preauth/password-hash.js'
 import { labPki, send, startEmulators, startLabGateway } from './helpers/lab.js'
-import { writeFiles } from './helpers/tmp.js'
+import { usersFile } from './helpers/users.js'
 
 // Smart lockout over real sockets: each party connects from its own loopback address
 // (127.0.0.0/8 is all local on Linux), so casgate sees a phone, a sprayer and a carrier NAT apart.
@@ -24,15 +20,8 @@ const NEW_NAT = '127.0.0.4'
 const CARRIER_NAT = '127.0.0.5'
 const ELSEWHERE = '127.0.0.6'
 
-const usersDir = mkdtempSync(join(tmpdir(), 'casgate-users-'))
-afterAll(() => rmSync(usersDir, { recursive: true, force: true }))
-let usersFile: Promise<string> | undefined
 function users (): Promise<string> {
-  usersFile ??= (async () => {
-    const lines = await Promise.all(Object.entries(PASSWORDS).map(async ([user, password]) => `${user}:${await hashPassword(password, 14)}`))
-    return writeFiles(usersDir, { 'users.txt': lines.join('\n') + '\n' })['users.txt']
-  })()
-  return usersFile
+  return usersFile(PASSWORDS)
 }
 
 async function lockoutLab (servers?: string[], preauth: Record<string, unknown> = {}): Promise<LabGateway> {

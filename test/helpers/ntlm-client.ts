@@ -30,6 +30,11 @@ export function authenticateHeader (wwwAuthenticate: string, user: string, passw
   const key = createHmac('md5', md4(Buffer.from(password, 'utf16le'))).update(Buffer.from(user.toUpperCase() + domain, 'utf16le')).digest()
   const ntResponse = Buffer.concat([createHmac('md5', key).update(serverChallenge).update(temp).digest(), temp])
   const fields = [Buffer.alloc(24), ntResponse, Buffer.from(domain, 'utf16le'), Buffer.from(user, 'utf16le'), Buffer.from('TESTHOST', 'utf16le'), Buffer.alloc(0)]
+  return `NTLM ${frameAuthenticate(fields, FLAGS).toString('base64')}`
+}
+
+/** frameAuthenticate frames an AUTHENTICATE message: its six security buffers after a 64-byte header (MS-NLMP §2.2.1.3). */
+export function frameAuthenticate (fields: readonly Buffer[], flags: number): Buffer {
   const header = Buffer.alloc(64)
   header.write('NTLMSSP\0', 0, 'latin1')
   header.writeUInt32LE(3, 8)
@@ -40,8 +45,8 @@ export function authenticateHeader (wwwAuthenticate: string, user: string, passw
     header.writeUInt32LE(offset, 16 + i * 8)
     offset += field.length
   })
-  header.writeUInt32LE(FLAGS >>> 0, 60)
-  return `NTLM ${Buffer.concat([header, ...fields]).toString('base64')}`
+  header.writeUInt32LE(flags >>> 0, 60)
+  return Buffer.concat([header, ...fields])
 }
 
 /** logOn runs a whole NTLM handshake on one undici connection and returns the final response. */
