@@ -1,3 +1,5 @@
+import { STATUS_CODES } from 'node:http'
+
 /**
  * The one registry of casgate's error codes. Every code has a stable name (`CASGATE_ERR_…`),
  * the HTTP status it answers with when it ends a request, and a message template.
@@ -24,6 +26,11 @@ export const errorCatalog = {
   CASGATE_ERR_CLIENT_CERTIFICATE: { status: 403, message: 'a valid client certificate is required for %s' },
   CASGATE_ERR_INTERNAL: { status: 500, message: 'internal error' }
 } as const satisfies Record<string, { status: number, message: string }>
+
+/** errorBody is the JSON every casgate error answers with, in fastify's shape plus our code. */
+export function errorBody (statusCode: number, code: string, message: string): string {
+  return JSON.stringify({ statusCode, code, error: STATUS_CODES[statusCode] ?? 'Error', message })
+}
 
 /** ErrorCode is the name of one registered casgate error. */
 export type ErrorCode = keyof typeof errorCatalog

@@ -157,6 +157,23 @@ describe('BearerValidator with a key set file', () => {
     expect(await strict.validate(await token(key, { exp: NOW }))).toEqual({ ok: false, reason: 'expired' })
   })
 
+  it('takes a token it verified lately without a second signature check, but never past its exp', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] })
+    vi.setSystemTime(new Date(NOW * 1000))
+    let now = NOW * 1000
+    const key = await signer('k1')
+    const validator = new BearerValidator(fileSettings([key.jwk], { clockToleranceMs: 0 }), { now: () => new Date(now) })
+    const soon = await token(key, { exp: NOW + 120 })
+    expect(await validator.validate(soon)).toMatchObject({ ok: true })
+    now += 60_000
+    vi.setSystemTime(now)
+    expect(await validator.validate(soon)).toMatchObject({ ok: true })
+    now += 61_000
+    vi.setSystemTime(now)
+    expect(await validator.validate(soon)).toEqual({ ok: false, reason: 'expired' })
+    vi.useRealTimers()
+  })
+
   it('accepts several issuers and audiences when configured', async () => {
     const key = await signer('k1')
     const v2 = `https://login.microsoftonline.com/${TENANT}/v2.0`

@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { cookiePairs, readCookie, readCookies, removeCookies } from '../src/util/cookies.js'
+import { cookieNameKey, cookiePairs, readCookie, readCookies, removeCookies } from '../src/util/cookies.js'
 
 const OWN = ['CasgateSession', 'CasgateCsrf']
 
@@ -38,13 +38,13 @@ describe('the Cookie header, read one way for sessions and for stripping (RFC 62
         for (const name of OWN) {
           expect(readCookies(headers[i + 1], name)).toEqual([])
           for (const pair of cookiePairs(headers[i + 1])) {
-            expect(pair.name.toLowerCase()).not.toBe(name.toLowerCase())
+            expect(cookieNameKey(pair.name)).not.toBe(name.toLowerCase())
             expect(pair.value.toLowerCase()).not.toContain(`${name.toLowerCase()}=`)
           }
         }
       }
-      // What was not casgate's is kept, in order.
-      const before = lines.flatMap((line) => cookiePairs(line)).filter((pair) => !OWN.some((name) => pair.name.toLowerCase() === name.toLowerCase() || pair.value.toLowerCase().includes(`${name.toLowerCase()}=`)))
+      // What was not casgate's is kept, in order (names read as ASP.NET reads them: cookieNameKey).
+      const before = lines.flatMap((line) => cookiePairs(line)).filter((pair) => !OWN.some((name) => cookieNameKey(pair.name) === name.toLowerCase() || pair.value.toLowerCase().includes(`${name.toLowerCase()}=`)))
       const after = headers.filter((_, i) => i % 2 === 1).flatMap((line) => cookiePairs(line))
       expect(after).toEqual(before)
     }), { numRuns: 2_000 })

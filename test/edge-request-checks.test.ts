@@ -104,6 +104,15 @@ describe('one Authorization, one Host, one session', () => {
   })
 })
 
+describe('casgate\'s own cookies', () => {
+  it('never reach Exchange on an RPC channel either', async () => {
+    const { gateway } = await edgeLab()
+    const answer = await rawExchange(gateway, 'RPC_IN_DATA /rpc/rpcproxy.dll HTTP/1.1\r\nHost: mail.contoso.test\r\nCookie: a=1; CasgateSession=sealed-value; casgatesession=x; b=2\r\nContent-Length: 1\r\n\r\nx')
+    const echo = JSON.parse(answer.slice(answer.indexOf('{'))) as EchoBody
+    expect(echo.headers.cookie).toBe('a=1; b=2')
+  })
+})
+
 describe('Host', () => {
   it('sends the name the client connected to when an HTTP/1.0 request has no Host, never the backend\'s address', async () => {
     const { gateway, server } = await edgeLab(false)

@@ -1,5 +1,6 @@
+import { createServer, type AddressInfo, type Socket } from 'node:net'
 import { connect as tlsConnect, type TLSSocket } from 'node:tls'
-import { describe, expect, it } from 'vitest'
+import { describe, expect, it, onTestFinished } from 'vitest'
 import type { EchoBody } from '../src/emulator/exchange-server.js'
 import { labClient, labPki, rawExchange, send, startEmulators, startLabGateway } from './helpers/lab.js'
 
@@ -72,6 +73,15 @@ describe.each(['offload', 'reencrypt'] as const)('RPC over HTTP cannot carry any
     expect(server.seen).toEqual([])
   })
 
+  it('keeps the length it relays: a Connection header naming Content-Length cannot turn a body into a request', async () => {
+    const { gateway, server } = await rpcLab(mode)
+    const smuggled = 'GET /powershell/?x=1 HTTP/1.1\r\nHost: mail.contoso.test\r\n\r\n'
+    const answer = await rawExchange(gateway, `${RPC}Connection: content-length\r\nContent-Length: ${smuggled.length}\r\n\r\n${smuggled}`)
+    expect(answer).toMatch(/^HTTP\/1\.1 200/)
+    expect((JSON.parse(answer.slice(answer.indexOf('{'))) as EchoBody).bodyBytes).toBe(smuggled.length)
+    expect(server.seen).toEqual(['RPC_IN_DATA /rpc/rpcproxy.dll?ex1.contoso.local:6001'])
+  })
+
   it('refuses what HTTP framing cannot carry unambiguously', async () => {
     const { gateway, server } = await rpcLab(mode)
     for (const head of [
@@ -135,5 +145,32 @@ describe.each(['offload', 'reencrypt'] as const)('RPC over HTTP cannot carry any
     expect(answer).toMatch(/^HTTP\/1\.1 431/)
     expect(answer).toContain('CASGATE_ERR_HEADERS_TOO_LARGE')
     expect(server.seen).toEqual([])
+  })
+})
+
+describe('RPC connections are bounded in time', () => {
+  it('gives up on a backend that takes the TCP connection and never answers TLS, within the pool\'s connect timeout', async () => {
+    const accepted = new Set<Socket>()
+    const silent = createServer((socket) => { accepted.add(socket.on('error', () => undefined)) })
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+    onTestFinished(() => new Promise<void>((resolve) => {
+      for (const socket of accepted) socket.destroy()
+      silent.close(() => resolve())
+    }))
+    const gateway = await startLabGateway({ mode: 'reencrypt', servers: [`https://127.0.0.1:${(silent.address() as AddressInfo).port}`], pool: { connectTimeoutMs: 300 }, extendedProtection: false, extra: { health: { enabled: false } } })
+    const answer = await rawExchange(gateway, `${RPC}Content-Length: 0\r\n\r\n`)
+    expect(answer).toMatch(/^HTTP\/1\.1 504/)
+    expect(answer).toContain('CASGATE_ERR_UPSTREAM_TIMEOUT')
+    expect(gateway.pools.get('cas')!.backends[0]!.outstanding).toBe(0)
+  })
+
+  it('holds an idle connection between requests only for listen.idleTimeoutMs, not the vdir\'s 8 hours', async () => {
+    const { gateway, server } = await rpcLab('offload', { idleTimeoutMs: 300 })
+    const client = await open(gateway.address.port)
+    client.socket.write(`${RPC}Content-Length: 0\r\n\r\n`)
+    await client.closed
+    expect(client.answer()).toMatch(/^HTTP\/1\.1 200/)
+    expect(server.seen).toHaveLength(1)
+    expect(gateway.pools.get('cas')!.backends[0]!.outstanding).toBe(0)
   })
 })

@@ -13,8 +13,13 @@ export function ntlmToken (header: string | undefined): Buffer | undefined {
   const match = /^\s*(NTLM|Negotiate)\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header)
   if (!match) return undefined
   const token = Buffer.from(match[2]!, 'base64')
-  // Negotiate may carry SPNEGO/Kerberos instead of raw NTLM; only raw NTLM is read here.
-  return token.subarray(0, 8).equals(NTLMSSP_SIGNATURE) ? token : undefined
+  if (token.subarray(0, 8).equals(NTLMSSP_SIGNATURE)) return token
+  // Negotiate wraps NTLM in SPNEGO (RFC 4178: an InitialContextToken, 0x60, or a NegTokenResp,
+  // 0xa1): the NTLM message is an OCTET STRING inside, whole, so its offsets hold from its
+  // signature on. Kerberos inside SPNEGO carries no NTLMSSP and stays unread.
+  if (token[0] !== 0x60 && token[0] !== 0xa1) return undefined
+  const at = token.indexOf(NTLMSSP_SIGNATURE)
+  return at === -1 ? undefined : token.subarray(at)
 }
 
 /** ntlmMessageType tells which NTLM message a token is, or undefined for anything else. */

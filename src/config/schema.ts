@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { FAMILIAR_FOR_MS, FAMILIAR_MAX_ENTRIES } from '../preauth/lockout.js'
 
 // Defaults live next to their field, with the unit in the name. `.describe()` is the reference text.
 
@@ -160,9 +161,9 @@ export const lockoutSchema = z.strictObject({
   windowMs: z.number().int().positive().default(15 * 60_000).describe('Window in which failures count (default 15 min).'),
   lockoutMs: z.number().int().positive().default(15 * 60_000).describe('First lockout; each further one doubles it (default 15 min).'),
   maxLockoutMs: z.number().int().positive().default(4 * 60 * 60_000).describe('Longest lockout (default 4 h).'),
-  familiarForMs: z.number().int().min(0).default(30 * 24 * 60 * 60_000)
+  familiarForMs: z.number().int().min(0).default(FAMILIAR_FOR_MS)
     .describe('Smart lockout: an address or ActiveSync device a user signed in from (checked by casgate) stays familiar this long after the last success, and keeps working while the user is locked for everyone else (default 30 days; 0 turns it off: every source counts as unfamiliar).'),
-  familiarMaxEntries: z.number().int().positive().default(100_000)
+  familiarMaxEntries: z.number().int().positive().default(FAMILIAR_MAX_ENTRIES)
     .describe('Familiar (user, source) pairs remembered, as keyed hashes; the least recently used go first (default 100000, about 130 bytes each).')
 })
 

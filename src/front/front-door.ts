@@ -249,6 +249,8 @@ export class FrontDoor {
       this.#http.closeIdleConnections()
     }
     for (const socket of this.#sockets) socket.destroy()
+    // The HTTP server never listened, but its connection-check interval runs since 'listening'.
+    this.#http.close(() => undefined)
     await closed
   }
 }

@@ -36,8 +36,10 @@ function add (headers: IncomingHttpHeaders, name: string, value: string): void {
   const previous = headers[name]
   // set-cookie is a list from its first line on, as in Node: a second one used to call push on
   // a string and throw out of the RPC channel's data handler.
-  if (name === 'set-cookie') headers[name] = previous === undefined ? [value] : [...previous as string[], value]
-  else if (previous === undefined) headers[name] = value
+  if (name === 'set-cookie') {
+    if (previous === undefined) headers[name] = [value]
+    else (previous as string[]).push(value)
+  } else if (previous === undefined) headers[name] = value
   else headers[name] = `${previous as string}${name === 'cookie' ? '; ' : ', '}${value}`
 }
 

@@ -1,5 +1,12 @@
 import { createLocalJWKSet, createRemoteJWKSet, customFetch, errors, jwtVerify, type FetchImplementation, type JWTPayload, type JWTVerifyGetKey } from 'jose'
-import { JWKS_MAX_BYTES, type BearerAlgorithm, type BearerSettings } from '../config/bearer-config.js'
+import type { BearerAlgorithm, BearerSettings } from '../config/bearer-config.js'
+import { createHash } from 'node:crypto'
+import { LRUCache } from 'lru-cache'
+
+/** JWKS_MAX_BYTES bounds a key set, read from a file or fetched (Entra's is about 10 KiB). */
+export const JWKS_MAX_BYTES = 1024 * 1024
+/** VERIFIED_FOR_MS is how long a verified token is taken without checking its signature again. */
+const VERIFIED_FOR_MS = 5 * 60_000
 
 // Bearer tokens of hybrid modern authentication (Outlook, EWS, ActiveSync, MAPI, OAB and
 // Autodiscover clients signed in with Entra ID). The shape check keeps arbitrary strings from
@@ -113,6 +120,9 @@ export class BearerValidator {
   readonly #closing = new AbortController()
   readonly #reload: (() => Promise<void>) | undefined
 
+  /** SHA-256 of tokens verified lately → who they speak for and until when. */
+  readonly #verified = new LRUCache<string, { subject: string | undefined, until: number }>({ max: 10_000 })
+
   constructor (settings: BearerSettings, options: BearerValidatorOptions = {}) {
     this.#settings = settings
     this.#now = options.now ?? (() => new Date())
@@ -167,6 +177,10 @@ export class BearerValidator {
     // set, so a public key can never be used as an HMAC secret (RFC 8725 §2.1, §3.1).
     if (!(algorithms as readonly string[]).includes(alg)) return { ok: false, reason: 'algorithm' }
     try {
+      const key = createHash('sha256').update(token).digest('base64')
+      // The cache runs on the process clock, as the key set's cache does; exp on the token's clock.
+      const known = this.#verified.get(key)
+      if (known !== undefined && known.until > Date.now()) return { ok: true, subject: known.subject }
       const { payload } = await jwtVerify(token, this.#keys, {
         issuer,
         audience,
@@ -175,7 +189,13 @@ export class BearerValidator {
         currentDate: this.#now(),
         requiredClaims: ['exp']
       })
-      return { ok: true, subject: subjectOf(payload) }
+      const subject = subjectOf(payload)
+      // Outlook sends its token with every request: one signature check per token and few
+      // minutes, not one per request. Kept until exp (minus the tolerance) and never longer than
+      // VERIFIED_FOR_MS, so a key the tenant withdrew stops working soon too. Hashes only.
+      const left = Math.min(VERIFIED_FOR_MS, Number(payload.exp) * 1000 - clockToleranceMs - this.#now().getTime())
+      if (left > 0) this.#verified.set(key, { subject, until: Date.now() + left })
+      return { ok: true, subject }
     } catch (err) {
       return { ok: false, reason: reasonOf(err) }
     }

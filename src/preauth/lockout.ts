@@ -1,6 +1,6 @@
 import type { KeyObject } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
-import { lockoutSchema, type LockoutConfig } from '../config/schema.js'
+import type { LockoutConfig } from '../config/schema.js'
 import { normalizeUser } from '../affinity/identity.js'
 import { addressKey } from '../util/address-key.js'
 import { CheckTimes, SYSTEM_CLOCK, type LockoutClock } from './lockout-sources.js'
@@ -49,6 +49,10 @@ export type Familiar = 'device' | 'address'
 /** LockReason says why a logon is refused unasked: the user (unfamiliar sources), this familiar source, or the address. */
 export type LockReason = 'user' | 'source' | 'address'
 
+/** FAMILIAR_FOR_MS is how long a source stays familiar after a success (30 days), FAMILIAR_MAX_ENTRIES how many pairs are kept: the schema's defaults. */
+export const FAMILIAR_FOR_MS = 30 * 24 * 60 * 60_000
+export const FAMILIAR_MAX_ENTRIES = 100_000
+
 /** LockoutSettings is the lockout block; the smart-lockout fields default as in the schema. */
 export type LockoutSettings = Omit<LockoutConfig, 'familiarForMs' | 'familiarMaxEntries'> & Partial<LockoutConfig>
 
@@ -71,7 +75,7 @@ export class Lockout {
   readonly #turns = new Map<string, Promise<void>>()
 
   constructor (config: LockoutSettings, secret: KeyObject, clock: LockoutClock = SYSTEM_CLOCK) {
-    this.#config = { ...lockoutSchema.parse({}), ...config }
+    this.#config = { familiarForMs: FAMILIAR_FOR_MS, familiarMaxEntries: FAMILIAR_MAX_ENTRIES, ...config }
     this.#secret = secret
     this.clock = clock
     // Bounded: a spray from many addresses cannot grow them without limit. Users and addresses

@@ -5,10 +5,12 @@ import type { PreauthSettings } from '../config/preauth-config.js'
 import type { PreauthPolicy } from '../config/schema.js'
 import { basicCredentials } from '../auth/basic.js'
 import { claimedUser } from '../auth/logon-user.js'
+import { declaresBody } from '../util/request-body.js'
+import { errorBody } from '../errors.js'
 import { keyedHash } from '../util/keyed-hash.js'
 import type { CredentialProvider } from './credential-provider.js'
 import { EXCLUSION_PRESETS, Exclusions, type ExcludedVdir } from './exclusions.js'
-import { BearerValidator, looksLikeJwt } from './bearer-token.js'
+import { BearerValidator, bearerToken, looksLikeJwt } from './bearer-token.js'
 import { Lockout } from './lockout.js'
 import { activeSyncDevice, type LockoutClock } from './lockout-sources.js'
 import { FormsSessions } from './forms-sessions.js'
@@ -16,6 +18,7 @@ import { PASS_UNCHANGED, type GateAnswer, type GateOutcome, type GatePass } from
 
 const BEARER_PASS: { pass: GatePass } = { pass: { ...PASS_UNCHANGED.pass, excluded: 'bearer' } }
 const BEARER = /^bearer\s/i
+const UNAUTHORIZED_BODY = errorBody(401, 'CASGATE_ERR_PREAUTH_REQUIRED', 'authentication required')
 
 /** GatedVdir is what the gate needs of the vdir a request is routed to. */
 export interface GatedVdir extends ExcludedVdir {
@@ -76,12 +79,10 @@ export class PreauthGate {
   gate (request: IncomingMessage, vdir: GatedVdir, client: string | undefined, path: string): GateOutcome | Promise<GateOutcome> {
     const authorization = request.headers.authorization
     if (authorization !== undefined && BEARER.test(authorization) && vdir.preauth !== 'forms') {
-      const bearer = this.#bearer(authorization.slice(7).trim(), vdir)
+      const bearer = this.#bearer(bearerToken(authorization) ?? '', vdir)
       if (bearer !== undefined) return bearer
     }
-    const headers = request.headers
-    const hasBody = headers['transfer-encoding'] !== undefined || (headers['content-length'] !== undefined && headers['content-length'] !== '0')
-    const excluded = vdir.preauth === 'none' ? 'none' : this.exclusions.reason(request.method ?? 'GET', path, vdir, hasBody)
+    const excluded = vdir.preauth === 'none' ? 'none' : this.exclusions.reason(request.method ?? 'GET', path, vdir, declaresBody(request.headers))
     if (excluded !== undefined) {
       const locked = this.lockedAnswer(authorization, client, request.url ?? '/')
       if (locked !== undefined) return locked.then((answer) => ({ answer }))
@@ -106,8 +107,8 @@ export class PreauthGate {
       if (result.ok) return { pass: { ...BEARER_PASS.pass, user: result.subject } }
       this.#log.warn({ event: 'bearer-refused', reason: result.reason, vdir: vdir.path }, 'bearer token refused')
       if (result.reason === 'jwks-unavailable') return this.#unavailable()
-      const body = JSON.stringify({ statusCode: 401, code: 'CASGATE_ERR_PREAUTH_REQUIRED', error: 'Unauthorized', message: 'authentication required' })
-      return { answer: { status: 401, headers: { 'www-authenticate': ['Bearer error="invalid_token"', this.#realm], 'content-type': 'application/json; charset=utf-8' }, body, reason: `bearer-${result.reason}` } }
+      // RFC 6750 §3: say the token is what failed; Basic stays on offer for clients that can.
+      return this.#unauthorized(`bearer-${result.reason}`, ['Bearer error="invalid_token"', this.#realm])
     })
   }
 
@@ -184,9 +185,8 @@ export class PreauthGate {
     this.#failed(user, client, 'exchange', activeSyncDevice(url))
   }
 
-  #unauthorized (reason: string): { answer: GateAnswer } {
-    const body = JSON.stringify({ statusCode: 401, code: 'CASGATE_ERR_PREAUTH_REQUIRED', error: 'Unauthorized', message: 'authentication required' })
-    return { answer: { status: 401, headers: { 'www-authenticate': this.#realm, 'content-type': 'application/json; charset=utf-8' }, body, reason } }
+  #unauthorized (reason: string, challenge: string | string[] = this.#realm): { answer: GateAnswer } {
+    return { answer: { status: 401, headers: { 'www-authenticate': challenge, 'content-type': 'application/json; charset=utf-8' }, body: UNAUTHORIZED_BODY, reason } }
   }
 
   #unavailable (): { answer: GateAnswer } {

@@ -1,14 +1,9 @@
 import { STATUS_CODES, type ServerResponse } from 'node:http'
 import type { FastifyReply } from 'fastify'
-import { CasgateError } from '../errors.js'
+import { CasgateError, errorBody } from '../errors.js'
 
 /** RETRY_AFTER_SECONDS is what a 503 tells clients; ActiveSync and Outlook honour it. */
 export const RETRY_AFTER_SECONDS = 5
-
-/** errorBody is the JSON every casgate error answers with, in fastify's shape plus our code. */
-export function errorBody (statusCode: number, code: string, message: string): string {
-  return JSON.stringify({ statusCode, code, error: STATUS_CODES[statusCode] ?? 'Error', message })
-}
 
 /**
  * errorResponseText is a whole HTTP/1.1 error response that closes the connection, for places

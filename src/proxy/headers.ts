@@ -38,12 +38,20 @@ export function clientAddress (request: { socket: { remoteAddress?: string | und
   return last === '' ? peer : last
 }
 
+// Headers that frame or address the request are end-to-end whatever a Connection header says:
+// "Connection: content-length" would otherwise drop the length of a body that is still relayed,
+// and Exchange would read that body as the next request.
+const neverHopByHop = new Set(['content-length', 'host', 'authorization', 'cookie'])
+
 function connectionTokens (rawHeaders: readonly string[]): Set<string> | undefined {
   let tokens: Set<string> | undefined
   for (let i = 0; i < rawHeaders.length; i += 2) {
     if (rawHeaders[i]!.length === 10 && rawHeaders[i]!.toLowerCase() === 'connection') {
       tokens ??= new Set()
-      for (const token of rawHeaders[i + 1]!.split(',')) tokens.add(token.trim().toLowerCase())
+      for (const token of rawHeaders[i + 1]!.split(',')) {
+        const name = token.trim().toLowerCase()
+        if (!neverHopByHop.has(name)) tokens.add(name)
+      }
     }
   }
   return tokens

@@ -14,6 +14,7 @@ import { sendError, sendFrameworkError, writeError } from './error-reply.js'
 import { isConnectionAuth, type ConnectionPin, type ConnectionPins } from './connection-pins.js'
 import { clientAddress, replaceHeader, upstreamRequestHeaders, type TrustedProxies } from './headers.js'
 import { removeCookies } from '../util/cookies.js'
+import { declaresBody } from '../util/request-body.js'
 import { claimedUser } from '../auth/logon-user.js'
 import type { RequestGuard } from '../guard/request-guard.js'
 import type { GateOutcome, GatePass } from '../preauth/gate-outcome.js'
@@ -61,12 +62,6 @@ const idempotent = new Set(['GET', 'HEAD', 'OPTIONS'])
 // nothing of the response reached the client, and the server may not have seen the request.
 const backendFaults = new Set(['CASGATE_ERR_UPSTREAM_REFUSED', 'CASGATE_ERR_UPSTREAM_RESET', 'CASGATE_ERR_UPSTREAM_TIMEOUT', 'CASGATE_ERR_UPSTREAM_TLS'])
 const retriable = new Set(['CASGATE_ERR_UPSTREAM_REFUSED', 'CASGATE_ERR_UPSTREAM_RESET', 'CASGATE_ERR_UPSTREAM_TLS'])
-
-function hasBody (request: FastifyRequest): boolean {
-  const headers = request.headers
-  const length = headers['content-length']
-  return headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
-}
 
 /** RequestRecord is what the access line says of one request. */
 interface RequestRecord {
@@ -176,10 +171,10 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
     record.source = clientAddress(request.raw, trusted)
     const outcome = preauth.gate(request.raw, vdir, record.source, verdict.target.path)
     if (!(outcome instanceof Promise)) return admit(request, reply, record, vdir, outcome)
-    outcome.then(
-      (decided) => { if (!res.destroyed) admit(request, reply, record, vdir, decided) },
-      (err: unknown) => sendError(reply, new CasgateError('CASGATE_ERR_INTERNAL', [], { cause: err }))
-    )
+    // A throw in admit/forward lands in catch too: a bug costs this request a 500, nothing more.
+    outcome
+      .then((decided) => { if (!res.destroyed) admit(request, reply, record, vdir, decided) })
+      .catch((err: unknown) => sendError(reply, new CasgateError('CASGATE_ERR_INTERNAL', [], { cause: err })))
   }
 
   /** admit answers a request the gate refused, or forwards it with what the gate adds. */
@@ -209,7 +204,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
       // An NTLM AUTHENTICATE names the user only now, on a connection already bound: remember it.
       if (request.headers.authorization !== undefined) affinity.learn({ url, headers: request.headers, client: record.client }, backend)
     } else {
-      const choice = affinity.select({ url, headers: request.headers, client: affinity.policy === 'source-ip' ? clientAddress(request.raw, trusted) : record.client })
+      const choice = affinity.select({ url, headers: request.headers, client: affinity.policy === 'source-ip' ? record.source ?? clientAddress(request.raw, trusted) : record.client })
       backend = choice?.backend
       affinityCookie = choice?.setCookie
     }
@@ -223,7 +218,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
     }
     if (exhausted.size > 0 && exhausted.delete(vdir.path)) accessLog.info({ vdir: vdir.path, pool: vdir.pool }, 'vdir has a healthy backend again')
     if (!pin && isConnectionAuth(request.headers.authorization)) pin = pins.pin(socket, backend)
-    const body = hasBody(request) ? request.raw : null
+    const body = declaresBody(request.headers) ? request.raw : null
 
     // From here casgate writes the response itself, upstream bytes straight to the socket.
     reply.hijack()

@@ -28,6 +28,11 @@ export class ResponseStatusWatch {
     return !this.#lost
   }
 
+  /** between says whether the stream sits between responses (false once framing is lost). */
+  get between (): boolean {
+    return !this.#lost && this.#bodyLeft === 0 && this.#head!.length === 0
+  }
+
   /** feed looks at the next chunk of the upstream stream. */
   feed (chunk: Buffer): void {
     let at = 0

@@ -2,25 +2,24 @@ import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import { CasgateError } from '../errors.js'
 import { parseRequestHead, type RequestHead } from '../front/request-head.js'
+import { RPC_METHODS } from '../front/request-line.js'
 import type { RequestGuard } from '../guard/request-guard.js'
-import type { Backend } from '../pool/backend-pool.js'
+import { claimedUser } from '../auth/logon-user.js'
 import type { UpstreamDispatcher } from '../pool/upstream-dispatcher.js'
+import { removeCookies } from '../util/cookies.js'
 import { errorResponseText } from './error-reply.js'
 import { clientAddress, upstreamRequestHeaders, type TrustedProxies } from './headers.js'
 import type { RoutedVdir } from './proxy-plugin.js'
-import { RPC_METHODS } from '../front/request-line.js'
+import { RpcUpstream, type SentRequest } from './rpc-upstream.js'
 import { upstreamFailure } from './upstream-errors.js'
-import { ResponseStatusWatch } from './response-heads.js'
-import { claimedUser } from '../auth/logon-user.js'
 
 // One Outlook Anywhere connection, read by casgate's own HTTP/1.1 parser because Node's refuses
 // the RPC_* methods. It is a request path like any other, not a pipe: every request head on the
 // connection is parsed, guarded (target, rules, Host, client certificate, lockout) and routed
 // to /rpc; its body — exactly Content-Length bytes, Outlook's 1 GiB channel — is relayed; the
 // next bytes are a request head again or nothing at all. The first request chooses the server
-// and opens the connection's own upstream connection (NTLM authenticates it), which is counted
-// on that server until the client connection ends, so drains see and cut it.
-// Responses are relayed as they come: they come from Exchange, in order.
+// and opens the connection's own upstream connection (rpc-upstream.ts; NTLM authenticates it),
+// which is counted on that server until the client connection ends, so drains see and cut it.
 
 /** RpcChannelOptions wire RPC connections to the guard and the upstream side. */
 export interface RpcChannelOptions {
@@ -29,23 +28,18 @@ export interface RpcChannelOptions {
   trusted: TrustedProxies
   /** How long one request head may take to arrive, from its first byte. */
   headersTimeoutMs: number
+  /** How long the connection may sit between requests, nothing on its way either way. */
+  idleTimeoutMs: number
   maxHeaderBytes: number
   accessLog: Logger
+  /** casgate's own cookies (the forms session), never forwarded. */
+  ownCookies: readonly string[]
   /** The client-certificate verdict of the HTTP path (403/421), for the Host of each request. */
   hostCheck: (socket: Socket, hostName: string | undefined) => CasgateError | undefined
-  /** A Basic user locked out for this client: the refusal to answer (after an equalised delay). */
+  /** A logon of a user locked out for this client: the refusal to answer (after an equalised delay). */
   lockedOut: (authorization: string | undefined, client: string | undefined, url: string) => Promise<unknown> | undefined
   /** Exchange answered 401 to a logon (Basic, NTLM AUTHENTICATE): a failed one (undefined without preauth). */
   upstreamRejected: ((authorization: string, client: string | undefined, url: string, elapsedMs: number) => void) | undefined
-}
-
-/** SentRequest is what a response's status is attributed to. */
-interface SentRequest {
-  /** The client's logon attempt (Basic, NTLM AUTHENTICATE), when it sent one. */
-  logon: string | undefined
-  client: string | undefined
-  url: string
-  sentAt: number
 }
 
 /** RpcConnection carries one client connection that opened with an RPC_* request. */
@@ -55,47 +49,47 @@ export class RpcConnection {
   readonly #started = performance.now()
   readonly #onClosed: () => void
   #buffer: Buffer
-  /** draining: a refused request ended the input; Exchange answers what it got, then the connection closes. */
+  /**
+   * head: reading a request head; body: relaying its body; draining: nothing more is read (the
+   * client said Connection: close, or a request was refused) while Exchange answers what it got.
+   */
   #state: 'head' | 'body' | 'draining' | 'closed' = 'head'
   #bodyLeft = 0
   /** Waiting for the upstream connection or its drain: the client is paused. */
   #blocked = false
   #headTimer: NodeJS.Timeout | undefined
-  #upstream: Socket | undefined
-  #backend: Backend | undefined
+  #upstream: RpcUpstream | undefined
   #vdir: RoutedVdir | undefined
   /** What a drain deadline calls. */
   readonly #lease = { cut: () => this.#close('drain deadline') }
   #forwarded = 0
-  /** The client said Connection: close: nothing is read after this request's body. */
-  #last = false
-  /** Requests forwarded whose response has not been seen yet, oldest first. */
-  readonly #sent: SentRequest[] = []
-  #statuses: ResponseStatusWatch | undefined
+  #closeAfterBody = false
+  #idleMs = 0
   #bytesIn = 0
-  #bytesOut = 0
 
-  constructor (client: Socket, head: Buffer, options: RpcChannelOptions, onClosed: () => void) {
+  /** `headDeadline` is when the first head must be complete (the peek of its request line counts). */
+  constructor (client: Socket, head: Buffer, options: RpcChannelOptions, headDeadline: number, onClosed: () => void) {
     this.#options = options
     this.#client = client
     this.#buffer = head
     this.#onClosed = onClosed
     client.on('data', (chunk: Buffer) => {
-      if (this.#state === 'draining') return
+      if (this.#state === 'draining' || this.#state === 'closed') return
       this.#buffer = this.#buffer.length === 0 ? chunk : Buffer.concat([this.#buffer, chunk])
       this.#pump()
     })
     client.on('error', () => this.#close('client error'))
     client.once('close', () => this.#close('client closed'))
     client.once('end', () => { if (this.#upstream === undefined) this.#close('client ended') })
-    this.#startHeadTimer()
+    client.on('timeout', () => this.#close('idle timeout'))
+    this.#startHeadTimer(Math.max(0, headDeadline - performance.now()))
     this.#pump()
     client.resume()
   }
 
-  #startHeadTimer (): void {
+  #startHeadTimer (ms = this.#options.headersTimeoutMs): void {
     clearTimeout(this.#headTimer)
-    this.#headTimer = setTimeout(() => this.#refuse(new CasgateError('CASGATE_ERR_BAD_REQUEST', ['request head not received in time']), 'headers timeout'), this.#options.headersTimeoutMs)
+    this.#headTimer = setTimeout(() => this.#refuse(new CasgateError('CASGATE_ERR_BAD_REQUEST', ['request head not received in time']), 'headers timeout'), ms)
     this.#headTimer.unref()
   }
 
@@ -105,8 +99,12 @@ export class RpcConnection {
    * connection closed.
    */
   #pump (): void {
+    this.#safely(() => this.#work())
+  }
+
+  #safely (work: () => void): void {
     try {
-      this.#work()
+      work()
     } catch (err) {
       this.#options.accessLog.error({ err, client: this.#client.remoteAddress }, 'rpc connection failed')
       this.#close('internal error')
@@ -122,8 +120,8 @@ export class RpcConnection {
         this.#buffer = n === this.#buffer.length ? Buffer.alloc(0) : this.#buffer.subarray(n)
         this.#bodyLeft -= n
         this.#bytesIn += n
-        if (this.#bodyLeft === 0) this.#state = this.#last ? 'draining' : 'head'
-        if (!this.#upstream!.write(part)) this.#waitFor(this.#upstream!)
+        if (!this.#upstream!.socket.write(part)) this.#waitForDrain()
+        if (this.#bodyLeft === 0) this.#afterBody()
         continue
       }
       if (this.#headTimer === undefined) this.#startHeadTimer()
@@ -143,22 +141,48 @@ export class RpcConnection {
     }
   }
 
-  /** waitFor pauses the client until `upstream` has room again (backpressure). */
-  #waitFor (upstream: Socket): void {
+  /** afterBody: a request is complete; the next bytes are a head, unless the client said it was the last. */
+  #afterBody (): void {
+    if (!this.#closeAfterBody) {
+      this.#state = 'head'
+      this.#refreshIdle()
+      return
+    }
+    this.#state = 'draining'
+    this.#buffer = Buffer.alloc(0)
+    this.#upstream?.socket.end()
+  }
+
+  /** waitForDrain pauses the client until the upstream connection has room again (backpressure). */
+  #waitForDrain (): void {
     this.#blocked = true
     this.#client.pause()
-    upstream.once('drain', () => this.#unblock())
+    this.#upstream!.socket.once('drain', () => this.#unblock())
   }
 
   #unblock (): void {
     if (this.#state === 'closed') return
     this.#blocked = false
+    if (this.#state === 'draining') return
     this.#client.resume()
     this.#pump()
   }
 
+  /**
+   * refreshIdle bounds silence: a channel's body or response may be silent for the vdir's long
+   * timeout (8 h for /rpc); between requests, with nothing on its way, the listener's idle
+   * timeout applies, as on any keep-alive connection.
+   */
+  #refreshIdle (): void {
+    const between = this.#state === 'head' && this.#buffer.length === 0 && this.#upstream?.between === true
+    const ms = between || this.#vdir === undefined ? this.#options.idleTimeoutMs : this.#vdir.timeoutMs
+    if (ms === this.#idleMs) return
+    this.#idleMs = ms
+    this.#client.setTimeout(ms)
+  }
+
   #handle (head: RequestHead): void {
-    const client = this.#client.remoteAddress
+    const peer = this.#client.remoteAddress
     if (!RPC_METHODS.has(head.method)) {
       this.#refuse(new CasgateError('CASGATE_ERR_METHOD_NOT_ALLOWED', [head.method, 'an RPC over HTTP connection']), 'not an RPC method', head)
       return
@@ -167,7 +191,7 @@ export class RpcConnection {
       this.#refuse(new CasgateError('CASGATE_ERR_BAD_REQUEST', ['no Host header']), 'no host', head)
       return
     }
-    const verdict = this.#options.guard.check({ method: head.method, target: head.target, rawHeaders: head.rawHeaders, headers: head.headers, client })
+    const verdict = this.#options.guard.check({ method: head.method, target: head.target, rawHeaders: head.rawHeaders, headers: head.headers, client: peer })
     if (!verdict.ok) {
       this.#refuse(verdict.error, verdict.reason, head)
       return
@@ -182,87 +206,73 @@ export class RpcConnection {
       this.#refuse(certificate, 'client certificate', head)
       return
     }
-    const source = clientAddress({ socket: this.#client, headers: head.headers }, this.#options.trusted)
-    const locked = this.#options.lockedOut(head.headers.authorization, source, head.target)
+    const authorization = head.headers.authorization
+    const lockoutSource = clientAddress({ socket: this.#client, headers: head.headers }, this.#options.trusted)
+    const locked = this.#options.lockedOut(authorization, lockoutSource, head.target)
     if (locked !== undefined) {
       // Answered like a wrong password, and only after a real check's time.
       this.#blocked = true
       this.#client.pause()
-      locked.then(() => this.#refuse(new CasgateError('CASGATE_ERR_PREAUTH_REQUIRED'), 'locked-out', head), () => this.#close('lockout check failed'))
+      locked.then(
+        () => this.#safely(() => this.#refuse(new CasgateError('CASGATE_ERR_PREAUTH_REQUIRED'), 'locked-out', head)),
+        () => this.#close('lockout check failed')
+      )
       return
     }
     this.#vdir ??= vdir
-    if (this.#backend === undefined) {
-      const backend = vdir.selector.select({ url: head.target, headers: head.headers, client })?.backend
+    if (this.#upstream === undefined) {
+      const backend = vdir.selector.select({ url: head.target, headers: head.headers, client: peer })?.backend
       if (backend === undefined) {
         this.#refuse(new CasgateError('CASGATE_ERR_NO_BACKEND', [vdir.path]), 'no backend', head)
         return
       }
       this.#connect(backend, vdir)
     }
-    vdir.selector.count(this.#backend!)
-    const headers = upstreamRequestHeaders(head.rawHeaders, client, this.#options.trusted, verdict.host!)
+    const upstream = this.#upstream!
+    vdir.selector.count(upstream.backend)
+    const headers = upstreamRequestHeaders(head.rawHeaders, peer, this.#options.trusted, verdict.host!)
+    removeCookies(headers, this.#options.ownCookies)
+    // The length is casgate's to state: it relays exactly that many bytes, whatever else was said.
+    for (let i = headers.length - 2; i >= 0; i -= 2) if (headers[i]!.toLowerCase() === 'content-length') headers.splice(i, 2)
+    headers.push('content-length', String(head.contentLength))
     // The upstream connection is this client connection's alone: its end is the client's to say.
-    this.#last = /(^|,)\s*close\s*(,|$)/i.test(String(head.headers.connection ?? ''))
-    if (this.#last) headers.push('connection', 'close')
+    this.#closeAfterBody = /(^|,)\s*close\s*(,|$)/i.test(String(head.headers.connection ?? ''))
+    if (this.#closeAfterBody) headers.push('connection', 'close')
     let text = `${head.method} ${head.target} HTTP/1.1\r\n`
     for (let i = 0; i < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`
     this.#forwarded++
-    if (this.#statuses?.watching === true) {
-      const authorization = head.headers.authorization
-      this.#sent.push({ logon: claimedUser(authorization) === undefined ? undefined : authorization, client: source, url: head.target, sentAt: performance.now() })
-    }
     this.#bytesIn += head.headLength
-    this.#options.accessLog.info({ client, method: head.method, url: head.target, vdir: vdir.path, backend: this.#backend!.name, tunnel: true, contentLength: head.contentLength }, 'request')
-    const upstream = this.#upstream!
+    this.#options.accessLog.info({ client: peer, method: head.method, url: head.target, vdir: vdir.path, backend: upstream.backend.name, tunnel: true, contentLength: head.contentLength }, 'request')
+    const sent: SentRequest = { logon: claimedUser(authorization) === undefined ? undefined : authorization, source: lockoutSource, url: head.target, sentAt: performance.now() }
+    const room = upstream.send(`${text}\r\n`, sent)
     this.#bodyLeft = head.contentLength
-    this.#state = head.contentLength > 0 ? 'body' : this.#last ? 'draining' : 'head'
-    if (!upstream.write(`${text}\r\n`, 'latin1') && !this.#blocked) this.#waitFor(upstream)
+    this.#state = 'body'
+    this.#refreshIdle()
+    if (head.contentLength === 0) this.#afterBody()
+    if (!room && !this.#blocked) this.#waitForDrain()
   }
 
   /** connect opens the connection's own upstream connection; the client waits until it is up. */
-  #connect (backend: Backend, vdir: RoutedVdir): void {
-    const { socket: upstream, connected: ready } = this.#options.upstreams.socketTo(backend.url)
-    this.#upstream = upstream
-    this.#backend = backend
+  #connect (backend: RpcUpstream['backend'], vdir: RoutedVdir): void {
     const rejected = this.#options.upstreamRejected
-    if (rejected !== undefined) {
-      this.#statuses = new ResponseStatusWatch((status) => {
-        const request = this.#sent.shift()
-        if (status === 401 && request?.logon !== undefined) rejected(request.logon, request.client, request.url, performance.now() - request.sentAt)
-      })
-    }
+    this.#upstream = new RpcUpstream(backend, this.#options.upstreams, this.#client, vdir.backendPool.config.connectTimeoutMs, this.#options.accessLog, {
+      ready: () => this.#safely(() => this.#unblock()),
+      failed: (err) => {
+        const failure = upstreamFailure(err)
+        this.#options.accessLog.warn({ err, backend: backend.name, code: failure.code }, 'rpc channel could not reach the backend')
+        this.#forwarded = 0
+        this.#refuse(failure, 'upstream unreachable')
+      },
+      // Exchange's FIN: the client's connection ends once what was relayed is written (client.end);
+      // a broken upstream connection takes the client's down at once.
+      ended: (graceful) => graceful ? this.#finish() : this.#close('upstream closed'),
+      rejected: rejected === undefined ? undefined : (request, elapsedMs) => rejected(request.logon!, request.source, request.url, elapsedMs),
+      between: () => this.#safely(() => this.#refreshIdle())
+    })
     backend.outstanding++
     backend.inFlight.add(this.#lease)
     this.#blocked = true
     this.#client.pause()
-    const connected = (): void => {
-      upstream.off('error', failed)
-      upstream.setNoDelay(true)
-      upstream.on('error', () => this.#close('upstream error'))
-      upstream.once('close', () => this.#close('upstream closed'))
-      // Long channels are silent for long: the vdir's timeout bounds silence both ways
-      // (a socket's timer is reset by reads and writes alike).
-      this.#client.setTimeout(vdir.timeoutMs, () => this.#close('idle timeout'))
-      upstream.on('data', (chunk: Buffer) => {
-        this.#bytesOut += chunk.length
-        if (this.#statuses?.watching === true) this.#statuses.feed(chunk)
-        if (!this.#client.write(chunk)) {
-          upstream.pause()
-          this.#client.once('drain', () => upstream.resume())
-        }
-      })
-      upstream.once('end', () => this.#client.end())
-      this.#unblock()
-    }
-    const failed = (err: Error): void => {
-      const failure = upstreamFailure(err)
-      this.#options.accessLog.warn({ err, backend: backend.name, code: failure.code }, 'rpc channel could not reach the backend')
-      this.#forwarded = 0
-      this.#refuse(failure, 'upstream unreachable')
-    }
-    upstream.once('error', failed)
-    upstream.once(ready, connected)
   }
 
   /**
@@ -283,32 +293,34 @@ export class RpcConnection {
     }
     this.#state = 'draining'
     this.#buffer = Buffer.alloc(0)
-    clearTimeout(this.#headTimer)
     this.#client.pause()
-    this.#upstream?.end()
+    this.#upstream?.socket.end()
+    clearTimeout(this.#headTimer)
     this.#headTimer = setTimeout(() => this.#close(reason), this.#options.headersTimeoutMs)
     this.#headTimer.unref()
   }
 
   #close (_reason: string): void {
-    if (this.#state === 'closed') return
     this.#finish()
     this.#client.destroy()
   }
 
-  /** finish releases everything the connection holds, once. */
+  /** finish releases everything the connection holds, once; the client socket is the caller's to end. */
   #finish (): void {
+    if (this.#state === 'closed') return
     this.#state = 'closed'
     this.#buffer = Buffer.alloc(0)
     clearTimeout(this.#headTimer)
-    this.#upstream?.destroy()
-    const backend = this.#backend
-    if (backend !== undefined) {
-      backend.outstanding--
-      backend.inFlight.delete(this.#lease)
-      this.#backend = undefined
-      this.#options.accessLog.info({ client: this.#client.remoteAddress, vdir: this.#vdir?.path, backend: backend.name, tunnel: true, requests: this.#forwarded, bytesIn: this.#bytesIn, bytesOut: this.#bytesOut, ms: Math.round(performance.now() - this.#started) }, 'rpc channel closed')
+    const upstream = this.#upstream
+    if (upstream !== undefined) {
+      upstream.socket.destroy()
+      upstream.backend.outstanding--
+      upstream.backend.inFlight.delete(this.#lease)
+      this.#upstream = undefined
+      this.#options.accessLog.info({ client: this.#client.remoteAddress, vdir: this.#vdir?.path, backend: upstream.backend.name, tunnel: true, requests: this.#forwarded, bytesIn: this.#bytesIn, bytesOut: upstream.bytesOut, ms: Math.round(performance.now() - this.#started) }, 'rpc channel closed')
     }
+    // A client that does not close after Exchange's last byte is closed for it.
+    this.#client.setTimeout(this.#options.headersTimeoutMs)
     this.#onClosed()
   }
 }

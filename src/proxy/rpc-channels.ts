@@ -22,11 +22,13 @@ export class RpcChannels {
 
   /** accept looks at a decrypted connection's first request line and keeps it or hands it on. */
   accept (socket: Socket, toHttp: (socket: Socket) => void): void {
+    // The first head's time starts now: the peek of its request line counts against it.
+    const headDeadline = performance.now() + this.#options.headersTimeoutMs
     peekSocket<RequestLine>(socket, { timeoutMs: this.#options.headersTimeoutMs, maxBytes: MAX_REQUEST_LINE }, inspectRequestLine, (outcome) => {
-      if (outcome.ok && RPC_METHODS.has(outcome.value.method.toUpperCase())) {
+      if (outcome.ok && RPC_METHODS.has(outcome.value.method)) {
         this.open++
         // eslint-disable-next-line no-new
-        new RpcConnection(socket, outcome.bytes, this.#options, () => { this.open-- })
+        new RpcConnection(socket, outcome.bytes, this.#options, headDeadline, () => { this.open-- })
         return
       }
       if (!outcome.ok && outcome.bytes.length === 0) {

@@ -65,9 +65,3 @@ export function parseRequestTarget (raw: string): TargetVerdict {
   if (problem !== undefined) return { ok: false, problem }
   return { ok: true, target: { path, query } }
 }
-
-/** firstSegment is the lowercase first segment of a decoded path with its slash ('/owa'), the vdir key. */
-export function firstSegment (path: string): string {
-  const end = path.indexOf('/', 1)
-  return (end === -1 ? path : path.slice(0, end)).toLowerCase()
-}

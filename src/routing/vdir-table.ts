@@ -3,25 +3,13 @@ import type { ResolvedVdir } from '../config/resolve.js'
 /**
  * VdirTable finds the published virtual directory of a request path. Exchange treats paths
  * case-insensitively (IIS does), so /OWA, /owa and /Owa are one vdir. Only the first segment
- * is looked at: one lowercase and one Map lookup per request.
+ * of the decoded path is looked at: one lowercase and one Map lookup per request.
  */
 export class VdirTable<V extends ResolvedVdir = ResolvedVdir> {
   readonly #byKey = new Map<string, V>()
 
   constructor (vdirs: Iterable<V>) {
     for (const vdir of vdirs) this.#byKey.set(vdir.path.toLowerCase(), vdir)
-  }
-
-  /** match returns the vdir that `url` (path and query, as on the request line) falls under. */
-  match (url: string): V | undefined {
-    let end = 1
-    const length = url.length
-    while (end < length) {
-      const c = url.charCodeAt(end)
-      if (c === 47 /* / */ || c === 63 /* ? */ || c === 35 /* # */) break
-      end++
-    }
-    return this.#byKey.get(url.slice(0, end).toLowerCase())
   }
 
   /**

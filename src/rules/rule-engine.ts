@@ -1,4 +1,4 @@
-import { cookiePairs } from '../util/cookies.js'
+import { cookieNameKey, cookiePairs } from '../util/cookies.js'
 import { decodeFully } from './decode.js'
 
 // The exploit rule engine: a rule pack is data (src/rules/exchange-pack.ts), compiled once into
@@ -132,17 +132,13 @@ function headerHolds (value: string | string[] | undefined, regex: RegExp | unde
   return value.some((one) => regex.test(decodeFully(one)))
 }
 
-// ASP.NET trims cookie names with String.Trim() (Unicode white space, U+0085 and U+00A0 among
-// it) and a header decoded as UTF-8 turns more bytes into white space: a name is compared on its
-// token characters only, so no leading or trailing byte can hide it from a rule.
-const NON_TOKEN_EDGES = /^[^!#$%&'*+.^_`|~0-9A-Za-z-]+|[^!#$%&'*+.^_`|~0-9A-Za-z-]+$/g
-
 function cookieHolds (header: string | string[] | undefined, condition: { name: string, probe: RegExp, regex: RegExp | undefined }): boolean {
   if (header === undefined) return false
   const text = typeof header === 'string' ? header : header.join('; ')
   if (!condition.probe.test(text)) return false
   for (const pair of cookiePairs(text)) {
-    if (pair.name.replace(NON_TOKEN_EDGES, '').toLowerCase() !== condition.name) continue
+    // No leading or trailing byte can hide a name from a rule (util/cookies.ts cookieNameKey).
+    if (cookieNameKey(pair.name) !== condition.name) continue
     if (condition.regex === undefined || condition.regex.test(decodeFully(pair.value))) return true
   }
   return false

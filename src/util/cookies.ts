@@ -52,6 +52,19 @@ export function readCookie (header: string | undefined, name: string): string | 
   return undefined
 }
 
+// Beyond white space, a header decoded as UTF-8 turns more bytes into nothing a name is made
+// of: what is not a token character (RFC 9110 §5.6.2) at either end is no part of the name.
+const NON_TOKEN_EDGES = /^[^!#$%&'*+.^_`|~0-9A-Za-z-]+|[^!#$%&'*+.^_`|~0-9A-Za-z-]+$/g
+
+/**
+ * cookieNameKey is a cookie name as the checks that must not be fooled compare it (stripping
+ * casgate's cookies, the exploit rules): its token characters, lower-cased, as ASP.NET's
+ * case-insensitive cookie collection finds it after String.Trim().
+ */
+export function cookieNameKey (name: string): string {
+  return name.replace(NON_TOKEN_EDGES, '').toLowerCase()
+}
+
 /**
  * keepsCookie says whether a pair may travel on: not one of `names` (any case: ASP.NET reads
  * cookie names case-insensitively, so "casgatesession" must not reach Exchange either), and no
@@ -59,7 +72,7 @@ export function readCookie (header: string | undefined, name: string): string | 
  * does not reach Exchange either).
  */
 function keepsCookie (pair: CookiePair, lowerNames: readonly string[]): boolean {
-  const name = pair.name.toLowerCase()
+  const name = cookieNameKey(pair.name)
   const value = pair.value.toLowerCase()
   return !lowerNames.some((own) => name === own || value.includes(`${own}=`))
 }
