@@ -12,9 +12,9 @@ const offloadMode: SslModePlugin = async function offloadMode (fastify, options)
   for (const pool of options.pools) {
     for (const backend of pool.backends) {
       if (options.upstreams.has(backend.origin)) continue
-      const upstream = new Pool(backend.origin, upstreamPoolOptions(pool))
-      options.upstreams.add(backend.origin, upstream, upstreamClientOptions(pool))
-      created.push(upstream)
+      const pools = { interactive: new Pool(backend.origin, upstreamPoolOptions(pool, 'interactive')), longPoll: new Pool(backend.origin, upstreamPoolOptions(pool, 'longPoll')) }
+      options.upstreams.add(backend.origin, pools, upstreamClientOptions(pool))
+      created.push(pools.interactive, pools.longPoll)
     }
   }
   fastify.addHook('onClose', closeOnShutdown(created))

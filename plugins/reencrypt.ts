@@ -31,9 +31,9 @@ const reencryptMode: SslModePlugin = async function reencryptMode (fastify, opti
     for (const backend of pool.backends) {
       if (options.upstreams.has(backend.origin)) continue
       const connect = connectOptions(pool, backend.url)
-      const upstream = new Pool(backend.origin, { ...upstreamPoolOptions(pool), connect })
-      options.upstreams.add(backend.origin, upstream, { ...upstreamClientOptions(pool), connect })
-      created.push(upstream)
+      const pools = { interactive: new Pool(backend.origin, { ...upstreamPoolOptions(pool, 'interactive'), connect }), longPoll: new Pool(backend.origin, { ...upstreamPoolOptions(pool, 'longPoll'), connect }) }
+      options.upstreams.add(backend.origin, pools, { ...upstreamClientOptions(pool), connect })
+      created.push(pools.interactive, pools.longPoll)
     }
   }
   fastify.addHook('onClose', closeOnShutdown(created))

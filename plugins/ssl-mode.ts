@@ -1,6 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify'
 import type { Client, Pool } from 'undici'
 import type { BackendPool } from '../src/pool/backend-pool.js'
+import type { BudgetClass } from '../src/pool/budget.js'
 import type { UpstreamDispatcher } from '../src/pool/upstream-dispatcher.js'
 
 /** SslModeOptions is what every SSL mode plugin is registered with. */
@@ -14,13 +15,14 @@ export interface SslModeOptions {
 export type SslModePlugin = FastifyPluginAsync<SslModeOptions>
 
 /**
- * upstreamPoolOptions are the undici pool settings both modes share. Timeouts per request
- * come from the vdir (reply-from passes them on each request), so the pool's own are off.
+ * upstreamPoolOptions are the undici pool settings both modes share, for one budget class: as
+ * many connections as the budget lets requests be in flight (the proxy queues the rest, bounded,
+ * before undici would). Timeouts per request come from the vdir, so the pool's own are off.
  * IIS keeps idle connections for 120 s; reusing them for a minute saves handshakes.
  */
-export function upstreamPoolOptions (pool: BackendPool): Pool.Options {
+export function upstreamPoolOptions (pool: BackendPool, kind: BudgetClass): Pool.Options {
   return {
-    connections: pool.config.connectionsPerServer,
+    connections: kind === 'interactive' ? pool.config.connectionsPerServer : pool.config.longPollConnectionsPerServer,
     ...upstreamClientOptions(pool)
   }
 }

@@ -64,6 +64,9 @@ export function checkReport (config: GatewayConfig): string {
   })
   for (const pool of config.pools.values()) {
     lines.push(`  pool ${pool.name}: ${pool.servers.map((url) => url.origin).join(', ')} (${pool.balance})`)
+    // Each request in flight holds an upstream connection; a long poll holds it for its whole wait.
+    const held = pool.longPollConnectionsPerServer * pool.servers.length
+    lines.push(`    upstream connections per server: ${pool.connectionsPerServer} interactive, ${pool.longPollConnectionsPerServer} long polls (apart: held Pings never take an OWA click's); over budget, a request waits ${Math.round(pool.queueTimeoutMs / 100) / 10} s, then 503. Up to ${held} held requests need ${held * 2} descriptors (client and upstream) under listen.maxConnections ${config.listen.maxConnections}`)
   }
   for (const vdir of config.vdirs) {
     const profile = exchangeProfile.find((p) => p.path === vdir.path)

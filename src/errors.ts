@@ -13,6 +13,7 @@ export const errorCatalog = {
   CASGATE_ERR_BAD_REQUEST: { status: 400, message: 'malformed request: %s' },
   CASGATE_ERR_METHOD_NOT_ALLOWED: { status: 405, message: 'method %s is not allowed on %s' },
   CASGATE_ERR_NO_BACKEND: { status: 503, message: 'no backend available for %s' },
+  CASGATE_ERR_CAPACITY: { status: 503, message: 'every upstream connection for %s is busy' },
   CASGATE_ERR_UPSTREAM_REFUSED: { status: 502, message: 'backend refused the connection' },
   CASGATE_ERR_UPSTREAM_RESET: { status: 502, message: 'backend closed the connection' },
   CASGATE_ERR_UPSTREAM_TLS: { status: 502, message: 'TLS to the backend failed: %s' },

@@ -38,6 +38,7 @@ describe('casgate check shows the edge', () => {
     expect(report).toContain('requests: at most 65536 bytes of headers')
     expect(report).toContain('connections: at most 50000, 5000 per address')
     expect(report).toContain('hsts: max-age=600')
+    expect(report).toContain('upstream connections per server: 256 interactive, 20000 long polls (apart: held Pings never take an OWA click\'s); over budget, a request waits 5 s, then 503')
     expect(existsSync(join(dir, 'session-secret'))).toBe(false)
   })
 })

@@ -4,7 +4,8 @@ import { labClient, send, startEmulators, startLabGateway } from './helpers/lab.
 
 describe('upstream failures map to status codes with stable error codes', () => {
   it('502 CASGATE_ERR_UPSTREAM_REFUSED when the backend refuses the connection', async () => {
-    const gateway = await startLabGateway({ mode: 'offload', servers: [`http://127.0.0.1:${await closedPort()}`] })
+    // Health off: under load, three failed probes could take the server out before the request arrives (503).
+    const gateway = await startLabGateway({ mode: 'offload', servers: [`http://127.0.0.1:${await closedPort()}`], extra: { health: { enabled: false } } })
     const response = await send(gateway, '/owa/', { dispatcher: await labClient() })
     expect(response.status).toBe(502)
     expect(JSON.parse(response.text)).toEqual({ statusCode: 502, code: 'CASGATE_ERR_UPSTREAM_REFUSED', error: 'Bad Gateway', message: 'backend refused the connection' })

@@ -21,6 +21,8 @@ export interface ResolvedVdir {
   preauth: PreauthPolicy
   /** Append script-src-attr 'none' to the CSP of HTML responses (CVE-2026-42897 mitigation). */
   cspScriptSrcAttrNone: boolean
+  /** Exchange holds its requests open: they take the pool's long-poll budget. */
+  longPoll: boolean
 }
 
 /** ResolvedPoolServers is a pool's server list, parsed. */
@@ -144,7 +146,8 @@ function resolveVdirs (config: RawConfig, issues: ConfigIssue[], warnings: Confi
       affinity,
       affinityCookie: override.affinityCookie,
       preauth,
-      cspScriptSrcAttrNone: override.cspScriptSrcAttrNone ?? false
+      cspScriptSrcAttrNone: override.cspScriptSrcAttrNone ?? false,
+      longPoll: override.longPoll ?? profile.longPoll ?? false
     })
   }
   if (withoutPool.length > 0) {

@@ -95,7 +95,11 @@ export const poolSchema = z.strictObject({
   insecureSkipVerify: z.boolean().default(false)
     .describe('INSECURE, labs only: do not verify the backends\' certificates (default false).'),
   connectionsPerServer: z.number().int().positive().default(256)
-    .describe('Most upstream connections kept to each server (default 256).'),
+    .describe('Most upstream connections to each server for interactive requests (OWA, ECP, Autodiscover, OAB, EWS and ActiveSync commands): one per request in flight (default 256).'),
+  longPollConnectionsPerServer: z.number().int().positive().default(20_000)
+    .describe('Most upstream connections to each server for long polls (ActiveSync Ping, EWS streaming, MAPI NotificationWait: the vdirs marked longPoll), a budget apart so that held requests never take interactive ones\' connections (default 20000, an Exchange site\'s phones on one instance; each held request also holds a client connection: see listen.maxConnections and the process\'s descriptor limit).'),
+  queueTimeoutMs: z.number().int().min(0).default(5_000)
+    .describe('How long a request waits for a free upstream connection of its budget before casgate answers 503 with Retry-After (default 5 s; HAProxy\'s "timeout queue").'),
   connectTimeoutMs: z.number().int().positive().default(5_000)
     .describe('How long to wait for a backend connection, TLS included (default 5 s).')
 })
@@ -112,6 +116,8 @@ export const vdirSchema = z.strictObject({
     .describe('affinity cookie: follow this cookie set by the backends (each value stays with the server that set it) instead of inserting casgate\'s own signed cookie.'),
   cspScriptSrcAttrNone: z.boolean().optional()
     .describe('Response hardening: append script-src-attr \'none\' to the Content-Security-Policy of the vdir\'s HTML responses (adding one when there is none), Microsoft\'s mitigation for CVE-2026-42897 in OWA: inline event-handler attributes stop running, script files and blocks still do (default false; set it on /owa until the security update is installed).'),
+  longPoll: z.boolean().optional()
+    .describe('Whether the vdir holds requests open (long polls): they then use the pool\'s longPollConnectionsPerServer budget, not the interactive one (Exchange profile default: ActiveSync, EWS, MAPI and RPC true, the rest false).'),
   preauth: z.enum(['forms', 'basic', 'none']).optional()
     .describe('Preauthentication at casgate when a preauth block exists: forms (casgate\'s login page, then Basic to Exchange), basic (401 + Basic, checked before forwarding), none. Exchange profile default: OWA/ECP forms, ActiveSync and EWS basic, the rest none.')
 })

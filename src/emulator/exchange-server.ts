@@ -15,7 +15,7 @@ import { answerNtlm, type NtlmConnectionState, type NtlmDirectory } from './ntlm
 //
 // Test endpoints under any vdir:
 //   /<vdir>/__casgate/bytes?n=N     N bytes of body, streamed in 64 KiB chunks
-//   /<vdir>/__casgate/hold?ms=N     answers after N ms (a long poll)
+//   /<vdir>/__casgate/hold?ms=N     answers after N ms (a long poll); with &release=1 also at releaseHeld()
 //   /<vdir>/__casgate/reset         drops the connection without an answer
 //   /<vdir>/__casgate/redirect?to=P 302 to P (a logon redirect, for cookie round trips)
 //   /<vdir>/__casgate/cookie?name=N&value=V  sets cookie N=V (a backend's session cookie)
@@ -94,6 +94,8 @@ export class ExchangeEmulator {
   /** Held requests whose client went away before the answer (the proxy aborted upstream). */
   abandoned = 0
   #down = new Set<string>()
+  /** Answers of requests held until releaseHeld(). */
+  readonly #held = new Set<() => void>()
   #connections = 0
   #connectionIds = new WeakMap<Socket, number>()
   #ntlm = new WeakMap<Socket, NtlmConnectionState>()
@@ -175,6 +177,14 @@ export class ExchangeEmulator {
     else this.#down.add(vdir.toLowerCase())
   }
 
+  /** releaseHeld answers every request held with ?release=1; returns how many there were. */
+  releaseHeld (): number {
+    const held = [...this.#held]
+    this.#held.clear()
+    for (const answer of held) answer()
+    return held.length
+  }
+
   async close (): Promise<void> {
     const closed = new Promise<void>((resolve) => this.#listener.close(() => resolve()))
     for (const socket of this.#sockets) socket.destroy()
@@ -229,10 +239,15 @@ export class ExchangeEmulator {
       return
     }
     if (rest === '__casgate/hold') {
-      const timer = setTimeout(() => this.#echo(req, res, 0, user), Number(url.searchParams.get('ms') ?? 0))
+      const answer = (): void => this.#echo(req, res, 0, user)
+      const timer = setTimeout(answer, Number(url.searchParams.get('ms') ?? 0))
+      // ?release=1 (with a long ms as its bound): held until releaseHeld(), as Exchange holds a
+      // Ping until mail arrives — tests need not guess how long setting up a crowd takes.
+      if (url.searchParams.has('release')) this.#held.add(answer)
       res.once('close', () => {
         if (!res.writableFinished) this.abandoned++
         clearTimeout(timer)
+        this.#held.delete(answer)
       })
       return
     }

@@ -39,6 +39,7 @@ export function statusSnapshot (source: StatusSource): object {
         outstandingRequests: backend.outstanding,
         passthroughConnections: backend.connections,
         pinnedConnections: backend.pinned,
+        budgets: Object.fromEntries(Object.entries(backend.budgets).map(([kind, budget]) => [kind, { inUse: budget.inUse, limit: budget.limit, waiting: budget.waiting, refused: budget.refused }])),
         downVdirs: [...backend.down]
       }))
     }])),

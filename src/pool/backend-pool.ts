@@ -1,6 +1,7 @@
 import { isIP } from 'node:net'
 import type { ResolvedPool } from '../config/load.js'
 import { rendezvousRank } from './rendezvous.js'
+import { Budget, type BudgetClass } from './budget.js'
 
 /** Backend is one Client Access server as seen by casgate. */
 export interface Backend {
@@ -23,6 +24,8 @@ export interface Backend {
   readonly drained: Set<string>
   /** Requests in flight on it that can be cut (a drain's deadline ends held long polls). */
   readonly inFlight: Set<{ cut: () => void }>
+  /** Upstream connection budgets, interactive and long-poll apart (budget.ts). */
+  readonly budgets: Readonly<Record<BudgetClass, Budget>>
   /**
    * TLS server name for HTTPS backends: the pool's serverName, else the URL's host name. Passed
    * on every request, because undici otherwise takes the Host header (the external name) for
@@ -67,6 +70,7 @@ export class BackendPool {
       down: new Set<string>(),
       drained: new Set<string>(),
       inFlight: new Set(),
+      budgets: { interactive: new Budget(config.connectionsPerServer), longPoll: new Budget(config.longPollConnectionsPerServer) },
       tlsServerName: url.protocol === 'https:' ? config.serverName ?? (isIP(url.hostname) === 0 ? url.hostname : undefined) : undefined
     }))
   }

@@ -1,6 +1,7 @@
 import { connect as netConnect, type Socket } from 'node:net'
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls'
 import { Client, Dispatcher } from 'undici'
+import type { BudgetClass } from './budget.js'
 
 /**
  * UpstreamDispatcher is the undici dispatcher every proxied request goes through.
@@ -10,16 +11,18 @@ import { Client, Dispatcher } from 'undici'
  * authentication (NTLM pinning) hooks in.
  */
 export class UpstreamDispatcher extends Dispatcher {
-  readonly #byOrigin = new Map<string, Dispatcher>()
+  /** Per origin, the pools of each budget class: long polls never wait for interactive connections. */
+  readonly #byOrigin = new Map<string, Readonly<Record<BudgetClass, Dispatcher>>>()
   readonly #clientOptions = new Map<string, Client.Options>()
 
   /**
-   * add registers the shared dispatcher that carries requests for `origin` (scheme://host:port)
-   * and the connection options (TLS, timeouts) a dedicated connection to it must use.
+   * add registers the shared dispatchers that carry requests for `origin` (scheme://host:port),
+   * one per budget class, and the connection options (TLS, timeouts) a dedicated connection to it
+   * must use.
    */
-  add (origin: string, dispatcher: Dispatcher, clientOptions: Client.Options): void {
+  add (origin: string, dispatchers: Readonly<Record<BudgetClass, Dispatcher>>, clientOptions: Client.Options): void {
     if (this.#byOrigin.has(origin)) throw new Error(`upstream ${origin} is already registered`)
-    this.#byOrigin.set(origin, dispatcher)
+    this.#byOrigin.set(origin, dispatchers)
     this.#clientOptions.set(origin, clientOptions)
   }
 
@@ -56,16 +59,22 @@ export class UpstreamDispatcher extends Dispatcher {
     return this.#byOrigin.has(origin)
   }
 
+  /** dispatch sends an interactive request (health probes among them). */
   override dispatch (options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    return this.dispatchAs('interactive', options, handler)
+  }
+
+  /** dispatchAs sends a request on the pool of its budget class. */
+  dispatchAs (kind: BudgetClass, options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
     const origin = typeof options.origin === 'string' ? options.origin : options.origin?.origin
     const upstream = origin === undefined ? undefined : this.#byOrigin.get(origin)
     // Only the proxy builds origins, from configured backends: a miss is a bug, not input.
     if (!upstream) throw new Error(`no upstream registered for ${String(origin)}`)
-    return upstream.dispatch(options, handler)
+    return upstream[kind].dispatch(options, handler)
   }
 
   #all (method: 'close' | 'destroy'): Promise<void> {
-    const upstreams = [...this.#byOrigin.values()]
+    const upstreams = [...this.#byOrigin.values()].flatMap((pools) => [pools.interactive, pools.longPoll])
     return Promise.all(upstreams.map((upstream) => method === 'close' ? upstream.close() : upstream.destroy())).then(() => undefined)
   }
 

@@ -3,12 +3,14 @@ import type { Socket } from 'node:net'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
+import type { Dispatcher } from 'undici'
 import type { VdirAffinity } from '../affinity/vdir-affinity.js'
 import type { ResolvedVdir } from '../config/resolve.js'
 import type { HstsConfig } from '../config/schema.js'
 import { hstsValue, type ResponseHardening } from './response-hardening.js'
 import { CasgateError } from '../errors.js'
 import type { Backend, BackendPool } from '../pool/backend-pool.js'
+import type { Budget, BudgetClass } from '../pool/budget.js'
 import type { UpstreamDispatcher } from '../pool/upstream-dispatcher.js'
 import { sendError, sendFrameworkError, writeError } from './error-reply.js'
 import { isConnectionAuth, type ConnectionPin, type ConnectionPins } from './connection-pins.js'
@@ -81,6 +83,8 @@ interface RequestRecord {
   refused: string | undefined
   /** The client behind a trusted proxy (else the peer), for lockout; set when preauth runs. */
   source: string | undefined
+  /** The upstream connection budget the request holds a place in, released when it ends. */
+  budget: Budget | undefined
 }
 
 async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptions): Promise<void> {
@@ -91,6 +95,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
   const preauth = options.preauth
   const preauthCookies = preauth?.forms.ownCookies ?? []
   const exhausted = new Set<string>()
+  const exhaustedBudgets = new Map<string, number>()
   const hsts = hstsValue(options.hsts)
   if (hsts !== undefined) {
     // casgate's own answers (errors, the sign-in page) carry it too; proxied ones get it in the exchange.
@@ -142,8 +147,9 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
   function proxy (request: FastifyRequest, reply: FastifyReply): void {
     const res = reply.raw
     const socket = request.raw.socket
-    const record: RequestRecord = { start: performance.now(), client: socket.remoteAddress, vdir: undefined, backend: undefined, exchange: undefined, pin: undefined, user: undefined, preauth: undefined, host: '', refused: undefined, source: undefined }
+    const record: RequestRecord = { start: performance.now(), client: socket.remoteAddress, vdir: undefined, backend: undefined, exchange: undefined, pin: undefined, user: undefined, preauth: undefined, host: '', refused: undefined, source: undefined, budget: undefined }
     res.once('close', () => {
+      record.budget?.release()
       const { backend, exchange, pin } = record
       if (exchange) {
         exchange.backend.outstanding--
@@ -232,6 +238,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
       if (pass?.authorization !== undefined) replaceHeader(headers, 'authorization', pass.authorization)
     }
     const unchecked = preauth !== undefined && pass !== undefined && pass.user === undefined && pass.authorization === undefined && claimedUser(request.headers.authorization) !== undefined
+    const kind: BudgetClass = vdir.longPoll ? 'longPoll' : 'interactive'
     // The one place a request is counted on a backend (and, on retry, moved to another).
     const send = (target: Backend, mayRetry: boolean): void => {
       const exchange = new UpstreamExchange(res, events, target, vdir.path)
@@ -259,13 +266,19 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
         exchange.retry = () => {
           const next = vdir.backendPool.select({ vdir: vdir.path, exclude: target })
           if (next === undefined || res.destroyed) return false
+          // The retry needs a place on the next server now; it does not queue for one.
+          if (record.budget !== undefined) {
+            if (!next.budgets[kind].tryAcquire()) return false
+            record.budget.release()
+            record.budget = next.budgets[kind]
+          }
           // A cookie handed out with the failed attempt would send the browser back to it.
           if (affinityCookie !== undefined) affinityCookie = affinity.cookieFor(next)
           send(next, false)
           return true
         }
       }
-      ;(pin ? pin.upstream : upstreams).dispatch({
+      const dispatchOptions: Dispatcher.DispatchOptions = {
         origin: target.origin,
         ...(target.tlsServerName ? { servername: target.tlsServerName } : {}),
         path: url,
@@ -274,11 +287,41 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
         body,
         headersTimeout: vdir.timeoutMs,
         bodyTimeout: vdir.timeoutMs
-      }, exchange)
+      }
+      if (pin) pin.upstream.dispatch(dispatchOptions, exchange)
+      else upstreams.dispatchAs(kind, dispatchOptions, exchange)
     }
     // Retried at most once, and only what may be repeated: idempotent methods without a body,
     // not on a pinned (authenticated) connection.
-    send(backend, pin === undefined && body === null && idempotent.has(request.method))
+    const mayRetry = pin === undefined && body === null && idempotent.has(request.method)
+    // A pinned connection is the client's own: it takes no place in the shared pools' budgets.
+    if (pin !== undefined) return send(backend, mayRetry)
+    const budget = backend.budgets[kind]
+    if (budget.tryAcquire()) {
+      record.budget = budget
+      return send(backend, mayRetry)
+    }
+    const target = backend
+    budget.acquire(vdir.backendPool.config.queueTimeoutMs).then((granted) => {
+      if (granted && res.destroyed) budget.release()
+      if (res.destroyed) return
+      if (!granted) {
+        budgetExhausted(target, kind, budget)
+        writeError(res, new CasgateError('CASGATE_ERR_CAPACITY', [vdir.path]))
+        return
+      }
+      record.budget = budget
+      send(target, mayRetry)
+    }).catch((err: unknown) => writeError(res, new CasgateError('CASGATE_ERR_INTERNAL', [], { cause: err })))
+  }
+
+  /** budgetExhausted logs a full budget once a minute per server and class, not per request. */
+  function budgetExhausted (backend: Backend, kind: BudgetClass, budget: Budget): void {
+    const key = `${backend.origin} ${kind}`
+    const now = Date.now()
+    if (now - (exhaustedBudgets.get(key) ?? 0) < 60_000) return
+    exhaustedBudgets.set(key, now)
+    accessLog.error({ backend: backend.name, budget: kind, limit: budget.limit, waiting: budget.waiting, refused: budget.refused }, `upstream connection budget full: requests waited ${kind === 'longPoll' ? 'pools.<name>.longPollConnectionsPerServer' : 'pools.<name>.connectionsPerServer'} and got 503`)
   }
 
   fastify.route({ method: proxiedMethods, url: '/*', handler: proxy })
