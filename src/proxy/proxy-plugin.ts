@@ -117,6 +117,10 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
         return
       }
       writeError(exchange.res, error)
+    },
+    onClientAbort (exchange, cause) {
+      accessLog.info({ err: cause, backend: exchange.backend.name, side: 'client' }, 'client aborted its request')
+      exchange.res.destroy()
     }
   }
 
@@ -245,6 +249,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
       exchange.responseCookies = pass?.setCookies === undefined ? (affinityCookie === undefined ? undefined : [affinityCookie]) : affinityCookie === undefined ? pass.setCookies : [...pass.setCookies, affinityCookie]
       if (affinity.followsCookies) exchange.followCookie = affinity
       exchange.hardening = vdir.hardening
+      if (body !== null) exchange.request = body
       // A logon Exchange checked instead of casgate (Basic, NTLM AUTHENTICATE): its 401 is a failed one.
       if (unchecked) exchange.onUnauthorized = () => preauth!.upstreamRejected(request.headers.authorization, record.source, url, performance.now() - record.start)
       const previous = record.exchange

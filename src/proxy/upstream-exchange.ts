@@ -1,4 +1,4 @@
-import type { IncomingHttpHeaders, ServerResponse } from 'node:http'
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import type { Dispatcher } from 'undici'
 import type { VdirAffinity } from '../affinity/vdir-affinity.js'
 import type { CasgateError } from '../errors.js'
@@ -12,6 +12,8 @@ import { upstreamFailure } from './upstream-errors.js'
 export interface ExchangeEvents {
   /** The upstream failed before a response could start; `error` is what the client gets. */
   onFailure: (exchange: UpstreamExchange, error: CasgateError, cause: Error) => void
+  /** The client went away mid-request (its body broke off): nobody to answer, no server to blame. */
+  onClientAbort: (exchange: UpstreamExchange, cause: Error) => void
 }
 
 /**
@@ -40,6 +42,8 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler {
   hardening: ResponseHardening | undefined
   /** Called when the backend answers 401 (a failed logon, when the credentials were the client's). */
   onUnauthorized: (() => void) | undefined
+  /** The client's request, when its body is relayed: a failure of it is the client's. */
+  request: IncomingMessage | undefined
   /** Set when the vdir follows a backend cookie: its Set-Cookie values are learned. */
   followCookie: VdirAffinity | undefined
   readonly backend: Backend
@@ -116,6 +120,14 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler {
     const clientGone = this.#done
     this.#done = true
     if (clientGone) return
+    // Every failure is classified by the side that failed: a request body that broke off (the
+    // client's connection closed: Node's 'aborted') surfaces here as a reset, yet it is the
+    // client's doing, not the server's, and must never count against the server's health.
+    const body = this.request
+    if (body !== undefined && (body.errored !== null || (body.destroyed && !body.complete))) {
+      this.events.onClientAbort(this, err)
+      return
+    }
     const res = this.res
     if (this.relayed || res.headersSent) {
       // The status line is out: the only honest signal left is to cut the connection.
