@@ -1,4 +1,5 @@
-import type { ServerResponse } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { PassThrough } from 'node:stream'
 import type { Socket } from 'node:net'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
@@ -64,6 +65,25 @@ const idempotent = new Set(['GET', 'HEAD', 'OPTIONS'])
 // nothing of the response reached the client, and the server may not have seen the request.
 const backendFaults = new Set(['CASGATE_ERR_UPSTREAM_REFUSED', 'CASGATE_ERR_UPSTREAM_RESET', 'CASGATE_ERR_UPSTREAM_TIMEOUT', 'CASGATE_ERR_UPSTREAM_TLS'])
 const retriable = new Set(['CASGATE_ERR_UPSTREAM_REFUSED', 'CASGATE_ERR_UPSTREAM_RESET', 'CASGATE_ERR_UPSTREAM_TLS'])
+
+/**
+ * uploadOf is the stream undici sends as the request body. undici destroys a body it stops
+ * sending (the answer came first: Exchange's 401 to an NTLM upload, a redirect, a reset), and a
+ * destroyed client request makes Node stop reading the connection with the rest of the body
+ * unread: the next request on it would never be parsed. So undici gets a stream of its own, and
+ * whatever of the body is left when the response ends is read off and dropped, as Node does
+ * with a body nobody reads.
+ */
+function uploadOf (request: IncomingMessage, res: ServerResponse): PassThrough {
+  const upload = new PassThrough()
+  request.pipe(upload)
+  res.once('close', () => {
+    if (request.complete || request.destroyed) return
+    request.unpipe(upload)
+    request.resume()
+  })
+  return upload
+}
 
 /** RequestRecord is what the access line says of one request. */
 interface RequestRecord {
@@ -228,7 +248,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
     }
     if (exhausted.size > 0 && exhausted.delete(vdir.path)) accessLog.info({ vdir: vdir.path, pool: vdir.pool }, 'vdir has a healthy backend again')
     if (!pin && isConnectionAuth(request.headers.authorization)) pin = pins.pin(socket, backend)
-    const body = declaresBody(request.headers) ? request.raw : null
+    const body = declaresBody(request.headers) ? uploadOf(request.raw, res) : null
 
     // From here casgate writes the response itself, upstream bytes straight to the socket.
     reply.hijack()
@@ -249,7 +269,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
       exchange.responseCookies = pass?.setCookies === undefined ? (affinityCookie === undefined ? undefined : [affinityCookie]) : affinityCookie === undefined ? pass.setCookies : [...pass.setCookies, affinityCookie]
       if (affinity.followsCookies) exchange.followCookie = affinity
       exchange.hardening = vdir.hardening
-      if (body !== null) exchange.request = body
+      if (body !== null) exchange.request = request.raw
       // A logon Exchange checked instead of casgate (Basic, NTLM AUTHENTICATE): its 401 is a failed one.
       if (unchecked) exchange.onUnauthorized = () => preauth!.upstreamRejected(request.headers.authorization, record.source, url, performance.now() - record.start)
       const previous = record.exchange
