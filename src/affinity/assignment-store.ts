@@ -1,4 +1,5 @@
-import { LRUCache } from 'lru-cache'
+import type { LRUCache } from 'lru-cache'
+import { boundedCache } from '../util/bounded-cache.js'
 
 /** AssignmentOwner is a vdir's table of keys held per server; the store tells it of every removal. */
 export interface AssignmentOwner {
@@ -40,8 +41,7 @@ export class AssignmentStore {
       const owner = this.#owners[key.charCodeAt(0)]
       if (owner) owner.held[server]!--
     }
-    this.#shards = Array.from({ length: shards }, () => new LRUCache<string, number>({
-      max: Math.ceil(options.maxEntries / shards),
+    this.#shards = Array.from({ length: shards }, () => boundedCache<string, number>(Math.ceil(options.maxEntries / shards), {
       ttl: options.idleTtlMs,
       updateAgeOnGet: true,
       dispose

@@ -142,7 +142,7 @@ export const affinitySchema = z.strictObject({
   secretEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name').optional()
     .describe('Environment variable holding the affinity secret.'),
   maxEntries: z.number().int().positive().default(500_000)
-    .describe('Most remembered assignments (user/device/address/cookie → server) over all vdirs; the least recently used go first (default 500,000; about 100 bytes each, a fifth of it allocated up front).'),
+    .describe('Most remembered assignments (user/device/address/cookie → server) over all vdirs; the least recently used go first (default 500,000; about 130 bytes each, allocated as the store fills).'),
   idleTtlMs: z.number().int().positive().default(2 * 60 * 60_000)
     .describe('How long an assignment is kept without requests (default 2 h, longer than an ActiveSync Ping interval).'),
   balanceFactor: z.number().min(1).max(10).default(1.1)

@@ -1,7 +1,7 @@
 import { createLocalJWKSet, createRemoteJWKSet, customFetch, errors, jwtVerify, type FetchImplementation, type JWTPayload, type JWTVerifyGetKey } from 'jose'
 import type { BearerAlgorithm, BearerSettings } from '../config/bearer-config.js'
 import { createHash } from 'node:crypto'
-import { LRUCache } from 'lru-cache'
+import { boundedCache } from '../util/bounded-cache.js'
 
 /** JWKS_MAX_BYTES bounds a key set, read from a file or fetched (Entra's is about 10 KiB). */
 export const JWKS_MAX_BYTES = 1024 * 1024
@@ -121,7 +121,7 @@ export class BearerValidator {
   readonly #reload: (() => Promise<void>) | undefined
 
   /** SHA-256 of tokens verified lately → who they speak for and until when. */
-  readonly #verified = new LRUCache<string, { subject: string | undefined, until: number }>({ max: 10_000 })
+  readonly #verified = boundedCache<string, { subject: string | undefined, until: number }>(10_000)
 
   constructor (settings: BearerSettings, options: BearerValidatorOptions = {}) {
     this.#settings = settings

@@ -1,10 +1,11 @@
 import type { KeyObject } from 'node:crypto'
-import { LRUCache } from 'lru-cache'
+import type { LRUCache } from 'lru-cache'
 import type { LockoutConfig } from '../config/schema.js'
 import { normalizeUser } from '../affinity/identity.js'
 import { addressKey } from '../util/address-key.js'
 import { CheckTimes, SYSTEM_CLOCK, type LockoutClock } from './lockout-sources.js'
 import { keyedHash } from '../util/keyed-hash.js'
+import { boundedCache } from '../util/bounded-cache.js'
 
 // Smart lockout, after Entra ID's ("Protect user accounts from attacks with Microsoft Entra smart
 // lockout", learn.microsoft.com): a lockout must stop a guesser without handing them a weapon
@@ -81,9 +82,9 @@ export class Lockout {
     // Bounded: a spray from many addresses cannot grow them without limit. Users and addresses
     // are kept apart, so churning addresses cannot push a user's lock out.
     const ttl = Math.max(this.#config.windowMs, this.#config.maxLockoutMs) * 2
-    this.#users = new LRUCache({ max: MAX_COUNTERS, ttl, updateAgeOnGet: false })
-    this.#addresses = new LRUCache({ max: MAX_COUNTERS, ttl, updateAgeOnGet: false })
-    if (this.#config.familiarForMs > 0) this.#familiar = new LRUCache({ max: this.#config.familiarMaxEntries, ttl: this.#config.familiarForMs })
+    this.#users = boundedCache(MAX_COUNTERS, { ttl, updateAgeOnGet: false })
+    this.#addresses = boundedCache(MAX_COUNTERS, { ttl, updateAgeOnGet: false })
+    if (this.#config.familiarForMs > 0) this.#familiar = boundedCache(this.#config.familiarMaxEntries, { ttl: this.#config.familiarForMs })
   }
 
   #userKey (user: string): string {

@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http'
-import { LRUCache } from 'lru-cache'
+import type { LRUCache } from 'lru-cache'
 import type { Logger } from 'pino'
 import type { PreauthSettings } from '../config/preauth-config.js'
 import type { PreauthPolicy } from '../config/schema.js'
@@ -15,6 +15,7 @@ import { Lockout } from './lockout.js'
 import { activeSyncDevice, type LockoutClock } from './lockout-sources.js'
 import { FormsSessions } from './forms-sessions.js'
 import { PASS_UNCHANGED, type GateAnswer, type GateOutcome, type GatePass } from './gate-outcome.js'
+import { boundedCache } from '../util/bounded-cache.js'
 
 const BEARER_PASS: { pass: GatePass } = { pass: { ...PASS_UNCHANGED.pass, excluded: 'bearer' } }
 const BEARER = /^bearer\s/i
@@ -48,7 +49,7 @@ export class PreauthGate {
     this.forms = new FormsSessions(settings, log)
     this.lockout = new Lockout(settings.lockout, settings.secret, clock)
     this.exclusions = new Exclusions(EXCLUSION_PRESETS[settings.exclusionPreset], settings.exclude)
-    this.#basicCache = settings.basicCacheTtlMs > 0 ? new LRUCache({ max: 100_000, ttl: settings.basicCacheTtlMs }) : undefined
+    this.#basicCache = settings.basicCacheTtlMs > 0 ? boundedCache<string, true>(100_000, { ttl: settings.basicCacheTtlMs }) : undefined
     this.#realm = `Basic realm="${settings.realm}", charset="UTF-8"`
     this.#bearerValidator = settings.bearer === undefined ? undefined : new BearerValidator(settings.bearer)
   }

@@ -1,6 +1,7 @@
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes, type KeyObject } from 'node:crypto'
-import { LRUCache } from 'lru-cache'
+import type { LRUCache } from 'lru-cache'
 import { keyedHash } from '../util/keyed-hash.js'
+import { boundedCache } from '../util/bounded-cache.js'
 
 // The forms session lives in the browser: AES-256-GCM encrypts and authenticates it (a changed
 // byte fails the tag), so any instance with the same secret can read it and a restart loses
@@ -81,8 +82,7 @@ export class SessionCookies {
     const report = options.onRevocationDropped
     let dropped = 0
     let reportedAt = -Infinity
-    this.#revoked = new LRUCache<string, number>({
-      max: options.maxRevoked ?? MAX_REVOKED_SESSIONS,
+    this.#revoked = boundedCache<string, number>(options.maxRevoked ?? MAX_REVOKED_SESSIONS, {
       // A full set forgets its oldest entry; that matters only while the session could still live.
       dispose: (until, _key, reason) => {
         if (reason !== 'evict' || until <= Date.now() || report === undefined) return
