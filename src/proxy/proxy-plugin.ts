@@ -1,5 +1,4 @@
-import type { IncomingMessage, ServerResponse } from 'node:http'
-import { PassThrough } from 'node:stream'
+import type { ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
@@ -22,7 +21,10 @@ import { claimedUser } from '../auth/logon-user.js'
 import type { RequestGuard } from '../guard/request-guard.js'
 import type { GateOutcome, GatePass } from '../preauth/gate-outcome.js'
 import type { PreauthGate } from '../preauth/preauth-gate.js'
-import { UpstreamExchange, type ExchangeEvents } from './upstream-exchange.js'
+import { UpstreamExchange } from './upstream-exchange.js'
+import { exchangeEvents } from './exchange-events.js'
+import { BudgetAdmission } from './budget-admission.js'
+import { uploadOf } from './upload.js'
 
 /** RoutedVdir is a published vdir bound to its pool and its affinity policy. */
 export interface RoutedVdir extends ResolvedVdir {
@@ -61,29 +63,6 @@ const proxiedMethods = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'PATC
 
 // RFC 9110 §9.2.2; PUT and DELETE are idempotent too but carry state Exchange acts on once.
 const idempotent = new Set(['GET', 'HEAD', 'OPTIONS'])
-// Failures that say the server (not the request) is at fault, and those safe to retry elsewhere:
-// nothing of the response reached the client, and the server may not have seen the request.
-const backendFaults = new Set(['CASGATE_ERR_UPSTREAM_REFUSED', 'CASGATE_ERR_UPSTREAM_RESET', 'CASGATE_ERR_UPSTREAM_TIMEOUT', 'CASGATE_ERR_UPSTREAM_TLS'])
-const retriable = new Set(['CASGATE_ERR_UPSTREAM_REFUSED', 'CASGATE_ERR_UPSTREAM_RESET', 'CASGATE_ERR_UPSTREAM_TLS'])
-
-/**
- * uploadOf is the stream undici sends as the request body. undici destroys a body it stops
- * sending (the answer came first: Exchange's 401 to an NTLM upload, a redirect, a reset), and a
- * destroyed client request makes Node stop reading the connection with the rest of the body
- * unread: the next request on it would never be parsed. So undici gets a stream of its own, and
- * whatever of the body is left when the response ends is read off and dropped, as Node does
- * with a body nobody reads.
- */
-function uploadOf (request: IncomingMessage, res: ServerResponse): PassThrough {
-  const upload = new PassThrough()
-  request.pipe(upload)
-  res.once('close', () => {
-    if (request.complete || request.destroyed) return
-    request.unpipe(upload)
-    request.resume()
-  })
-  return upload
-}
 
 /** RequestRecord is what the access line says of one request. */
 interface RequestRecord {
@@ -115,7 +94,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
   const preauth = options.preauth
   const preauthCookies = preauth?.forms.ownCookies ?? []
   const exhausted = new Set<string>()
-  const exhaustedBudgets = new Map<string, number>()
+  const admission = new BudgetAdmission(accessLog)
   const hsts = hstsValue(options.hsts)
   if (hsts !== undefined) {
     // casgate's own answers (errors, the sign-in page) carry it too; proxied ones get it in the exchange.
@@ -125,24 +104,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
     })
   }
 
-  const events: ExchangeEvents = {
-    onFailure (exchange, error, cause) {
-      if (backendFaults.has(error.code)) options.onBackendFailure(exchange.backend, exchange.vdir, error.code)
-      accessLog.warn({ err: cause, code: error.code, backend: exchange.backend.name, pinned: exchange.pinned }, 'upstream request failed')
-      // Nothing reached the client yet and the request may be repeated: one more server tries.
-      if (retriable.has(error.code) && exchange.retry?.()) return
-      // A pinned connection whose backend is gone is closed, not moved: the client logs on anew.
-      if (exchange.pinned && (error.code === 'CASGATE_ERR_UPSTREAM_REFUSED' || error.code === 'CASGATE_ERR_UPSTREAM_RESET')) {
-        exchange.res.destroy()
-        return
-      }
-      writeError(exchange.res, error)
-    },
-    onClientAbort (exchange, cause) {
-      accessLog.info({ err: cause, backend: exchange.backend.name, side: 'client' }, 'client aborted its request')
-      exchange.res.destroy()
-    }
-  }
+  const events = exchangeEvents(accessLog, options.onBackendFailure)
 
   function logAccess (request: FastifyRequest, res: ServerResponse, record: RequestRecord): void {
     accessLog.info({
@@ -321,32 +283,18 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
     const mayRetry = pin === undefined && body === null && idempotent.has(request.method)
     // A pinned connection is the client's own: it takes no place in the shared pools' budgets.
     if (pin !== undefined) return send(backend, mayRetry)
-    const budget = backend.budgets[kind]
-    if (budget.tryAcquire()) {
-      record.budget = budget
+    const place = admission.take(backend, kind, vdir.backendPool.config.queueTimeoutMs, res)
+    if (!(place instanceof Promise)) {
+      record.budget = place
       return send(backend, mayRetry)
     }
     const target = backend
-    budget.acquire(vdir.backendPool.config.queueTimeoutMs).then((granted) => {
-      if (granted && res.destroyed) budget.release()
+    place.then((budget) => {
       if (res.destroyed) return
-      if (!granted) {
-        budgetExhausted(target, kind, budget)
-        writeError(res, new CasgateError('CASGATE_ERR_CAPACITY', [vdir.path]))
-        return
-      }
+      if (budget === undefined) return writeError(res, new CasgateError('CASGATE_ERR_CAPACITY', [vdir.path]))
       record.budget = budget
       send(target, mayRetry)
     }).catch((err: unknown) => writeError(res, new CasgateError('CASGATE_ERR_INTERNAL', [], { cause: err })))
-  }
-
-  /** budgetExhausted logs a full budget once a minute per server and class, not per request. */
-  function budgetExhausted (backend: Backend, kind: BudgetClass, budget: Budget): void {
-    const key = `${backend.origin} ${kind}`
-    const now = Date.now()
-    if (now - (exhaustedBudgets.get(key) ?? 0) < 60_000) return
-    exhaustedBudgets.set(key, now)
-    accessLog.error({ backend: backend.name, budget: kind, limit: budget.limit, waiting: budget.waiting, refused: budget.refused }, `upstream connection budget full: requests waited ${kind === 'longPoll' ? 'pools.<name>.longPollConnectionsPerServer' : 'pools.<name>.connectionsPerServer'} and got 503`)
   }
 
   fastify.route({ method: proxiedMethods, url: '/*', handler: proxy })
