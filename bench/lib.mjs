@@ -124,3 +124,21 @@ export function parseWrk (text) {
   const socketErrors = /Socket errors: (.*)/.exec(text)?.[1]
   return { rps, requests, p50: p(50), p99: p(99), errors: Number(errors), socketErrors }
 }
+
+/** casgateConf writes the casgate configuration the benchmarks compare with nginx (one pool on the origin). */
+export function casgateConf (mode) {
+  const file = join(work, `casgate-${mode}.yaml`)
+  writeFileSync(file, `
+listen: { host: 127.0.0.1, port: ${PROXY_PORT} }
+hosts:
+  - names: [mail.bench.test, localhost]
+    certificate: { cert: mail.crt, key: mail.key, ca: root.pem }
+    mode: ${mode}
+    extendedProtection: ${mode === 'reencrypt'}
+pools:
+  cas:
+    servers: [${mode === 'offload' ? `http://127.0.0.1:${ORIGIN_HTTP}` : `https://127.0.0.1:${ORIGIN_HTTPS}`}]
+    ${mode === 'reencrypt' ? 'ca: root.pem\n    serverName: mail.bench.test' : ''}
+`)
+  return file
+}

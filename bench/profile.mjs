@@ -117,23 +117,10 @@ if (values.analyse) {
   process.exit(0)
 }
 
-const { cpuSecondsOf, nginxBin, ORIGIN_HTTP, ORIGIN_HTTPS, originConf, parseWrk, prepareWork, PROXY_PORT, start, stop, waitForPort, work } = await import('./lib.mjs')
+const { casgateConf, cpuSecondsOf, nginxBin, ORIGIN_HTTP, originConf, parseWrk, prepareWork, PROXY_PORT, start, stop, waitForPort, work } = await import('./lib.mjs')
 const mode = values.mode
 await prepareWork()
-const config = join(work, `casgate-${mode}.yaml`)
-// The same configuration as run.mjs's casgateConf.
-writeFileSync(config, `
-listen: { host: 127.0.0.1, port: ${PROXY_PORT} }
-hosts:
-  - names: [mail.bench.test, localhost]
-    certificate: { cert: mail.crt, key: mail.key, ca: root.pem }
-    mode: ${mode}
-    extendedProtection: ${mode === 'reencrypt'}
-pools:
-  cas:
-    servers: [${mode === 'offload' ? `http://127.0.0.1:${ORIGIN_HTTP}` : `https://127.0.0.1:${ORIGIN_HTTPS}`}]
-    ${mode === 'reencrypt' ? 'ca: root.pem\n    serverName: mail.bench.test' : ''}
-`)
+const config = casgateConf(mode)
 
 /** wrk runs asynchronously, so this process keeps reading casgate's stdout (its access log) meanwhile. */
 function wrk (seconds, headers) {

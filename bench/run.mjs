@@ -8,7 +8,7 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
-import { childPids, cpuSecondsOf, nginxBin, nginxConf, ORIGIN_HTTP, ORIGIN_HTTPS, originConf, parseWrk, prepareWork, PROXY_PORT, rssOf, start, stop, waitForPort, work } from './lib.mjs'
+import { casgateConf, childPids, cpuSecondsOf, nginxBin, nginxConf, ORIGIN_HTTP, ORIGIN_HTTPS, originConf, parseWrk, prepareWork, PROXY_PORT, rssOf, start, stop, waitForPort, work } from './lib.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -48,23 +48,6 @@ function proxyConf (mode) {
       proxy_buffering on;
     }
   }`)
-}
-
-function casgateConf (mode) {
-  const file = join(work, `casgate-${mode}.yaml`)
-  writeFileSync(file, `
-listen: { host: 127.0.0.1, port: ${PROXY_PORT} }
-hosts:
-  - names: [mail.bench.test, localhost]
-    certificate: { cert: mail.crt, key: mail.key, ca: root.pem }
-    mode: ${mode}
-    extendedProtection: ${mode === 'reencrypt'}
-pools:
-  cas:
-    servers: [${mode === 'offload' ? `http://127.0.0.1:${ORIGIN_HTTP}` : `https://127.0.0.1:${ORIGIN_HTTPS}`}]
-    ${mode === 'reencrypt' ? 'ca: root.pem\n    serverName: mail.bench.test' : ''}
-`)
-  return file
 }
 
 function wrk (path, extraHeaders = []) {
