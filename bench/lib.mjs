@@ -3,7 +3,7 @@ import { spawn, execFileSync } from 'node:child_process'
 import { mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { createLabPki } from '../dist/src/tls/lab-ca.js'
+import { createLabPki } from '../dist/src/certificates/lab-ca.js'
 
 export const work = resolve('bench/results/work')
 export const ORIGIN_HTTP = 18080

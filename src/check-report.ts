@@ -1,7 +1,7 @@
 import { exchangeProfile } from './config/exchange-profile.js'
 import type { GatewayConfig } from './config/load.js'
 import { describeSessionSecret } from './config/preauth-config.js'
-import type { ConfigIssue } from './errors.js'
+import type { ConfigIssue } from './errors/errors.js'
 import { EXCHANGE_PROFILE_BEARER_NOTE, EXCLUSION_PRESETS } from './preauth/exclusions.js'
 import { EXCHANGE_RULE_PACK } from './rules/exchange-pack.js'
 import { FRONT_END_ONLY_HEADERS } from './rules/front-end-headers.js'

@@ -1,11 +1,11 @@
 import type { X509Certificate } from 'node:crypto'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { splitPemCertificates, type LoadedCertificate } from './tls/certificate.js'
-import { signatureOid } from './tls/certificate-check.js'
-import { createLabPki, toPfx } from './tls/lab-ca.js'
-import { readPassphrase } from './tls/load-certificate.js'
-import { loadPfx } from './tls/pfx.js'
+import { splitPemCertificates, type LoadedCertificate } from './certificates/certificate.js'
+import { signatureOid } from './certificates/certificate-check.js'
+import { createLabPki, toPfx } from './certificates/lab-ca.js'
+import { readPassphrase } from './certificates/load-certificate.js'
+import { loadPfx } from './certificates/pfx.js'
 
 /** CERTS_USAGE is the help of `casgate certs`. */
 export const CERTS_USAGE = `Usage: casgate certs <show|pfx2pem|lab> [options]

@@ -1,6 +1,6 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
-import { normalizeUser } from './affinity/identity.js'
-import { hashPassword } from './preauth/password-hash.js'
+import { normalizeUser } from './auth/user-name.js'
+import { hashPassword } from './auth/password-hash.js'
 
 export const USERS_USAGE = `Usage: casgate users add FILE USER [--password-env VAR]
 

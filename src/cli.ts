@@ -5,7 +5,7 @@ import { usersCommand, USERS_USAGE } from './cli-users.js'
 import { loadConfigFile } from './config/load.js'
 import { checkReport } from './check-report.js'
 import { demoBanner, runDemo } from './demo.js'
-import { CasgateError, ConfigError } from './errors.js'
+import { CasgateError, ConfigError } from './errors/errors.js'
 import { startGateway } from './gateway.js'
 import { checkExtendedProtection } from './tls/extended-protection.js'
 

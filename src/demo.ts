@@ -5,8 +5,8 @@ import type { Logger } from 'pino'
 import { buildConfig } from './config/load.js'
 import { ExchangeEmulator } from './emulator/exchange-server.js'
 import { startGateway, type Gateway } from './gateway.js'
-import { hashPassword } from './preauth/password-hash.js'
-import { createLabPki } from './tls/lab-ca.js'
+import { hashPassword } from './auth/password-hash.js'
+import { createLabPki } from './certificates/lab-ca.js'
 
 /** DemoOptions are the flags of `casgate demo`. */
 export interface DemoOptions {

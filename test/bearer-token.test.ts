@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it, onTestFinished, vi } from 'vitest'
 import { resolveBearer, type BearerSettings } from '../src/config/bearer-config.js'
 import { zodIssuesToConfigIssues } from '../src/config/issues.js'
 import { bearerSchema, preauthSchema } from '../src/config/schema.js'
-import type { ConfigIssue } from '../src/errors.js'
+import type { ConfigIssue } from '../src/errors/errors.js'
 import { bearerToken, BearerValidator, looksLikeJwt } from '../src/preauth/bearer-token.js'
 import { tempDir, writeFiles } from './helpers/tmp.js'
 

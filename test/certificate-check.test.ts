@@ -2,9 +2,9 @@ import { execFile } from 'node:child_process'
 import { X509Certificate } from 'node:crypto'
 import { promisify } from 'node:util'
 import { beforeAll, describe, expect, it } from 'vitest'
-import { assembleCertificate, privateKeyFromPem } from '../src/tls/certificate.js'
-import { checkCertificate } from '../src/tls/certificate-check.js'
-import { createLabPki, issueCertificate, newKeyPem, type LabCertificate, type LabPki } from '../src/tls/lab-ca.js'
+import { assembleCertificate, privateKeyFromPem } from '../src/certificates/certificate.js'
+import { checkCertificate } from '../src/certificates/certificate-check.js'
+import { createLabPki, issueCertificate, newKeyPem, type LabCertificate, type LabPki } from '../src/certificates/lab-ca.js'
 import { tempDir, writeFiles } from './helpers/tmp.js'
 
 const run = promisify(execFile)

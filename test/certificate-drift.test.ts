@@ -8,7 +8,7 @@ import { loadConfigFile } from '../src/config/load.js'
 import { ExchangeEmulator } from '../src/emulator/exchange-server.js'
 import { startGateway } from '../src/gateway.js'
 import { createLogger } from '../src/observe/logger.js'
-import { issueCertificate } from '../src/tls/lab-ca.js'
+import { issueCertificate } from '../src/certificates/lab-ca.js'
 import { labPki, LogCapture, startEmulators, startLabGateway } from './helpers/lab.js'
 import { tempDir, writeFiles } from './helpers/tmp.js'
 

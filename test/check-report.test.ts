@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { checkReport } from '../src/check-report.js'
-import { hashPassword } from '../src/preauth/password-hash.js'
+import { hashPassword } from '../src/auth/password-hash.js'
 import { labConfig } from './helpers/lab.js'
 import { tempDir, writeFiles } from './helpers/tmp.js'
 

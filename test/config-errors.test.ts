@@ -4,8 +4,8 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import { buildConfig, loadConfigFile } from '../src/config/load.js'
-import { ConfigError } from '../src/errors.js'
-import { createLabPki } from '../src/tls/lab-ca.js'
+import { ConfigError } from '../src/errors/errors.js'
+import { createLabPki } from '../src/certificates/lab-ca.js'
 import { tempDir, writeFiles } from './helpers/tmp.js'
 
 const run = promisify(execFile)

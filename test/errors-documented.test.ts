@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
-import { errorCatalog } from '../src/errors.js'
+import { errorCatalog } from '../src/errors/errors.js'
 
 describe('error registry', () => {
   const docs = readFileSync('docs/errors.md', 'utf8')

@@ -94,7 +94,7 @@ describe('health per vdir from Managed Availability health pages', () => {
 describe('monitors for vdirs behind certificate-based authentication', () => {
   it('reach a CBA-protected health page only with the pool\'s client certificate', async () => {
     const pki = await labPki()
-    const { issueCertificate } = await import('../src/tls/lab-ca.js')
+    const { issueCertificate } = await import('../src/certificates/lab-ca.js')
     const monitor = await issueCertificate({ commonName: 'casgate-monitor', usage: ['clientAuth'] }, pki.intermediate)
     const tls = { certPem: pki.server.certPem + pki.intermediate.certPem, keyPem: pki.server.keyPem, clientCa: pki.root.certPem + pki.intermediate.certPem }
     const [withCert, withoutCert] = await Promise.all(['cba1', 'cba2'].map((name) => new ExchangeEmulator({ name, tls }).start()))

@@ -1,7 +1,7 @@
 import { createSecretKey } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import { describe, expect, it } from 'vitest'
-import { normalizeUser } from '../src/affinity/identity.js'
+import { normalizeUser } from '../src/auth/user-name.js'
 import { createLogger } from '../src/observe/logger.js'
 import type { CredentialProvider, CheckResult } from '../src/preauth/credential-provider.js'
 import { Lockout } from '../src/preauth/lockout.js'
@@ -11,7 +11,7 @@ import type { GateAnswer } from '../src/preauth/gate-outcome.js'
 import { PreauthGate } from '../src/preauth/preauth-gate.js'
 import { LogCapture, labConfig } from './helpers/lab.js'
 import { writeFiles, tempDir } from './helpers/tmp.js'
-import { hashPassword } from '../src/preauth/password-hash.js'
+import { hashPassword } from '../src/auth/password-hash.js'
 
 const secret = createSecretKey(Buffer.alloc(32, 7))
 const MINUTE = 60_000

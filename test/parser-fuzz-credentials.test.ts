@@ -1,6 +1,7 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { activeSyncIdentity, authorizationIdentity, normalizeUser } from '../src/affinity/identity.js'
+import { activeSyncIdentity, authorizationIdentity } from '../src/affinity/identity.js'
+import { normalizeUser } from '../src/auth/user-name.js'
 import { basicCredentials } from '../src/auth/basic.js'
 import { NTLMSSP_SIGNATURE, ntlmMessageType, ntlmToken, parseAuthenticate } from '../src/auth/ntlm-message.js'
 import { cookiePairs, readCookie, readCookies, removeCookies } from '../src/util/cookies.js'

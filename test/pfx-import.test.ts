@@ -2,9 +2,9 @@ import { execFileSync } from 'node:child_process'
 import { X509Certificate } from 'node:crypto'
 import { join } from 'node:path'
 import { beforeAll, describe, expect, it } from 'vitest'
-import { createLabPki, toPfx, type LabPki } from '../src/tls/lab-ca.js'
-import { loadPfx } from '../src/tls/pfx.js'
-import { loadCertificate } from '../src/tls/load-certificate.js'
+import { createLabPki, toPfx, type LabPki } from '../src/certificates/lab-ca.js'
+import { loadPfx } from '../src/certificates/pfx.js'
+import { loadCertificate } from '../src/certificates/load-certificate.js'
 import { tempDir, writeFiles } from './helpers/tmp.js'
 
 let pki: LabPki

@@ -1,6 +1,6 @@
 import { describe, expect, it, onTestFinished } from 'vitest'
 import { chromium } from 'playwright-core'
-import { hashPassword } from '../src/preauth/password-hash.js'
+import { hashPassword } from '../src/auth/password-hash.js'
 import { startEmulators, startLabGateway } from './helpers/lab.js'
 import { tempDir, writeFiles } from './helpers/tmp.js'
 

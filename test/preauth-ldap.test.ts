@@ -26,7 +26,7 @@ describe('LDAP credential provider against slapd', () => {
     expect(await provider.check(`jdoe,ou=people,${LDAP_SUFFIX}`, USERS.jdoe)).toBe('invalid')
     // StartTLS on the plain port works too; a wrong CA fails as unavailable, not as a bad password.
     expect(await new LdapProvider({ urls: [slapd.ldapUrl], bindName: BIND_NAME, startTls: true, timeoutMs: 3_000 }, pki.root.certPem).check('jdoe', USERS.jdoe)).toBe('valid')
-    const stranger = await (await import('../src/tls/lab-ca.js')).createLabPki(['other.test'])
+    const stranger = await (await import('../src/certificates/lab-ca.js')).createLabPki(['other.test'])
     expect(await new LdapProvider({ urls: [slapd.ldapsUrl], bindName: BIND_NAME, startTls: false, timeoutMs: 3_000 }, stranger.root.certPem).check('jdoe', USERS.jdoe)).toBe('unavailable')
   })
 

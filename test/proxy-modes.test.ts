@@ -13,7 +13,7 @@ describe('reencrypt transport', () => {
   })
 
   it('refuses a backend whose certificate the pool CA did not sign: 502 with a TLS code', async () => {
-    const { createLabPki } = await import('../src/tls/lab-ca.js')
+    const { createLabPki } = await import('../src/certificates/lab-ca.js')
     const stranger = await createLabPki(['127.0.0.1'])
     const servers = await startEmulators(1, { certPem: stranger.server.certPem + stranger.intermediate.certPem, keyPem: stranger.server.keyPem })
     // Extended Protection off: its start-up check would already refuse this backend's certificate.

@@ -1,22 +1,9 @@
 import { basicCredentials } from '../auth/basic.js'
 import { ntlmMessageType, ntlmToken, parseAuthenticate } from '../auth/ntlm-message.js'
+import { normalizeUser } from '../auth/user-name.js'
 
 // Who a request speaks for, as a plain string such as "user:jdoe". Only ever fed to an HMAC
 // (affinity-keys.ts): neither the identity nor the credential it came from is kept or logged.
-
-/**
- * normalizeUser folds the spellings of one Windows account together: CONTOSO\jdoe, jdoe@contoso.com
- * and JDoe all become "jdoe". Two accounts that share a name in different domains then share a
- * server, which is harmless: affinity decides where, never whether.
- */
-export function normalizeUser (name: string): string {
-  let user = name.trim()
-  const backslash = user.lastIndexOf('\\')
-  if (backslash !== -1) user = user.slice(backslash + 1)
-  const at = user.indexOf('@')
-  if (at > 0) user = user.slice(0, at)
-  return user.toLowerCase()
-}
 
 /**
  * authorizationIdentity reads the identity behind an Authorization header: the Basic user name,

@@ -4,9 +4,11 @@ import { isIP } from 'node:net'
 import { resolve } from 'node:path'
 import type { JSONWebKeySet, JWK } from 'jose'
 import type { z } from 'zod'
-import type { ConfigIssue } from '../errors.js'
+import type { ConfigIssue } from '../errors/errors.js'
 import type { bearerSchema } from './schema.js'
-import { JWKS_MAX_BYTES } from '../preauth/bearer-token.js'
+
+/** JWKS_MAX_BYTES bounds a key set, read from a file or fetched (Entra's is about 10 KiB). */
+export const JWKS_MAX_BYTES = 1024 * 1024
 
 // The preauth.bearer block, resolved: lists normalised, the key set file loaded and checked at
 // start (a key set that cannot verify anything is a configuration error, not a 401 per request),

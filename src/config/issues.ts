@@ -1,5 +1,5 @@
 import type { z } from 'zod'
-import type { ConfigIssue } from '../errors.js'
+import type { ConfigIssue } from '../errors/errors.js'
 
 // Turns zod's issues into lines an admin can act on: the key path, what was expected, what
 // came, and the fix (with a "did you mean" for misspelt keys).

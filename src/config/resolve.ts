@@ -1,5 +1,5 @@
 import { BlockList, isIP } from 'node:net'
-import type { ConfigIssue } from '../errors.js'
+import type { ConfigIssue } from '../errors/errors.js'
 import { closest } from './issues.js'
 import { exchangeProfile, healthPathFor, LONG_POLL_MINIMUM_MS } from './exchange-profile.js'
 import type { AffinityPolicy, PoolConfig, PreauthPolicy, RawConfig, SslMode } from './schema.js'

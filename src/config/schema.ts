@@ -1,7 +1,10 @@
 import { z } from 'zod'
-import { FAMILIAR_FOR_MS, FAMILIAR_MAX_ENTRIES } from '../preauth/lockout.js'
 
 // Defaults live next to their field, with the unit in the name. `.describe()` is the reference text.
+
+/** FAMILIAR_FOR_MS is how long a source stays familiar after a success (30 days), FAMILIAR_MAX_ENTRIES how many pairs are kept. */
+export const FAMILIAR_FOR_MS = 30 * 24 * 60 * 60_000
+export const FAMILIAR_MAX_ENTRIES = 100_000
 
 const filePath = z.string().min(1)
 

@@ -1,8 +1,8 @@
 import { createSecretKey, hkdfSync, randomBytes, type KeyObject } from 'node:crypto'
 import { closeSync, fsyncSync, linkSync, lstatSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import type { ConfigIssue } from '../errors.js'
-import { CertificateLoadError, readFileOrEnv } from '../tls/load-certificate.js'
+import type { ConfigIssue } from '../errors/errors.js'
+import { CertificateLoadError, readFileOrEnv } from '../certificates/load-certificate.js'
 
 /** MIN_SECRET_LENGTH keeps HMAC and session keys out of guessing range (32 characters). */
 export const MIN_SECRET_LENGTH = 32

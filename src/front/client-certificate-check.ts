@@ -2,9 +2,9 @@ import type { Socket } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import type { TerminatedHost } from '../config/load.js'
-import { CasgateError } from '../errors.js'
-import { sendError } from '../proxy/error-reply.js'
-import { HostNameTable } from './host-names.js'
+import { CasgateError } from '../errors/errors.js'
+import { sendError } from '../errors/error-reply.js'
+import { HostNameTable } from '../util/host-names.js'
 
 /** CertificateVerdicts is what the front door knows of a connection's client certificate. */
 export interface CertificateVerdicts {

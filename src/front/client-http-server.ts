@@ -1,8 +1,8 @@
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { GatewayConfig } from '../config/load.js'
-import { CasgateError } from '../errors.js'
-import { errorResponseText } from '../proxy/error-reply.js'
+import { CasgateError } from '../errors/errors.js'
+import { errorResponseText } from '../errors/error-reply.js'
 
 /**
  * createClientHttpServer builds the HTTP server behind Fastify that parses decrypted client

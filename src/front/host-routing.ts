@@ -2,7 +2,7 @@ import type { Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
 import type { GatewayConfig, ResolvedHost, TerminatedHost } from '../config/load.js'
 import type { SniRouting } from './front-door.js'
-import { HostNameTable } from './host-names.js'
+import { HostNameTable } from '../util/host-names.js'
 
 /**
  * sniRouting routes by the ClientHello's name: passthrough names away from the TLS servers, names

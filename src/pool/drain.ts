@@ -1,5 +1,5 @@
 import type { Logger } from 'pino'
-import type { ConnectionPins } from '../proxy/connection-pins.js'
+import type { ConnectionPins } from './connection-pins.js'
 import type { Backend, BackendPool } from './backend-pool.js'
 
 /** DrainState is one server's maintenance state, for the admin listener. */

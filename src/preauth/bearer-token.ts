@@ -1,10 +1,8 @@
 import { createLocalJWKSet, createRemoteJWKSet, customFetch, errors, jwtVerify, type FetchImplementation, type JWTPayload, type JWTVerifyGetKey } from 'jose'
-import type { BearerAlgorithm, BearerSettings } from '../config/bearer-config.js'
+import { JWKS_MAX_BYTES, type BearerAlgorithm, type BearerSettings } from '../config/bearer-config.js'
 import { createHash } from 'node:crypto'
 import { boundedCache } from '../util/bounded-cache.js'
 
-/** JWKS_MAX_BYTES bounds a key set, read from a file or fetched (Entra's is about 10 KiB). */
-export const JWKS_MAX_BYTES = 1024 * 1024
 /** VERIFIED_FOR_MS is how long a verified token is taken without checking its signature again. */
 const VERIFIED_FOR_MS = 5 * 60_000
 

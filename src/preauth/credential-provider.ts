@@ -1,7 +1,7 @@
 import type { CredentialSource } from '../config/preauth-config.js'
-import { normalizeUser } from '../affinity/identity.js'
+import { normalizeUser } from '../auth/user-name.js'
 import { LdapProvider } from './ldap-provider.js'
-import { hashPassword, parseScryptHash, verifyPassword, type ScryptHash } from './password-hash.js'
+import { hashPassword, parseScryptHash, verifyPassword, type ScryptHash } from '../auth/password-hash.js'
 
 /** CheckResult: the password is right, wrong (or the user unknown), or nobody could tell. */
 export type CheckResult = 'valid' | 'invalid' | 'unavailable'

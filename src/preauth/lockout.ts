@@ -1,7 +1,7 @@
 import type { KeyObject } from 'node:crypto'
 import type { LRUCache } from 'lru-cache'
-import type { LockoutConfig } from '../config/schema.js'
-import { normalizeUser } from '../affinity/identity.js'
+import { FAMILIAR_FOR_MS, FAMILIAR_MAX_ENTRIES, type LockoutConfig } from '../config/schema.js'
+import { normalizeUser } from '../auth/user-name.js'
 import { addressKey } from '../util/address-key.js'
 import { CheckTimes, SYSTEM_CLOCK, type LockoutClock } from './lockout-sources.js'
 import { keyedHash } from '../util/keyed-hash.js'
@@ -49,10 +49,6 @@ export type Familiar = 'device' | 'address'
 
 /** LockReason says why a logon is refused unasked: the user (unfamiliar sources), this familiar source, or the address. */
 export type LockReason = 'user' | 'source' | 'address'
-
-/** FAMILIAR_FOR_MS is how long a source stays familiar after a success (30 days), FAMILIAR_MAX_ENTRIES how many pairs are kept: the schema's defaults. */
-export const FAMILIAR_FOR_MS = 30 * 24 * 60 * 60_000
-export const FAMILIAR_MAX_ENTRIES = 100_000
 
 /** LockoutSettings is the lockout block; the smart-lockout fields default as in the schema. */
 export type LockoutSettings = Omit<LockoutConfig, 'familiarForMs' | 'familiarMaxEntries'> & Partial<LockoutConfig>

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino'
 import type { Backend } from '../pool/backend-pool.js'
-import { writeError } from './error-reply.js'
+import { writeError } from '../errors/error-reply.js'
 import type { ExchangeEvents } from './upstream-exchange.js'
 
 // Failures that say the server (not the request) is at fault, and those safe to retry elsewhere:

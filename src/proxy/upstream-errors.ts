@@ -1,4 +1,4 @@
-import { CasgateError, type ErrorCode } from '../errors.js'
+import { CasgateError, type ErrorCode } from '../errors/errors.js'
 
 // The one function that says what an upstream failure means for the client:
 // 502 when the backend refused or dropped us, 504 when it was too slow (RFC 9110 §15.6).

@@ -1,9 +1,13 @@
 import type { Logger } from 'pino'
 import { loadConfigFile, type GatewayConfig, type TerminatedHost } from '../config/load.js'
-import type { ConfigIssue } from '../errors.js'
-import type { FrontDoor } from '../front/front-door.js'
+import type { ConfigIssue } from '../errors/errors.js'
 import { checkExtendedProtection } from './extended-protection.js'
 import { SniContexts } from './sni-contexts.js'
+
+/** CertificateListener is what serves the certificates: the front door swaps them for new handshakes. */
+export interface CertificateListener {
+  replaceCertificates: (sni: SniContexts) => void
+}
 
 /** CertificateStatus is the last comparison with the backends, for the admin listener. */
 export interface CertificateStatus {
@@ -20,13 +24,13 @@ export interface CertificateStatus {
  */
 export class CertificateWatch {
   #config: GatewayConfig
-  readonly #frontDoor: FrontDoor
+  readonly #frontDoor: CertificateListener
   readonly #log: Logger
   #timer: NodeJS.Timeout | undefined
   #reported = new Set<string>()
   status: CertificateStatus = { checkedAt: undefined, errors: [], warnings: [] }
 
-  constructor (config: GatewayConfig, frontDoor: FrontDoor, logger: Logger) {
+  constructor (config: GatewayConfig, frontDoor: CertificateListener, logger: Logger) {
     this.#config = config
     this.#frontDoor = frontDoor
     this.#log = logger

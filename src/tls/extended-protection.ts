@@ -2,7 +2,7 @@ import type { X509Certificate } from 'node:crypto'
 import { isIP } from 'node:net'
 import { connect } from 'node:tls'
 import type { GatewayConfig, TerminatedHost } from '../config/load.js'
-import type { ConfigIssue } from '../errors.js'
+import type { ConfigIssue } from '../errors/errors.js'
 
 // Exchange Extended Protection binds NTLM/Negotiate to the TLS channel: the client sends the
 // hash of the certificate it saw (RFC 5929 tls-server-end-point) and the server compares it with

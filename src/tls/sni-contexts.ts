@@ -1,7 +1,7 @@
 import { constants } from 'node:crypto'
 import { createSecureContext, type SecureContext } from 'node:tls'
-import { HostNameTable } from '../front/host-names.js'
-import type { LoadedCertificate } from './certificate.js'
+import { HostNameTable } from '../util/host-names.js'
+import type { LoadedCertificate } from '../certificates/certificate.js'
 
 /** TLS_MIN_VERSION is the floor for client connections: TLS 1.0/1.1 are off in Exchange too. */
 export const TLS_MIN_VERSION = 'TLSv1.2'

@@ -6,7 +6,7 @@ import { buildConfig, type GatewayConfig } from '../../src/config/load.js'
 import { ExchangeEmulator, type EmulatorTls } from '../../src/emulator/exchange-server.js'
 import { startGateway, type Gateway } from '../../src/gateway.js'
 import { createLogger } from '../../src/observe/logger.js'
-import { createLabPki, type LabPki } from '../../src/tls/lab-ca.js'
+import { createLabPki, type LabPki } from '../../src/certificates/lab-ca.js'
 import { tempDir, writeFiles } from './tmp.js'
 
 /** LAB_NAMES are the names the lab server certificate covers. */

@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { onTestFinished } from 'vitest'
 import { escapeDnValue } from '../../src/preauth/ldap-provider.js'
-import type { LabPki } from '../../src/tls/lab-ca.js'
+import type { LabPki } from '../../src/certificates/lab-ca.js'
 import { closedPort } from './ports.js'
 import { tempDir, writeFiles } from './tmp.js'
 

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { hashPassword } from '../../src/preauth/password-hash.js'
+import { hashPassword } from '../../src/auth/password-hash.js'
 import { writeFiles } from './tmp.js'
 
 // One users file per set of passwords and test file: scrypt at its lowest accepted cost, hashed

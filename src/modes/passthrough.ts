@@ -2,9 +2,9 @@ import { connect, type Socket } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
-import type { PassthroughHost } from '../src/config/load.js'
-import { splice } from '../src/front/splice.js'
-import type { Backend, BackendPool } from '../src/pool/backend-pool.js'
+import type { PassthroughHost } from '../config/load.js'
+import { splice } from '../front/splice.js'
+import type { Backend, BackendPool } from '../pool/backend-pool.js'
 
 // Passthrough ("SSL_BRIDGE", "basic firewall"): TLS is not terminated. The front door has read
 // the ClientHello to learn the host name; its bytes and everything after go unopened to a

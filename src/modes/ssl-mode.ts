@@ -1,8 +1,8 @@
 import type { FastifyPluginAsync } from 'fastify'
 import type { Client, Pool } from 'undici'
-import type { BackendPool } from '../src/pool/backend-pool.js'
-import type { BudgetClass } from '../src/pool/budget.js'
-import type { UpstreamDispatcher } from '../src/pool/upstream-dispatcher.js'
+import type { BackendPool } from '../pool/backend-pool.js'
+import type { BudgetClass } from '../pool/budget.js'
+import type { UpstreamDispatcher } from '../pool/upstream-dispatcher.js'
 
 /** SslModeOptions is what every SSL mode plugin is registered with. */
 export interface SslModeOptions {
@@ -11,7 +11,7 @@ export interface SslModeOptions {
   upstreams: UpstreamDispatcher
 }
 
-/** SslModePlugin is the shape of plugins/offload.ts and plugins/reencrypt.ts. */
+/** SslModePlugin is the shape of modes/offload.ts and modes/reencrypt.ts. */
 export type SslModePlugin = FastifyPluginAsync<SslModeOptions>
 
 /**

@@ -1,7 +1,7 @@
 import { isIP } from 'node:net'
 import fp from 'fastify-plugin'
 import { Pool } from 'undici'
-import type { BackendPool } from '../src/pool/backend-pool.js'
+import type { BackendPool } from '../pool/backend-pool.js'
 import { closeOnShutdown, upstreamClientOptions, upstreamPoolOptions, validateModeOptions, type SslModePlugin } from './ssl-mode.js'
 
 // Re-encrypt ("SSL bridging"): TLS ends at casgate and a new TLS connection goes to the

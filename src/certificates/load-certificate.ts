@@ -1,9 +1,20 @@
 import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
-import type { CertificateConfig } from '../config/schema.js'
-import { CasgateError } from '../errors.js'
+import { CasgateError } from '../errors/errors.js'
 import { assembleCertificate, privateKeyFromPem, splitPemCertificates, type LoadedCertificate } from './certificate.js'
 import { loadPfx } from './pfx.js'
+
+/** Passphrase names where a key's passphrase comes from (never the YAML itself). */
+interface PassphraseSource {
+  passphraseFile?: string | undefined
+  passphraseEnv?: string | undefined
+}
+
+/**
+ * CertificateFiles is a certificate block of the configuration (config/schema.ts validates it):
+ * a PFX bundle, or PEM certificate, key and chain files.
+ */
+export type CertificateFiles = PassphraseSource & ({ pfx: string } | { cert: string, key: string, chain?: string | string[] | undefined })
 
 /** CertificateLoadError says which key of the certificate block was at fault. */
 export class CertificateLoadError extends CasgateError {
@@ -49,7 +60,7 @@ export function readPassphrase (config: { passphraseFile?: string | undefined, p
 }
 
 /** loadCertificate reads a certificate block of the configuration (PFX or PEM files). */
-export function loadCertificate (config: CertificateConfig, baseDir: string): LoadedCertificate {
+export function loadCertificate (config: CertificateFiles, baseDir: string): LoadedCertificate {
   const passphrase = readPassphrase(config, baseDir)
   try {
     if ('pfx' in config) return loadPfx(readFile('pfx', baseDir, config.pfx), passphrase)

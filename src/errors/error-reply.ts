@@ -1,6 +1,6 @@
 import { STATUS_CODES, type ServerResponse } from 'node:http'
 import type { FastifyReply } from 'fastify'
-import { CasgateError, errorBody } from '../errors.js'
+import { CasgateError, errorBody } from './errors.js'
 
 /** RETRY_AFTER_SECONDS is what a 503 tells clients; ActiveSync and Outlook honour it. */
 export const RETRY_AFTER_SECONDS = 5

@@ -1,7 +1,7 @@
 import { X509Certificate } from 'node:crypto'
 import { rootCertificates } from 'node:tls'
 import forge from 'node-forge'
-import type { ConfigIssue } from '../errors.js'
+import type { ConfigIssue } from '../errors/errors.js'
 import type { LoadedCertificate } from './certificate.js'
 
 // What field cases show breaks clients: a reverse proxy that does not send the intermediate

@@ -1,6 +1,6 @@
 import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto'
 import forge from 'node-forge'
-import { CasgateError } from '../errors.js'
+import { CasgateError } from '../errors/errors.js'
 import { assembleCertificate, type LoadedCertificate } from './certificate.js'
 
 // node-forge, not node:tls's `pfx` option: OpenSSL 3 rejects the RC2/3DES bundles that

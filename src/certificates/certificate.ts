@@ -1,5 +1,5 @@
 import { createPrivateKey, createPublicKey, X509Certificate, type KeyObject } from 'node:crypto'
-import { CasgateError } from '../errors.js'
+import { CasgateError } from '../errors/errors.js'
 
 /** LoadedCertificate is a private key with the certificate it belongs to and the chain to serve. */
 export interface LoadedCertificate {

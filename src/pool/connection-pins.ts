@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net'
 import type { Client } from 'undici'
-import type { Backend } from '../pool/backend-pool.js'
-import type { UpstreamDispatcher } from '../pool/upstream-dispatcher.js'
+import type { Backend } from './backend-pool.js'
+import type { UpstreamDispatcher } from './upstream-dispatcher.js'
 
 // NTLM and Negotiate authenticate a TCP connection, not a request (MS-NLMP; IIS keeps the
 // logon on the connection). Behind a proxy that means: the challenge, the AUTHENTICATE message

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs'
-import { normalizeUser } from '../affinity/identity.js'
+import { normalizeUser } from './user-name.js'
 import { parseScryptHash, type ScryptHash } from './password-hash.js'
 
 /** UsersFileProblem is a line of a users file that cannot be used. */
