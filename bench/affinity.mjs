@@ -8,7 +8,7 @@
 import { createSecretKey } from 'node:crypto'
 import { parseArgs } from 'node:util'
 import { Affinity } from '../dist/src/affinity/affinity.js'
-import { BackendPool } from '../dist/src/pool/backend-pool.js'
+import { ServerPool } from '../dist/src/upstream/server-pool.js'
 
 const { values } = parseArgs({ options: { lookups: { type: 'string', default: '300000' }, entries: { type: 'string', default: '1000000' } } })
 const LOOKUPS = Number(values.lookups)
@@ -18,7 +18,7 @@ if (typeof globalThis.gc !== 'function') {
   process.exit(2)
 }
 
-const pool = new BackendPool({
+const pool = new ServerPool({
   name: 'cas',
   servers: ['https://ex1.contoso.local', 'https://ex2.contoso.local', 'https://ex3.contoso.local'].map((u) => new URL(u)),
   scheme: 'https:',
@@ -54,9 +54,9 @@ const sourceIp = affinity.forVdir(vdir('/mapi', 'source-ip'), pool)
 const cookie = affinity.forVdir(vdir('/owa', 'cookie'), pool)
 const followed = affinity.forVdir(vdir('/ecp', 'cookie', 'X-Session'), pool)
 // Browsers that already hold casgate's cookie (the steady state), and sessions the backends set.
-const withCookie = pool.backends.map((backend) => ({ url: '/owa/', headers: { cookie: `theme=dark; ${/^[^;]+/.exec(cookie.cookieFor(backend))[0]}` }, client: '198.51.100.7' }))
+const withCookie = pool.servers.map((backend) => ({ url: '/owa/', headers: { cookie: `theme=dark; ${/^[^;]+/.exec(cookie.cookieFor(backend))[0]}` }, client: '198.51.100.7' }))
 const sessions = Array.from({ length: USERS }, (_, i) => ({ url: '/ecp/', headers: { cookie: `X-Session=s${i}` }, client: '198.51.100.7' }))
-for (let i = 0; i < USERS; i++) followed.learnFromResponse(`X-Session=s${i}; Path=/`, pool.backends[i % 3])
+for (let i = 0; i < USERS; i++) followed.learnFromResponse(`X-Session=s${i}; Path=/`, pool.servers[i % 3])
 
 const results = [
   measure('none (least-outstanding, the baseline)', none, basic),

@@ -11,18 +11,20 @@ import { Affinity } from './affinity/affinity.js'
 import { createCredentialProvider } from './preauth/credential-provider.js'
 import { PreauthGate } from './preauth/preauth-gate.js'
 import preauthRoutes from './preauth/preauth-routes.js'
-import { DrainControl } from './pool/drain.js'
-import { HealthMonitor } from './pool/health-monitor.js'
-import { ConnectionPins } from './pool/connection-pins.js'
+import { DrainControl } from './upstream/drain.js'
+import { HealthMonitor } from './upstream/health-monitor.js'
+import { ConnectionPins } from './upstream/connection-pins.js'
 import { addClientCertificateCheck, clientCertificateCheck } from './front/client-certificate-check.js'
 import { FrontDoor } from './front/front-door.js'
 import { createClientHttpServer } from './front/client-http-server.js'
 import { hostOfConnection, sniRouting } from './front/host-routing.js'
 import { startAdminServer } from './observe/admin-server.js'
 import { createLogger } from './observe/logger.js'
-import { BackendPool } from './pool/backend-pool.js'
-import { UpstreamDispatcher } from './pool/upstream-dispatcher.js'
-import casgateProxy, { type RoutedVdir } from './proxy/proxy-plugin.js'
+import { ServerPool } from './upstream/server-pool.js'
+import { UpstreamDispatcher } from './upstream/upstream-dispatcher.js'
+import { BudgetAdmission } from './upstream/budget-admission.js'
+import casgateProxy from './proxy/proxy-plugin.js'
+import type { RoutedVdir } from './proxy/routed-vdir.js'
 import { clientAddress, trustedProxies } from './proxy/headers.js'
 import { RpcChannels } from './proxy/rpc-channels.js'
 import { VdirTable } from './routing/vdir-table.js'
@@ -41,7 +43,7 @@ export interface Gateway {
   readonly config: GatewayConfig
   readonly app: FastifyInstance
   readonly frontDoor: FrontDoor
-  readonly pools: ReadonlyMap<string, BackendPool>
+  readonly pools: ReadonlyMap<string, ServerPool>
   readonly address: AddressInfo
   /** Where the admin listener is, when configured. */
   readonly adminAddress: AddressInfo | undefined
@@ -79,23 +81,25 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   }
 
   const trusted = trustedProxies(config.trustProxy, config.trustProxyEntries)
-  const pools = new Map([...config.pools.values()].map((pool) => [pool.name, new BackendPool(pool)]))
+  const pools = new Map([...config.pools.values()].map((pool) => [pool.name, new ServerPool(pool)]))
   const terminated = config.hosts.filter((host): host is TerminatedHost => host.mode !== 'passthrough')
   const affinity = new Affinity(config.affinity)
   const hsts = hstsValue(config.hsts)
   const vdirs: RoutedVdir[] = config.vdirs.map((vdir) => ({
     ...vdir,
-    backendPool: pools.get(vdir.pool)!,
+    serverPool: pools.get(vdir.pool)!,
     selector: affinity.forVdir(vdir, pools.get(vdir.pool)!),
     hardening: responseHardening(hsts, vdir.cspScriptSrcAttrNone)
   }))
   const passthroughHosts = config.hosts.filter((host): host is PassthroughHost => host.mode === 'passthrough')
   // Passthrough pools are registered too: their health probes travel like re-encrypted traffic.
-  const usedPools = [...new Set([...vdirs.map((vdir) => vdir.backendPool), ...passthroughHosts.map((host) => pools.get(host.pool)!)])]
+  const usedPools = [...new Set([...vdirs.map((vdir) => vdir.serverPool), ...passthroughHosts.map((host) => pools.get(host.pool)!)])]
   const upstreams = new UpstreamDispatcher()
   const health = new HealthMonitor(config.health, upstreams, logger.child({ component: 'health' }))
   const pins = new ConnectionPins(upstreams, config.listen.idleTimeoutMs)
-  const drain = new DrainControl(pools, pins, logger.child({ component: 'drain' }))
+  const drain = new DrainControl(pools, logger.child({ component: 'drain' }))
+  // One door to the servers' upstream budgets for HTTP requests and Outlook Anywhere channels.
+  const admission = new BudgetAdmission(logger.child({ component: 'access' }))
 
   let httpServer: HttpServer | undefined
   const app: FastifyInstance = Fastify({
@@ -139,6 +143,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     idleTimeoutMs: config.listen.idleTimeoutMs,
     accessLog: logger.child({ component: 'access' }),
     pins,
+    admission,
     preauth,
     onBackendFailure: (backend, vdir, reason) => health.reportFailure(backend, vdir, reason)
   })
@@ -149,10 +154,10 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   await app.ready()
 
   const probeHost = terminated[0]?.names.find((name) => !name.startsWith('*')) ?? 'localhost'
-  for (const vdir of vdirs) for (const backend of vdir.backendPool.backends) health.watch(backend, vdir.path, vdir.healthPath, probeHost)
+  for (const vdir of vdirs) for (const backend of vdir.serverPool.servers) health.watch(backend, vdir.path, vdir.healthPath, probeHost)
   for (const host of passthroughHosts) {
     const name = host.names.find((n) => !n.startsWith('*')) ?? probeHost
-    for (const backend of pools.get(host.pool)!.backends) health.watch(backend, host.monitorVdir, healthPathFor(host.monitorVdir), name)
+    for (const backend of pools.get(host.pool)!.servers) health.watch(backend, host.monitorVdir, healthPathFor(host.monitorVdir), name)
   }
 
   // Outlook Anywhere needs the request-line peek only where /rpc is published.
@@ -166,6 +171,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
       maxHeaderBytes: config.listen.maxHeaderBytes,
       ownCookies: preauth?.forms.ownCookies ?? [],
       accessLog: logger.child({ component: 'access' }),
+      admission,
       hostCheck: (socket, hostName) => certificateCheck?.(socket, hostName),
       lockedOut: (authorization, client, url) => preauth?.lockedAnswer(authorization, client, url),
       upstreamRejected: preauth === undefined ? undefined : (authorization, client, url, elapsedMs) => preauth.upstreamRejected(authorization, client, url, elapsedMs)

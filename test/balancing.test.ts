@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest'
 import type { ResolvedPool } from '../src/config/load.js'
-import { BackendPool } from '../src/pool/backend-pool.js'
+import { ServerPool } from '../src/upstream/server-pool.js'
 
-function pool (balance: 'round-robin' | 'least-outstanding', count = 3): BackendPool {
+function pool (balance: 'round-robin' | 'least-outstanding', count = 3): ServerPool {
   const servers = Array.from({ length: count }, (_, i) => new URL(`http://10.0.0.${i + 1}`))
-  return new BackendPool({ name: 'cas', servers, scheme: 'http:', balance, insecureSkipVerify: false, connectionsPerServer: 8, connectTimeoutMs: 1000 } as ResolvedPool)
+  return new ServerPool({ name: 'cas', servers, scheme: 'http:', balance, insecureSkipVerify: false, connectionsPerServer: 8, connectTimeoutMs: 1000 } as ResolvedPool)
 }
 
 describe('backend selection', () => {
@@ -16,9 +16,9 @@ describe('backend selection', () => {
 
   it('least outstanding sends new requests to the server with the fewest in flight', () => {
     const p = pool('least-outstanding')
-    p.backends[0]!.outstanding = 5
-    p.backends[1]!.outstanding = 1
-    p.backends[2]!.outstanding = 3
+    p.servers[0]!.outstanding = 5
+    p.servers[1]!.outstanding = 1
+    p.servers[2]!.outstanding = 3
     for (let i = 0; i < 4; i++) expect(p.select({ vdir: '/owa' })!.name).toBe('10.0.0.2')
   })
 

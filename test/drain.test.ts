@@ -67,7 +67,7 @@ describe('drain from the admin listener', () => {
     // New clients go elsewhere; the logged-on connection keeps its server until the deadline.
     expect(await servedBy(gateway, '/EWS/x', 4)).toEqual(new Set([servers.find((s) => s !== pinnedTo)!.name]))
     expect(await (await get()).body.json()).toMatchObject({ user: 'alice', server: pinnedTo.name })
-    const drained = gateway.pools.get('cas')!.backends.find((b) => b.origin === pinnedTo.url)!
+    const drained = gateway.pools.get('cas')!.servers.find((b) => b.origin === pinnedTo.url)!
     await expect.poll(() => drained.pinned, { timeout: 5_000 }).toBe(0)
     expect(gateway.logs.lines.some((line) => line.msg === 'drain deadline reached' && line.closedPinnedConnections === 1)).toBe(true)
   })

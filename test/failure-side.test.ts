@@ -1,7 +1,8 @@
 import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { describe, expect, it, onTestFinished } from 'vitest'
-import type { Backend } from '../src/pool/backend-pool.js'
+import { Lease } from '../src/upstream/lease.js'
+import { Server } from '../src/upstream/server.js'
 import { UpstreamExchange } from '../src/proxy/upstream-exchange.js'
 import type { Dispatcher } from 'undici'
 
@@ -30,7 +31,7 @@ describe('UpstreamExchange classifies a failure by the side that failed', () => 
     const { req, res } = await brokenUpload()
     const seen: string[] = []
     const events = { onFailure: () => { seen.push('backend') }, onClientAbort: () => { seen.push('client') } }
-    const exchange = new UpstreamExchange(res, events, { name: 'ex1' } as Backend, '/EWS')
+    const exchange = new UpstreamExchange(res, events, new Lease(new Server(new URL('http://ex1.test'), 0, { connectionsPerServer: 1, longPollConnectionsPerServer: 1 }), 'request', '/EWS', () => undefined), '/EWS')
     exchange.request = req
     exchange.onResponseError({} as Dispatcher.DispatchController, Object.assign(new Error('aborted'), { code: 'ECONNRESET' }))
     expect(seen).toEqual(['client'])
@@ -40,7 +41,7 @@ describe('UpstreamExchange classifies a failure by the side that failed', () => 
     const seen: string[] = []
     const server = createServer((req, res) => {
       const events = { onFailure: () => { seen.push('backend'); res.end() }, onClientAbort: () => { seen.push('client') } }
-      const exchange = new UpstreamExchange(res, events, { name: 'ex1' } as Backend, '/EWS')
+      const exchange = new UpstreamExchange(res, events, new Lease(new Server(new URL('http://ex1.test'), 0, { connectionsPerServer: 1, longPollConnectionsPerServer: 1 }), 'request', '/EWS', () => undefined), '/EWS')
       req.resume()
       req.on('end', () => {
         exchange.request = req

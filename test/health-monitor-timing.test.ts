@@ -2,8 +2,8 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import type { Dispatcher } from 'undici'
 import type { ResolvedPool } from '../src/config/load.js'
 import { createLogger } from '../src/observe/logger.js'
-import { BackendPool } from '../src/pool/backend-pool.js'
-import { HealthMonitor } from '../src/pool/health-monitor.js'
+import { ServerPool } from '../src/upstream/server-pool.js'
+import { HealthMonitor } from '../src/upstream/health-monitor.js'
 import { LogCapture } from './helpers/lab.js'
 
 // The state machine under fake timers. The network is stood in for by a dispatcher that answers
@@ -23,12 +23,12 @@ describe('health monitor timing (fake timers)', () => {
   afterEach(() => { vi.useRealTimers() })
 
   function setup (rise: number, fall: number, seen?: (key: string) => void) {
-    const pool = new BackendPool({ name: 'cas', servers: [new URL('http://ex1.test'), new URL('http://ex2.test')], scheme: 'http:', balance: 'round-robin' } as ResolvedPool)
+    const pool = new ServerPool({ name: 'cas', servers: [new URL('http://ex1.test'), new URL('http://ex2.test')], scheme: 'http:', balance: 'round-robin' } as ResolvedPool)
     const answers = new Map<string, number>()
     const logs = new LogCapture()
     const monitor = new HealthMonitor({ enabled: true, intervalMs: 10_000, timeoutMs: 1_000, rise, fall, expectBody: '200 OK' }, fakeUpstreams(answers, seen), createLogger({ level: 'info', pretty: false }, logs))
-    for (const backend of pool.backends) for (const vdir of ['/owa', '/EWS']) monitor.watch(backend, vdir, `${vdir}/healthcheck.htm`, 'mail.contoso.test')
-    return { pool, answers, monitor, logs, ex1: pool.backends[0]! }
+    for (const backend of pool.servers) for (const vdir of ['/owa', '/EWS']) monitor.watch(backend, vdir, `${vdir}/healthcheck.htm`, 'mail.contoso.test')
+    return { pool, answers, monitor, logs, ex1: pool.servers[0]! }
   }
 
   it('needs `fall` failed probes to take a server out and `rise` good ones to bring it back, one interval apart', async () => {

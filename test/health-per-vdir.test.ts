@@ -21,7 +21,7 @@ describe('health per vdir from Managed Availability health pages', () => {
   it('takes a server out of one vdir only, and brings it back', async () => {
     const servers = await startEmulators(2)
     const gateway = await startLabGateway({ mode: 'offload', servers: servers.map((s) => s.url), extra: { health: FAST } })
-    const ex1 = gateway.pools.get('cas')!.backends.find((b) => b.origin === servers[0]!.url)!
+    const ex1 = gateway.pools.get('cas')!.servers.find((b) => b.origin === servers[0]!.url)!
     servers[0]!.setHealthy('/owa', false)
     await expect.poll(() => ex1.down.has('/owa')).toBe(true)
     expect(new Set(await backendsOf(gateway, '/owa/x', 8))).toEqual(new Set(['ex2']))
@@ -39,7 +39,7 @@ describe('health per vdir from Managed Availability health pages', () => {
     const servers = await startEmulators(2)
     const gateway = await startLabGateway({ mode: 'offload', servers: servers.map((s) => s.url), extra: { health: FAST } })
     for (const server of servers) server.setHealthy('/Microsoft-Server-ActiveSync', false)
-    await expect.poll(() => gateway.pools.get('cas')!.backends.every((b) => b.down.has('/Microsoft-Server-ActiveSync'))).toBe(true)
+    await expect.poll(() => gateway.pools.get('cas')!.servers.every((b) => b.down.has('/Microsoft-Server-ActiveSync'))).toBe(true)
     const client = await labClient()
     for (let i = 0; i < 5; i++) {
       const response = await send(gateway, '/Microsoft-Server-ActiveSync?Cmd=Ping', { dispatcher: client, method: 'POST', body: '' })
@@ -72,7 +72,7 @@ describe('health per vdir from Managed Availability health pages', () => {
     })
     eas[0]!.setHealthy('/Microsoft-Server-ActiveSync', false)
     const easPool = gateway.pools.get('eas')!
-    await expect.poll(() => easPool.backends[0]!.down.has('/Microsoft-Server-ActiveSync')).toBe(true)
+    await expect.poll(() => easPool.servers[0]!.down.has('/Microsoft-Server-ActiveSync')).toBe(true)
     expect(eas[0]!.healthProbes).toBeGreaterThan(0)
     for (let i = 0; i < 6; i++) {
       await new Promise<void>((resolve, reject) => {

@@ -22,7 +22,7 @@ describe('capacity for long polls', () => {
     const phones = new Pool(origin, { connections: PINGS, connect: { ca: pki.root.certPem, servername: 'mail.contoso.test' } })
     const browser = new Pool(origin, { connections: 8, connect: { ca: pki.root.certPem, servername: 'mail.contoso.test' } })
     onTestFinished(async () => { await Promise.all([phones.destroy(), browser.destroy()]) })
-    const backends = gateway.pools.get('cas')!.backends
+    const backends = gateway.pools.get('cas')!.servers
     const held = (): number => backends.reduce((sum, backend) => sum + backend.outstanding, 0)
 
     let pingsAnswered = 0
@@ -74,7 +74,7 @@ describe('a full budget', () => {
       const response = await client.request({ path, method, headers: { host: 'mail.contoso.test' }, ...(method === 'POST' ? { body: 'x' } : {}) })
       return { status: response.statusCode, retryAfter: response.headers['retry-after'], text: await response.body.text() }
     }
-    const backend = gateway.pools.get('cas')!.backends[0]!
+    const backend = gateway.pools.get('cas')!.servers[0]!
     const held = [ask('/Microsoft-Server-ActiveSync/__casgate/hold?ms=3000'), ask('/EWS/__casgate/hold?ms=3000')]
     await expect.poll(() => backend.budgets.longPoll.inUse).toBe(2)
     // A third long poll waits for a place, then is told to come back; a fourth right after it too.
@@ -100,7 +100,7 @@ describe('a full budget', () => {
     const order: string[] = []
     const ping = (name: string, ms: number): Promise<number> => client.request({ path: `/Microsoft-Server-ActiveSync/__casgate/hold?ms=${ms}`, method: 'POST', headers: { host: 'mail.contoso.test' }, body: name })
       .then(async (response) => { await response.body.dump(); order.push(name); return response.statusCode })
-    const backend = gateway.pools.get('cas')!.backends[0]!
+    const backend = gateway.pools.get('cas')!.servers[0]!
     const first = ping('first', 500)
     await expect.poll(() => backend.budgets.longPoll.inUse).toBe(1)
     const second = ping('second', 10)

@@ -42,7 +42,7 @@ describe.each(['offload', 'reencrypt'] as const)('NTLM through casgate (%s)', (m
       // Only the handshake carried credentials; the rest rode the authenticated connection.
       expect(echoes.filter((e) => e.headers.authorization !== undefined).length, user).toBe(1)
     }
-    await expect.poll(() => gateway.pools.get('cas')!.backends.reduce((sum, b) => sum + b.pinned, 0)).toBe(0)
+    await expect.poll(() => gateway.pools.get('cas')!.servers.reduce((sum, b) => sum + b.pinned, 0)).toBe(0)
   }, 60_000)
 
   it('python requests_ntlm sessions in parallel are each served as their own user', async () => {
@@ -86,7 +86,7 @@ describe('a pinned connection whose backend goes away', () => {
     // The logon holds for later requests on the connection, on the same server.
     const again = await (await get()).body.json() as EchoBody
     expect(again).toMatchObject({ user: 'user07', server: first.server, connection: first.connection })
-    expect(gateway.pools.get('cas')!.backends.find((b) => b.name.endsWith(new URL(servers.find((s) => s.name === first.server)!.url).port))!.pinned).toBe(1)
+    expect(gateway.pools.get('cas')!.servers.find((b) => b.name.endsWith(new URL(servers.find((s) => s.name === first.server)!.url).port))!.pinned).toBe(1)
 
     await servers.find((s) => s.name === first.server)!.close()
     const after = await get().then(async (r) => ({ status: r.statusCode, body: await r.body.text() }), (err: Error) => err)

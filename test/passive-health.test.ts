@@ -21,7 +21,7 @@ describe('passive failure detection and retries', () => {
     }
     await Promise.all(Array.from({ length: 8 }, worker))
     expect(statuses.filter((s) => s !== 200)).toEqual([])
-    const dead = gateway.pools.get('cas')!.backends.find((b) => b.origin === servers[0]!.url)!
+    const dead = gateway.pools.get('cas')!.servers.find((b) => b.origin === servers[0]!.url)!
     expect(dead.down.has('/EWS')).toBe(true)
     expect(gateway.logs.lines.some((line) => line.msg === 'backend health changed' && String(line.reason).startsWith('traffic: '))).toBe(true)
   }, 60_000)

@@ -154,7 +154,7 @@ describe('passthrough by SNI on the same port as terminated hosts', () => {
     const before = count()
     for (let round = 0; round < 10; round++) await Promise.all(Array.from({ length: 20 }, one))
     await expect.poll(count, { timeout: 5_000 }).toBeLessThanOrEqual(before + 2)
-    await expect.poll(() => gateway.pools.get('eas')!.backends[0]!.connections).toBe(0)
+    await expect.poll(() => gateway.pools.get('eas')!.servers[0]!.connections).toBe(0)
     expect(gateway.frontDoor.connections).toBe(0)
   })
 
@@ -176,6 +176,23 @@ describe('passthrough by SNI on the same port as terminated hosts', () => {
       socket.on('error', reject)
     })
     expect(received).toBe(answer.length)
+  })
+
+  it('holds a lease for each passthrough connection: a drain deadline cuts it, a new connection goes elsewhere', async () => {
+    const pki = await labPki()
+    const backend = await casBackend()
+    const gateway = await mixedGateway([backend.url], { admin: { host: '127.0.0.1', port: 0 } })
+    const socket = tlsConnect({ host: '127.0.0.1', port: gateway.address.port, servername: 'eas.contoso.test', ca: pki.root.certPem })
+    await new Promise((resolve) => socket.once('secureConnect', resolve))
+    socket.on('error', () => undefined)
+    const closed = new Promise((resolve) => socket.once('close', resolve))
+    const eas = gateway.pools.get('eas')!.servers[0]!
+    expect(eas.connections).toBe(1)
+    const drained = await fetch(`http://127.0.0.1:${gateway.adminAddress!.port}/backends/${eas.name}/drain?deadlineMs=200`, { method: 'POST' })
+    expect(drained.status).toBe(200)
+    await closed
+    await expect.poll(() => eas.connections).toBe(0)
+    expect(gateway.logs.lines.find((line) => line.msg === 'drain deadline reached')).toMatchObject({ cutPassthroughConnections: 1 })
   })
 
   it('shows open passthrough connections per backend on the admin listener', async () => {

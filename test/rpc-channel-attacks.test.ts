@@ -123,20 +123,20 @@ describe.each(['offload', 'reencrypt'] as const)('RPC over HTTP cannot carry any
       expect(client.answer(), partial).toMatch(/^HTTP\/1\.1 400/)
     }
     expect(server.seen).toEqual([])
-    expect(gateway.pools.get('cas')!.backends[0]!.outstanding).toBe(0)
+    expect(gateway.pools.get('cas')!.servers[0]!.outstanding).toBe(0)
   })
 
   it('counts an RPC channel on its server, and a drain deadline cuts it', async () => {
     const { gateway } = await rpcLab(mode)
-    const backend = gateway.pools.get('cas')!.backends[0]!
+    const backend = gateway.pools.get('cas')!.servers[0]!
     const client = await open(gateway.address.port)
     client.socket.write(`${RPC}Content-Length: 1073741824\r\n\r\nfirst bytes`)
     await expect.poll(() => backend.outstanding).toBe(1)
-    expect(backend.inFlight.size).toBe(1)
+    expect(backend.leases.size).toBe(1)
     gateway.drain.drain(backend.name, undefined, 50)
     await client.closed
     expect(backend.outstanding).toBe(0)
-    expect(backend.inFlight.size).toBe(0)
+    expect(backend.leases.size).toBe(0)
   })
 
   it('answers an oversized RPC request head with 431', async () => {
@@ -161,7 +161,7 @@ describe('RPC connections are bounded in time', () => {
     const answer = await rawExchange(gateway, `${RPC}Content-Length: 0\r\n\r\n`)
     expect(answer).toMatch(/^HTTP\/1\.1 504/)
     expect(answer).toContain('CASGATE_ERR_UPSTREAM_TIMEOUT')
-    expect(gateway.pools.get('cas')!.backends[0]!.outstanding).toBe(0)
+    expect(gateway.pools.get('cas')!.servers[0]!.outstanding).toBe(0)
   })
 
   it('holds an idle connection between requests only for listen.idleTimeoutMs, not the vdir\'s 8 hours', async () => {
@@ -171,6 +171,6 @@ describe('RPC connections are bounded in time', () => {
     await client.closed
     expect(client.answer()).toMatch(/^HTTP\/1\.1 200/)
     expect(server.seen).toHaveLength(1)
-    expect(gateway.pools.get('cas')!.backends[0]!.outstanding).toBe(0)
+    expect(gateway.pools.get('cas')!.servers[0]!.outstanding).toBe(0)
   })
 })

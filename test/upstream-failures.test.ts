@@ -48,7 +48,7 @@ describe('upstream failures map to status codes with stable error codes', () => 
     controller.abort()
     await pending
     await expect.poll(() => servers[0]!.abandoned, { timeout: 5_000 }).toBe(1)
-    expect(gateway.pools.get('cas')!.backends[0]!.outstanding).toBe(0)
+    expect(gateway.pools.get('cas')!.servers[0]!.outstanding).toBe(0)
   })
 
   it('keeps serving everyone else after a bad request', async () => {

@@ -1,6 +1,6 @@
 import type { AffinitySettings } from '../config/load.js'
 import type { ResolvedVdir } from '../config/resolve.js'
-import type { BackendPool } from '../pool/backend-pool.js'
+import type { ServerPool } from '../upstream/server-pool.js'
 import { AffinityKeys } from './affinity-keys.js'
 import { AssignmentStore } from './assignment-store.js'
 import { VdirAffinity } from './vdir-affinity.js'
@@ -19,7 +19,7 @@ export class Affinity {
   }
 
   /** forVdir creates the policy object of one routed vdir. */
-  forVdir (vdir: ResolvedVdir, pool: BackendPool): VdirAffinity {
+  forVdir (vdir: ResolvedVdir, pool: ServerPool): VdirAffinity {
     const affinity = new VdirAffinity({
       vdir: vdir.path,
       policy: vdir.affinity,

@@ -1,4 +1,4 @@
-import { hash32 } from '../pool/rendezvous.js'
+import { hash32 } from '../upstream/rendezvous.js'
 
 // Rendezvous (highest random weight) hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam,
 // "Consistent Hashing with Bounded Loads", 2016). Pure rendezvous hashing agrees across

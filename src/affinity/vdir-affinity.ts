@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import type { AffinityPolicy } from '../config/schema.js'
-import { isAvailable, type Backend, type BackendPool } from '../pool/backend-pool.js'
+import type { ServerPool } from '../upstream/server-pool.js'
+import type { Server } from '../upstream/server.js'
 import type { AffinityKeys } from './affinity-keys.js'
 import type { AssignmentOwner, AssignmentStore } from './assignment-store.js'
 import { readCookie } from '../util/cookies.js'
@@ -17,7 +18,7 @@ export interface AffinityRequest {
 
 /** AffinityChoice is where a request goes, and a cookie to set when casgate's cookie names another server. */
 export interface AffinityChoice {
-  backend: Backend
+  backend: Server
   setCookie: string | undefined
 }
 
@@ -27,7 +28,7 @@ export interface VdirAffinityOptions {
   policy: AffinityPolicy
   /** affinity cookie: the backend cookie to follow; undefined inserts casgate's own. */
   followCookie: string | undefined
-  pool: BackendPool
+  pool: ServerPool
   store: AssignmentStore
   keys: AffinityKeys
   balanceFactor: number
@@ -53,7 +54,7 @@ const ACTIVE_SYNC = '/microsoft-server-activesync'
 export class VdirAffinity implements AssignmentOwner {
   readonly vdir: string
   readonly policy: AffinityPolicy
-  readonly pool: BackendPool
+  readonly pool: ServerPool
   readonly held: Int32Array
   readonly requests: Float64Array
   /** Requests of a keyed policy that carried no key and were balanced instead. */
@@ -80,8 +81,8 @@ export class VdirAffinity implements AssignmentOwner {
     this.vdir = options.vdir
     this.policy = options.policy
     this.pool = options.pool
-    this.held = new Int32Array(options.pool.backends.length)
-    this.requests = new Float64Array(options.pool.backends.length)
+    this.held = new Int32Array(options.pool.servers.length)
+    this.requests = new Float64Array(options.pool.servers.length)
     this.#store = options.store
     this.#keys = options.keys
     this.#factor = options.balanceFactor
@@ -90,7 +91,7 @@ export class VdirAffinity implements AssignmentOwner {
     this.#prefix = options.store.register(this)
     this.#activeSync = options.vdir.toLowerCase() === ACTIVE_SYNC
     if (options.policy === 'cookie' && options.followCookie === undefined) {
-      for (const backend of options.pool.backends) {
+      for (const backend of options.pool.servers) {
         const value = options.keys.serverCookie(options.pool.name, backend.name)
         this.#cookieValues[backend.index] = value
         this.#cookieServers.set(value, backend.index)
@@ -113,7 +114,7 @@ export class VdirAffinity implements AssignmentOwner {
   }
 
   /** count records one request sent to `backend` (retries count again, on the server they went to). */
-  count (backend: Backend): void {
+  count (backend: Server): void {
     this.requests[backend.index]!++
   }
 
@@ -146,14 +147,14 @@ export class VdirAffinity implements AssignmentOwner {
    * speaks for an identity, so that its later connections that carry the identity in a usable
    * form (Basic, ActiveSync's User=) follow. An existing assignment is left alone.
    */
-  learn (request: AffinityRequest, backend: Backend): void {
+  learn (request: AffinityRequest, backend: Server): void {
     if (this.policy !== 'authorization') return
     const key = this.keyOf(request)
     if (key !== undefined && this.#store.get(key) === undefined) this.#store.set(key, backend.index)
   }
 
   /** learnFromResponse follows a backend's Set-Cookie: the cookie's value stays with that server. */
-  learnFromResponse (setCookie: string | string[] | undefined, backend: Backend): void {
+  learnFromResponse (setCookie: string | string[] | undefined, backend: Server): void {
     const value = setCookieValue(setCookie, this.#followCookie!)
     if (value !== undefined) this.#store.set(this.#prefix + this.#keys.key(`cookie:${value}`), backend.index)
   }
@@ -163,15 +164,15 @@ export class VdirAffinity implements AssignmentOwner {
     return this.policy === 'cookie' && this.#followCookie !== undefined
   }
 
-  #assigned (key: string): Backend | undefined {
-    const backends = this.pool.backends
+  #assigned (key: string): Server | undefined {
+    const backends = this.pool.servers
     const current = this.#store.get(key)
     if (current !== undefined) {
       const backend = backends[current]
-      if (backend !== undefined && isAvailable(backend, this.vdir)) return backend
+      if (backend !== undefined && backend.isAvailable(this.vdir)) return backend
     }
     const candidates: PlacementCandidate[] = []
-    for (const backend of backends) if (isAvailable(backend, this.vdir)) candidates.push(backend)
+    for (const backend of backends) if (backend.isAvailable(this.vdir)) candidates.push(backend)
     // The hash is placed without the vdir prefix: instances agree whatever order their vdirs have.
     const placement = placeKey(key.slice(1), candidates, this.held, this.#factor)
     if (placement === undefined) return undefined
@@ -187,8 +188,8 @@ export class VdirAffinity implements AssignmentOwner {
     // A value casgate did not sign matches no server: ignored, the request is balanced anew.
     const index = value === undefined ? undefined : this.#cookieServers.get(value)
     if (index !== undefined) {
-      const backend = this.pool.backends[index]!
-      if (isAvailable(backend, this.vdir)) return { backend, setCookie: undefined }
+      const backend = this.pool.servers[index]!
+      if (backend.isAvailable(this.vdir)) return { backend, setCookie: undefined }
       this.moved++
     } else {
       this.unkeyed++
@@ -203,7 +204,7 @@ export class VdirAffinity implements AssignmentOwner {
   }
 
   /** cookieFor is the Set-Cookie value naming `backend` in casgate's cookie; undefined unless this vdir inserts one. */
-  cookieFor (backend: Backend): string | undefined {
+  cookieFor (backend: Server): string | undefined {
     const value = this.#cookieValues[backend.index]
     if (value === undefined) return undefined
     this.cookiesIssued++
@@ -216,7 +217,7 @@ export class VdirAffinity implements AssignmentOwner {
    * (the carrier-NAT case: one server with most of ActiveSync), with the likely fix.
    */
   #imbalance (servers: AffinityServerStats[], total: number): { imbalance?: string } {
-    const serving = this.pool.backends.filter((backend) => isAvailable(backend, this.vdir)).length
+    const serving = this.pool.servers.filter((backend) => backend.isAvailable(this.vdir)).length
     if (total < 100 || serving < 2) return {}
     const busiest = servers.reduce((a, b) => (b.share > a.share ? b : a))
     if (busiest.share <= 1.5 / serving) return {}
@@ -229,7 +230,7 @@ export class VdirAffinity implements AssignmentOwner {
   /** snapshot is this vdir's tuning data. */
   snapshot (): object {
     const total = this.requests.reduce((sum, n) => sum + n, 0)
-    const servers: AffinityServerStats[] = this.pool.backends.map((backend) => ({
+    const servers: AffinityServerStats[] = this.pool.servers.map((backend) => ({
       name: backend.name,
       keysHeld: this.held[backend.index]!,
       requests: this.requests[backend.index]!,

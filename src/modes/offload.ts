@@ -10,7 +10,7 @@ const offloadMode: SslModePlugin = async function offloadMode (fastify, options)
   validateModeOptions('casgate-offload', options, 'http:')
   const created: Pool[] = []
   for (const pool of options.pools) {
-    for (const backend of pool.backends) {
+    for (const backend of pool.servers) {
       if (options.upstreams.has(backend.origin)) continue
       const pools = { interactive: new Pool(backend.origin, upstreamPoolOptions(pool, 'interactive')), longPoll: new Pool(backend.origin, upstreamPoolOptions(pool, 'longPoll')) }
       options.upstreams.add(backend.origin, pools, upstreamClientOptions(pool))

@@ -4,7 +4,9 @@ import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
 import type { PassthroughHost } from '../config/load.js'
 import { splice } from '../front/splice.js'
-import type { Backend, BackendPool } from '../pool/backend-pool.js'
+import { Lease } from '../upstream/lease.js'
+import type { ServerPool } from '../upstream/server-pool.js'
+import type { Server } from '../upstream/server.js'
 
 // Passthrough ("SSL_BRIDGE", "basic firewall"): TLS is not terminated. The front door has read
 // the ClientHello to learn the host name; its bytes and everything after go unopened to a
@@ -12,7 +14,7 @@ import type { Backend, BackendPool } from '../pool/backend-pool.js'
 
 /** PassthroughOptions are what the passthrough plugin is registered with. */
 export interface PassthroughOptions {
-  pools: ReadonlyMap<string, BackendPool>
+  pools: ReadonlyMap<string, ServerPool>
   logger: Logger
 }
 
@@ -32,7 +34,7 @@ async function passthroughMode (fastify: FastifyInstance, options: PassthroughOp
   const log = options.logger
   const open = new Set<Socket>()
 
-  function attempt (client: Socket, hello: Buffer, host: PassthroughHost, pool: BackendPool, candidates: Backend[], index: number): void {
+  function attempt (client: Socket, hello: Buffer, host: PassthroughHost, pool: ServerPool, candidates: Server[], index: number): void {
     if (client.destroyed) return
     const backend = candidates[index]
     if (backend === undefined) {
@@ -62,10 +64,14 @@ async function passthroughMode (fastify: FastifyInstance, options: PassthroughOp
       upstream.off('error', giveUp)
       client.off('close', abandon)
       upstream.setTimeout(0)
-      backend.connections++
+      // Held like any other work on the server: counted, and cut by a drain's deadline.
+      const lease = new Lease(backend, 'connection', host.monitorVdir, () => {
+        client.destroy()
+        upstream.destroy()
+      })
       upstream.write(hello)
       splice(client, upstream, host.idleTimeoutMs, () => {
-        backend.connections--
+        lease.release()
         open.delete(upstream)
       })
       client.resume()

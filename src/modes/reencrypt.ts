@@ -1,14 +1,14 @@
 import { isIP } from 'node:net'
 import fp from 'fastify-plugin'
 import { Pool } from 'undici'
-import type { BackendPool } from '../pool/backend-pool.js'
+import type { ServerPool } from '../upstream/server-pool.js'
 import { closeOnShutdown, upstreamClientOptions, upstreamPoolOptions, validateModeOptions, type SslModePlugin } from './ssl-mode.js'
 
 // Re-encrypt ("SSL bridging"): TLS ends at casgate and a new TLS connection goes to the
 // backend, verified against the pool's CA. With Extended Protection the front certificate must
 // be the very one the backends serve (RFC 5929 tls-server-end-point).
 
-function connectOptions (pool: BackendPool, url: URL): Pool.Options['connect'] {
+function connectOptions (pool: ServerPool, url: URL): Pool.Options['connect'] {
   const config = pool.config
   const serverName = config.serverName ?? (isIP(url.hostname) === 0 ? url.hostname : undefined)
   return {
@@ -28,7 +28,7 @@ const reencryptMode: SslModePlugin = async function reencryptMode (fastify, opti
     if (pool.config.insecureSkipVerify) {
       fastify.log.warn({ pool: pool.name }, 'INSECURE: backend certificates are not verified (insecureSkipVerify)')
     }
-    for (const backend of pool.backends) {
+    for (const backend of pool.servers) {
       if (options.upstreams.has(backend.origin)) continue
       const connect = connectOptions(pool, backend.url)
       const pools = { interactive: new Pool(backend.origin, { ...upstreamPoolOptions(pool, 'interactive'), connect }), longPoll: new Pool(backend.origin, { ...upstreamPoolOptions(pool, 'longPoll'), connect }) }

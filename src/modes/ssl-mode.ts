@@ -1,13 +1,13 @@
 import type { FastifyPluginAsync } from 'fastify'
 import type { Client, Pool } from 'undici'
-import type { BackendPool } from '../pool/backend-pool.js'
-import type { BudgetClass } from '../pool/budget.js'
-import type { UpstreamDispatcher } from '../pool/upstream-dispatcher.js'
+import type { ServerPool } from '../upstream/server-pool.js'
+import type { BudgetClass } from '../upstream/budget.js'
+import type { UpstreamDispatcher } from '../upstream/upstream-dispatcher.js'
 
 /** SslModeOptions is what every SSL mode plugin is registered with. */
 export interface SslModeOptions {
   /** Pools this mode carries traffic for. */
-  pools: readonly BackendPool[]
+  pools: readonly ServerPool[]
   upstreams: UpstreamDispatcher
 }
 
@@ -20,7 +20,7 @@ export type SslModePlugin = FastifyPluginAsync<SslModeOptions>
  * before undici would). Timeouts per request come from the vdir, so the pool's own are off.
  * IIS keeps idle connections for 120 s; reusing them for a minute saves handshakes.
  */
-export function upstreamPoolOptions (pool: BackendPool, kind: BudgetClass): Pool.Options {
+export function upstreamPoolOptions (pool: ServerPool, kind: BudgetClass): Pool.Options {
   return {
     connections: kind === 'interactive' ? pool.config.connectionsPerServer : pool.config.longPollConnectionsPerServer,
     ...upstreamClientOptions(pool)
@@ -28,7 +28,7 @@ export function upstreamPoolOptions (pool: BackendPool, kind: BudgetClass): Pool
 }
 
 /** upstreamClientOptions are the settings of one upstream connection, shared or dedicated. */
-export function upstreamClientOptions (pool: BackendPool): Client.Options {
+export function upstreamClientOptions (pool: ServerPool): Client.Options {
   return {
     connectTimeout: pool.config.connectTimeoutMs,
     keepAliveTimeout: 60_000,

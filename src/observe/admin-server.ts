@@ -3,15 +3,15 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import type { AdminConfig } from '../config/schema.js'
 import type { Affinity } from '../affinity/affinity.js'
 import type { FrontDoorCounters } from '../front/front-door.js'
-import type { BackendPool } from '../pool/backend-pool.js'
-import type { DrainControl } from '../pool/drain.js'
-import type { HealthStatus } from '../pool/health-monitor.js'
+import type { ServerPool } from '../upstream/server-pool.js'
+import type { DrainControl } from '../upstream/drain.js'
+import type { HealthStatus } from '../upstream/health-monitor.js'
 import type { CertificateStatus } from '../tls/certificate-watch.js'
 
 /** StatusSource is what the admin listener reports on. */
 export interface StatusSource {
   frontDoor: { connections: number, counters: FrontDoorCounters }
-  pools: ReadonlyMap<string, BackendPool>
+  pools: ReadonlyMap<string, ServerPool>
   health: { snapshot: () => HealthStatus[] }
   drain: DrainControl
   affinity: Pick<Affinity, 'snapshot'>
@@ -33,7 +33,7 @@ export function statusSnapshot (source: StatusSource): object {
     frontDoor: { openConnections: source.frontDoor.connections, ...source.frontDoor.counters },
     pools: Object.fromEntries([...source.pools].map(([name, pool]) => [name, {
       balance: pool.config.balance,
-      servers: pool.backends.map((backend) => ({
+      servers: pool.servers.map((backend) => ({
         name: backend.name,
         origin: backend.origin,
         outstandingRequests: backend.outstanding,

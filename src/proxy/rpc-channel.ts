@@ -5,11 +5,13 @@ import { parseRequestHead, type RequestHead } from '../front/request-head.js'
 import { RPC_METHODS } from '../front/request-line.js'
 import type { RequestGuard } from '../guard/request-guard.js'
 import { claimedUser } from '../auth/logon-user.js'
-import type { UpstreamDispatcher } from '../pool/upstream-dispatcher.js'
+import type { BudgetAdmission } from '../upstream/budget-admission.js'
+import type { Lease } from '../upstream/lease.js'
+import type { UpstreamDispatcher } from '../upstream/upstream-dispatcher.js'
 import { removeCookies } from '../util/cookies.js'
 import { errorResponseText } from '../errors/error-reply.js'
 import { clientAddress, upstreamRequestHeaders, type TrustedProxies } from './headers.js'
-import type { RoutedVdir } from './proxy-plugin.js'
+import type { RoutedVdir } from './routed-vdir.js'
 import { RpcUpstream, type SentRequest } from './rpc-upstream.js'
 import { upstreamFailure } from './upstream-errors.js'
 
@@ -32,6 +34,8 @@ export interface RpcChannelOptions {
   idleTimeoutMs: number
   maxHeaderBytes: number
   accessLog: Logger
+  /** Gives a channel its lease on a server, with a place in the server's long-poll budget. */
+  admission: BudgetAdmission
   /** casgate's own cookies (the forms session), never forwarded. */
   ownCookies: readonly string[]
   /** The client-certificate verdict of the HTTP path (403/421), for the Host of each request. */
@@ -60,8 +64,8 @@ export class RpcConnection {
   #headTimer: NodeJS.Timeout | undefined
   #upstream: RpcUpstream | undefined
   #vdir: RoutedVdir | undefined
-  /** What a drain deadline calls. */
-  readonly #lease = { cut: () => this.#close('drain deadline') }
+  /** The channel's hold on its server (with a place in its long-poll budget): a drain deadline cuts it. */
+  #lease: Lease | undefined
   #forwarded = 0
   #closeAfterBody = false
   #idleMs = 0
@@ -80,11 +84,24 @@ export class RpcConnection {
     })
     client.on('error', () => this.#close('client error'))
     client.once('close', () => this.#close('client closed'))
-    client.once('end', () => { if (this.#upstream === undefined) this.#close('client ended') })
+    client.once('end', () => this.#clientEnded())
     client.on('timeout', () => this.#close('idle timeout'))
     this.#startHeadTimer(Math.max(0, headDeadline - performance.now()))
     this.#pump()
     client.resume()
+  }
+
+  /**
+   * clientEnded: the client sent its FIN. In the middle of a body the request can never be
+   * complete: the channel closes (its lease with it). Between requests Exchange may still owe
+   * answers: it is told (FIN upstream) and the channel closes once it has said the rest.
+   */
+  #clientEnded (): void {
+    if (this.#upstream === undefined || (this.#state === 'body' && this.#bodyLeft > 0)) {
+      this.#close('client ended')
+      return
+    }
+    this.#upstream.socket.end()
   }
 
   #startHeadTimer (ms = this.#options.headersTimeoutMs): void {
@@ -221,12 +238,18 @@ export class RpcConnection {
     }
     this.#vdir ??= vdir
     if (this.#upstream === undefined) {
-      const backend = vdir.selector.select({ url: head.target, headers: head.headers, client: peer })?.backend
-      if (backend === undefined) {
+      const server = vdir.selector.select({ url: head.target, headers: head.headers, client: peer })?.backend
+      if (server === undefined) {
         this.#refuse(new CasgateError('CASGATE_ERR_NO_BACKEND', [vdir.path]), 'no backend', head)
         return
       }
-      this.#connect(backend, vdir)
+      // A channel holds its upstream connection for hours: it counts in the long-poll budget.
+      const lease = this.#options.admission.tryLease(server, 'longPoll', 'channel', vdir.path, () => this.#close('drain deadline'))
+      if (lease === undefined) {
+        this.#refuse(new CasgateError('CASGATE_ERR_CAPACITY', [vdir.path]), 'budget full', head)
+        return
+      }
+      this.#connect(lease, vdir)
     }
     const upstream = this.#upstream!
     vdir.selector.count(upstream.backend)
@@ -253,9 +276,11 @@ export class RpcConnection {
   }
 
   /** connect opens the connection's own upstream connection; the client waits until it is up. */
-  #connect (backend: RpcUpstream['backend'], vdir: RoutedVdir): void {
+  #connect (lease: Lease, vdir: RoutedVdir): void {
+    this.#lease = lease
+    const backend = lease.server
     const rejected = this.#options.upstreamRejected
-    this.#upstream = new RpcUpstream(backend, this.#options.upstreams, this.#client, vdir.backendPool.config.connectTimeoutMs, this.#options.accessLog, {
+    this.#upstream = new RpcUpstream(backend, this.#options.upstreams, this.#client, vdir.serverPool.config.connectTimeoutMs, this.#options.accessLog, {
       ready: () => this.#safely(() => this.#unblock()),
       failed: (err) => {
         const failure = upstreamFailure(err)
@@ -269,8 +294,6 @@ export class RpcConnection {
       rejected: rejected === undefined ? undefined : (request, elapsedMs) => rejected(request.logon!, request.source, request.url, elapsedMs),
       between: () => this.#safely(() => this.#refreshIdle())
     })
-    backend.outstanding++
-    backend.inFlight.add(this.#lease)
     this.#blocked = true
     this.#client.pause()
   }
@@ -311,11 +334,10 @@ export class RpcConnection {
     this.#state = 'closed'
     this.#buffer = Buffer.alloc(0)
     clearTimeout(this.#headTimer)
+    this.#lease?.release()
     const upstream = this.#upstream
     if (upstream !== undefined) {
       upstream.socket.destroy()
-      upstream.backend.outstanding--
-      upstream.backend.inFlight.delete(this.#lease)
       this.#upstream = undefined
       this.#options.accessLog.info({ client: this.#client.remoteAddress, vdir: this.#vdir?.path, backend: upstream.backend.name, tunnel: true, requests: this.#forwarded, bytesIn: this.#bytesIn, bytesOut: upstream.bytesOut, ms: Math.round(performance.now() - this.#started) }, 'rpc channel closed')
     }

@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
-import type { Backend } from '../pool/backend-pool.js'
-import type { UpstreamDispatcher } from '../pool/upstream-dispatcher.js'
+import type { Server } from '../upstream/server.js'
+import type { UpstreamDispatcher } from '../upstream/upstream-dispatcher.js'
 import { ResponseStatusWatch } from './response-heads.js'
 
 // The upstream half of an Outlook Anywhere connection (rpc-channel.ts): the client connection's
@@ -37,7 +37,7 @@ export interface RpcUpstreamEvents {
 /** RpcUpstream is one RPC connection's upstream connection. */
 export class RpcUpstream {
   readonly socket: Socket
-  readonly backend: Backend
+  readonly backend: Server
   /** Bytes relayed to the client. */
   bytesOut = 0
   readonly #client: Socket
@@ -49,7 +49,7 @@ export class RpcUpstream {
   #gracefulEnd = false
   #connectTimer: NodeJS.Timeout | undefined
 
-  constructor (backend: Backend, upstreams: UpstreamDispatcher, client: Socket, connectTimeoutMs: number, log: Logger, events: RpcUpstreamEvents) {
+  constructor (backend: Server, upstreams: UpstreamDispatcher, client: Socket, connectTimeoutMs: number, log: Logger, events: RpcUpstreamEvents) {
     this.backend = backend
     this.#client = client
     this.#events = events

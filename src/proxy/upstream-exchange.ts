@@ -2,8 +2,8 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import type { Dispatcher } from 'undici'
 import type { VdirAffinity } from '../affinity/vdir-affinity.js'
 import type { CasgateError } from '../errors/errors.js'
-import type { Backend } from '../pool/backend-pool.js'
-import { challengesConnectionAuth } from '../pool/connection-pins.js'
+import type { Lease } from '../upstream/lease.js'
+import type { Server } from '../upstream/server.js'
 import { clientResponseHeaders } from './headers.js'
 import { hardenResponse, type ResponseHardening } from './response-hardening.js'
 import { upstreamFailure } from './upstream-errors.js'
@@ -30,12 +30,6 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler {
   bodyBytes = 0
   /** Whether the upstream answered (headers relayed); false means casgate wrote the answer. */
   relayed = false
-  /** The backend answered 401 offering NTLM/Negotiate: the client connection must be pinned. */
-  connectionAuthOffered = false
-  /** The request travels on the client connection's own upstream connection. */
-  pinned = false
-  /** Sends the request to another server once; set only for requests that may be retried. */
-  retry: (() => boolean) | undefined
   /** Set-Cookie values of casgate's own (affinity, a refreshed session) added to the response. */
   responseCookies: string[] | undefined
   /** Headers added to the response (HSTS, the OWA CSP mitigation); undefined for none. */
@@ -46,16 +40,22 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler {
   request: IncomingMessage | undefined
   /** Set when the vdir follows a backend cookie: its Set-Cookie values are learned. */
   followCookie: VdirAffinity | undefined
-  readonly backend: Backend
+  /** The request's hold on its server; a retry moves it. */
+  readonly lease: Lease
   readonly vdir: string
   #controller: Dispatcher.DispatchController | undefined
   #done = false
 
-  constructor (res: ServerResponse, events: ExchangeEvents, backend: Backend, vdir: string) {
+  constructor (res: ServerResponse, events: ExchangeEvents, lease: Lease, vdir: string) {
     this.res = res
     this.events = events
-    this.backend = backend
+    this.lease = lease
     this.vdir = vdir
+  }
+
+  /** server is where the request is now (after a retry, the second server). */
+  get server (): Server {
+    return this.lease.server
   }
 
   /** cut ends the exchange from casgate's side (a drain deadline): upstream aborted, client connection closed. */
@@ -76,19 +76,22 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler {
     if (this.#done) controller.abort(new Error('client closed the connection'))
   }
 
+  /** clientBrokeOff says whether the client's request body broke off (its connection closed mid-upload). */
+  get clientBrokeOff (): boolean {
+    const body = this.request
+    return body !== undefined && (body.errored !== null || (body.destroyed && !body.complete))
+  }
+
   onResponseStart (controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders, statusMessage?: string): void {
     // 1xx interim responses (100 Continue) were already handled on the client side.
     if (statusCode < 200) return
-    if (statusCode === 401) {
-      if (challengesConnectionAuth(headers['www-authenticate'])) this.connectionAuthOffered = true
-      this.onUnauthorized?.()
-    }
+    if (statusCode === 401) this.onUnauthorized?.()
     const res = this.res
     if (res.destroyed) {
       controller.abort(new Error('client closed the connection'))
       return
     }
-    this.followCookie?.learnFromResponse(headers['set-cookie'], this.backend)
+    this.followCookie?.learnFromResponse(headers['set-cookie'], this.lease.server)
     const out = clientResponseHeaders(headers)
     const cookies = this.responseCookies
     if (cookies !== undefined) for (const cookie of cookies) out.push('set-cookie', cookie)
@@ -123,8 +126,7 @@ export class UpstreamExchange implements Dispatcher.DispatchHandler {
     // Every failure is classified by the side that failed: a request body that broke off (the
     // client's connection closed: Node's 'aborted') surfaces here as a reset, yet it is the
     // client's doing, not the server's, and must never count against the server's health.
-    const body = this.request
-    if (body !== undefined && (body.errored !== null || (body.destroyed && !body.complete))) {
+    if (this.clientBrokeOff) {
       this.events.onClientAbort(this, err)
       return
     }

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino'
 import type { Dispatcher } from 'undici'
 import type { HealthConfig } from '../config/schema.js'
-import type { Backend } from './backend-pool.js'
+import type { Server } from './server.js'
 
 // Exchange's Managed Availability publishes /<vdir>/healthcheck.htm while a protocol is healthy
 // on a server ("200 OK" and the server name) and takes it away (404) when it is not. So a server
@@ -10,7 +10,7 @@ import type { Backend } from './backend-pool.js'
 
 /** HealthTarget is one monitored (server, vdir) pair. */
 interface HealthTarget {
-  backend: Backend
+  backend: Server
   vdir: string
   path: string
   host: string
@@ -46,7 +46,7 @@ export class HealthMonitor {
   readonly #upstreams: Dispatcher
   readonly #log: Logger
   #running = false
-  readonly #offline = new Set<Backend>()
+  readonly #offline = new Set<Server>()
 
   constructor (config: HealthConfig, upstreams: Dispatcher, logger: Logger) {
     this.#config = config
@@ -55,7 +55,7 @@ export class HealthMonitor {
   }
 
   /** watch adds a (server, vdir) pair; `host` is the Host header the probe sends. */
-  watch (backend: Backend, vdir: string, path: string, host: string): void {
+  watch (backend: Server, vdir: string, path: string, host: string): void {
     const key = `${backend.origin} ${vdir.toLowerCase()}`
     if (this.#targets.has(key)) return
     this.#targets.set(key, { backend, vdir, path, host, up: true, known: false, streak: 0, since: Date.now(), reason: 'not probed yet', timer: undefined })
@@ -82,7 +82,7 @@ export class HealthMonitor {
    * reportFailure counts a failure seen on live traffic (refused, reset, timed out) like a
    * failed probe, so a dead server leaves before its next probe. Only probes bring it back.
    */
-  reportFailure (backend: Backend, vdir: string, reason: string): void {
+  reportFailure (backend: Server, vdir: string, reason: string): void {
     if (!this.#config.enabled) return
     const target = this.#targets.get(`${backend.origin} ${vdir.toLowerCase()}`)
     if (!target || !target.up) return
@@ -156,7 +156,7 @@ export class HealthMonitor {
    * Exchange's "server-wide offline" (Set-ServerComponentState ServerWideOffline) makes every
    * health page answer 404: say it once, as maintenance, instead of one alarm per vdir.
    */
-  #noteServerWide (backend: Backend): void {
+  #noteServerWide (backend: Server): void {
     const targets = [...this.#targets.values()].filter((t) => t.backend === backend)
     const offline = targets.length > 1 && targets.every((t) => !t.up && t.reason === 'status 404')
     if (offline && !this.#offline.has(backend)) {

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino'
-import type { ConnectionPins } from './connection-pins.js'
-import type { Backend, BackendPool } from './backend-pool.js'
+import type { LeaseKind } from './lease.js'
+import type { ServerPool } from './server-pool.js'
+import type { Server } from './server.js'
 
 /** DrainState is one server's maintenance state, for the admin listener. */
 export interface DrainState {
@@ -11,25 +12,24 @@ export interface DrainState {
 
 /**
  * DrainControl puts servers (or one vdir of a server) into maintenance: new requests and new
- * logons avoid them at once, while requests in flight, held long polls and pinned NTLM
- * connections finish by themselves; at the deadline, requests still running there are cut and
- * connections still pinned are closed, so their clients come back (and log on) elsewhere.
+ * logons avoid them at once, while requests in flight, held long polls, Outlook Anywhere channels,
+ * pinned NTLM connections and passthrough connections finish by themselves; at the deadline, what
+ * still holds a lease on the drained server (and vdir) is cut, so that its clients come back (and
+ * log on) elsewhere.
  */
 export class DrainControl {
-  readonly #pools: ReadonlyMap<string, BackendPool>
-  readonly #pins: ConnectionPins
+  readonly #pools: ReadonlyMap<string, ServerPool>
   readonly #log: Logger
-  readonly #deadlines = new Map<Backend, { timer: NodeJS.Timeout, at: number }>()
+  readonly #deadlines = new Map<Server, { timer: NodeJS.Timeout, at: number }>()
 
-  constructor (pools: ReadonlyMap<string, BackendPool>, pins: ConnectionPins, logger: Logger) {
+  constructor (pools: ReadonlyMap<string, ServerPool>, logger: Logger) {
     this.#pools = pools
-    this.#pins = pins
     this.#log = logger
   }
 
   /** backendsNamed finds a server in every pool that lists it (its name is host:port). */
-  backendsNamed (name: string): Backend[] {
-    return [...this.#pools.values()].flatMap((pool) => pool.backends.filter((backend) => backend.name === name))
+  backendsNamed (name: string): Server[] {
+    return [...this.#pools.values()].flatMap((pool) => pool.servers.filter((backend) => backend.name === name))
   }
 
   /** drain puts `name` (all vdirs, or one) into maintenance; returns false when no server has that name. */
@@ -42,10 +42,13 @@ export class DrainControl {
       const timer = setTimeout(() => {
         this.#deadlines.delete(backend)
         if (backend.drained.size === 0) return
-        const closed = this.#pins.closeAll(backend)
-        const cut = backend.inFlight.size
-        for (const request of [...backend.inFlight]) request.cut()
-        this.#log.warn({ backend: backend.name, closedPinnedConnections: closed, cutRequests: cut }, 'drain deadline reached')
+        const cut: Record<LeaseKind, number> = { request: 0, channel: 0, pin: 0, connection: 0 }
+        for (const lease of [...backend.leases]) {
+          if (!backend.drained.has('*') && (lease.vdir === undefined || !backend.drained.has(lease.vdir))) continue
+          cut[lease.kind]++
+          lease.cut()
+        }
+        this.#log.warn({ backend: backend.name, cutRequests: cut.request, cutRpcChannels: cut.channel, closedPinnedConnections: cut.pin, cutPassthroughConnections: cut.connection }, 'drain deadline reached')
       }, deadlineMs)
       timer.unref()
       this.#deadlines.set(backend, { timer, at: Date.now() + deadlineMs })
@@ -72,7 +75,7 @@ export class DrainControl {
   snapshot (): DrainState[] {
     const seen = new Map<string, DrainState>()
     for (const pool of this.#pools.values()) {
-      for (const backend of pool.backends) {
+      for (const backend of pool.servers) {
         if (backend.drained.size === 0 || seen.has(backend.name)) continue
         const deadline = this.#deadlines.get(backend)?.at
         seen.set(backend.name, { backend: backend.name, vdirs: [...backend.drained], deadline: deadline ? new Date(deadline).toISOString() : undefined })
