@@ -92,8 +92,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     hardening: responseHardening(hsts, vdir.cspScriptSrcAttrNone)
   }))
   const passthroughHosts = config.hosts.filter((host): host is PassthroughHost => host.mode === 'passthrough')
-  // Passthrough pools are registered too: their health probes travel like re-encrypted traffic.
-  const usedPools = [...new Set([...vdirs.map((vdir) => vdir.serverPool), ...passthroughHosts.map((host) => pools.get(host.pool)!)])]
+  const vdirPools = [...new Set(vdirs.map((vdir) => vdir.serverPool))]
   const upstreams = new UpstreamDispatcher()
   const health = new HealthMonitor(config.health, upstreams, logger.child({ component: 'health' }))
   const pins = new ConnectionPins(upstreams, config.listen.idleTimeoutMs)
@@ -122,9 +121,17 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
       return httpServer
     }
   })
-  await app.register(offloadMode, { pools: usedPools.filter((pool) => pool.config.scheme === 'http:'), upstreams })
-  await app.register(reencryptMode, { pools: usedPools.filter((pool) => pool.config.scheme === 'https:'), upstreams })
-  await app.register(passthroughMode, { pools, logger: logger.child({ component: 'passthrough' }) })
+  // Each SSL mode is a plugin, registered for the hosts configured with it: it opens the
+  // transports of the pools those hosts publish (plain HTTP, TLS) or relays their connections.
+  const terminatedWith = (mode: TerminatedHost['mode']): TerminatedHost[] => terminated.filter((host) => host.mode === mode)
+  for (const [mode, plugin] of [['offload', offloadMode], ['reencrypt', reencryptMode]] as const) {
+    const hosts = terminatedWith(mode)
+    if (hosts.length > 0) await app.register(plugin, { hosts, pools: vdirPools, upstreams })
+  }
+  if (passthroughHosts.length > 0) {
+    const passthroughPools = [...new Set(passthroughHosts.map((host) => pools.get(host.pool)!))]
+    await app.register(passthroughMode, { hosts: passthroughHosts, pools: passthroughPools, upstreams, logger: logger.child({ component: 'passthrough' }) })
+  }
   const preauth = config.preauth === undefined ? undefined : new PreauthGate(config.preauth, createCredentialProvider(config.preauth.credentials), logger.child({ component: 'preauth' }))
   if (preauth) {
     const formsVdir = vdirs.find((vdir) => vdir.preauth === 'forms')
@@ -186,7 +193,8 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     // A proxy in front carries many clients on its few addresses; the total limit still applies.
     unlimitedAddress: trusted,
     sni: terminated.length > 0 ? new SniContexts(terminated, config.defaultHost.mode === 'passthrough' ? undefined : config.defaultHost) : undefined,
-    routing: sniRouting(config, app.passthrough),
+    // Without passthrough hosts no name routes to a relay: sniRouting only asks it for theirs.
+    routing: sniRouting(config, app.hasDecorator('passthrough') ? app.passthrough : { relay: (client) => client.destroy() }),
     decrypted: rpcChannels ? (socket, toHttp) => rpcChannels.accept(socket, toHttp) : undefined,
     httpServer: httpServer!,
     logger: logger.child({ component: 'front' })

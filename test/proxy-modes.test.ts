@@ -33,6 +33,14 @@ describe.each(['offload', 'reencrypt'] as const)('%s mode', (mode) => {
     return { servers, gateway, client: await labClient() }
   }
 
+  it('runs as the plugin of its host\'s mode, and only that one', async () => {
+    const { gateway } = await setup()
+    const other = mode === 'offload' ? 'reencrypt' : 'offload'
+    expect(gateway.app.hasPlugin(`casgate-${mode}`)).toBe(true)
+    expect(gateway.app.hasPlugin(`casgate-${other}`)).toBe(false)
+    expect(gateway.app.hasPlugin('casgate-passthrough')).toBe(false)
+  })
+
   it('forwards a published vdir to a backend, keeping Host and describing the client', async () => {
     const { gateway, client } = await setup()
     const response = await send(gateway, '/owa/service.svc?action=GetFolder', { dispatcher: client, headers: { 'x-forwarded-for': '6.6.6.6', via: '1.1 evil' } })

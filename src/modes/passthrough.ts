@@ -6,15 +6,16 @@ import type { PassthroughHost } from '../config/load.js'
 import { splice } from '../front/splice.js'
 import { Lease } from '../upstream/lease.js'
 import type { ServerPool } from '../upstream/server-pool.js'
+import { openTransports } from '../upstream/transports.js'
+import { closeOnShutdown, validateModeOptions, type SslModeOptions } from './ssl-mode.js'
 import type { Server } from '../upstream/server.js'
 
 // Passthrough ("SSL_BRIDGE", "basic firewall"): TLS is not terminated. The front door has read
 // the ClientHello to learn the host name; its bytes and everything after go unopened to a
 // backend, so a client certificate (ActiveSync CBA) reaches Exchange itself.
 
-/** PassthroughOptions are what the passthrough plugin is registered with. */
-export interface PassthroughOptions {
-  pools: ReadonlyMap<string, ServerPool>
+/** PassthroughOptions add to the mode's options the log of relayed connections. */
+export interface PassthroughOptions extends SslModeOptions<PassthroughHost> {
   logger: Logger
 }
 
@@ -30,9 +31,13 @@ declare module 'fastify' {
 }
 
 async function passthroughMode (fastify: FastifyInstance, options: PassthroughOptions): Promise<void> {
-  if (!options?.pools || !options.logger) throw new TypeError('casgate-passthrough: options.pools and options.logger are required')
+  validateModeOptions('casgate-passthrough', options, 'passthrough')
+  if (!options.logger) throw new TypeError('casgate-passthrough: options.logger is required')
   const log = options.logger
   const open = new Set<Socket>()
+  const pools = new Map(options.pools.map((pool) => [pool.name, pool]))
+  // Connections are relayed unopened; the health probes of these servers travel over TLS.
+  const opened = options.pools.flatMap((pool) => openTransports(options.upstreams, pool, 'tls'))
 
   function attempt (client: Socket, hello: Buffer, host: PassthroughHost, pool: ServerPool, candidates: Server[], index: number): void {
     if (client.destroyed) return
@@ -80,7 +85,7 @@ async function passthroughMode (fastify: FastifyInstance, options: PassthroughOp
 
   fastify.decorate('passthrough', {
     relay (client, hello, host) {
-      const pool = options.pools.get(host.pool)
+      const pool = pools.get(host.pool)
       if (!pool) {
         client.destroy()
         return
@@ -89,8 +94,10 @@ async function passthroughMode (fastify: FastifyInstance, options: PassthroughOp
     }
   } satisfies PassthroughRelay)
 
+  const closeTransports = closeOnShutdown(opened)
   fastify.addHook('onClose', async () => {
     for (const socket of open) socket.destroy()
+    await closeTransports()
   })
 }
 

@@ -1,42 +1,19 @@
-import { isIP } from 'node:net'
 import fp from 'fastify-plugin'
-import { Pool } from 'undici'
-import type { ServerPool } from '../upstream/server-pool.js'
-import { closeOnShutdown, upstreamClientOptions, upstreamPoolOptions, validateModeOptions, type SslModePlugin } from './ssl-mode.js'
+import type { TerminatedHost } from '../config/load.js'
+import { openTransports } from '../upstream/transports.js'
+import { closeOnShutdown, validateModeOptions, type SslModePlugin } from './ssl-mode.js'
 
-// Re-encrypt ("SSL bridging"): TLS ends at casgate and a new TLS connection goes to the
-// backend, verified against the pool's CA. With Extended Protection the front certificate must
-// be the very one the backends serve (RFC 5929 tls-server-end-point).
+// Re-encrypt ("SSL bridging"): TLS ends at casgate and a new TLS connection goes to the server,
+// verified against the pool's CA. With Extended Protection the front certificate must be the
+// very one the servers serve (RFC 5929 tls-server-end-point; tls/extended-protection.ts).
 
-function connectOptions (pool: ServerPool, url: URL): Pool.Options['connect'] {
-  const config = pool.config
-  const serverName = config.serverName ?? (isIP(url.hostname) === 0 ? url.hostname : undefined)
-  return {
-    ...(config.ca ? { ca: config.ca } : {}),
-    ...(serverName ? { servername: serverName } : {}),
-    ...(config.clientCertificate ? { cert: config.clientCertificate.certPem, key: config.clientCertificate.keyPem } : {}),
-    rejectUnauthorized: !config.insecureSkipVerify,
-    minVersion: 'TLSv1.2',
-    ALPNProtocols: ['http/1.1']
-  }
-}
-
-const reencryptMode: SslModePlugin = async function reencryptMode (fastify, options) {
-  validateModeOptions('casgate-reencrypt', options, 'https:')
-  const created: Pool[] = []
+const reencryptMode: SslModePlugin<TerminatedHost> = async function reencryptMode (fastify, options) {
+  validateModeOptions('casgate-reencrypt', options, 'reencrypt')
   for (const pool of options.pools) {
-    if (pool.config.insecureSkipVerify) {
-      fastify.log.warn({ pool: pool.name }, 'INSECURE: backend certificates are not verified (insecureSkipVerify)')
-    }
-    for (const backend of pool.servers) {
-      if (options.upstreams.has(backend.origin)) continue
-      const connect = connectOptions(pool, backend.url)
-      const pools = { interactive: new Pool(backend.origin, { ...upstreamPoolOptions(pool, 'interactive'), connect }), longPoll: new Pool(backend.origin, { ...upstreamPoolOptions(pool, 'longPoll'), connect }) }
-      options.upstreams.add(backend.origin, pools, { ...upstreamClientOptions(pool), connect })
-      created.push(pools.interactive, pools.longPoll)
-    }
+    if (pool.config.insecureSkipVerify) fastify.log.warn({ pool: pool.name }, 'INSECURE: backend certificates are not verified (insecureSkipVerify)')
   }
-  fastify.addHook('onClose', closeOnShutdown(created))
+  const opened = options.pools.flatMap((pool) => openTransports(options.upstreams, pool, 'tls'))
+  fastify.addHook('onClose', closeOnShutdown(opened))
 }
 
 export default fp(reencryptMode, { fastify: '5.x', name: 'casgate-reencrypt' })
