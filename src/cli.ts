@@ -6,7 +6,11 @@ import { loadConfigFile } from './config/load.js'
 import { checkReport } from './check-report.js'
 import { demoBanner, runDemo } from './demo.js'
 import { CasgateError, ConfigError } from './errors/errors.js'
-import { startGateway } from './gateway.js'
+import cluster from 'node:cluster'
+import { availableParallelism } from 'node:os'
+import { runPrimary } from './cluster/primary.js'
+import { runWorker } from './cluster/worker.js'
+import { startGateway } from './gateway/gateway.js'
 import { checkExtendedProtection } from './tls/extended-protection.js'
 
 const usage: Record<string, string> = {
@@ -160,7 +164,23 @@ export async function main (argv: string[]): Promise<number | undefined> {
         return config.warnings.length > 0 ? 1 : 0
       }
       case 'start': {
-        const config = loadConfigFile(configPath(values.config as string | undefined))
+        const file = configPath(values.config as string | undefined)
+        // A worker forked by the primary below: it serves until the primary stops it.
+        if (cluster.isWorker) {
+          runWorker(file, Number(process.env.CASGATE_WORKERS)).catch((err: unknown) => process.exit(fail(err)))
+          return undefined
+        }
+        const config = loadConfigFile(file)
+        const workers = config.listen.workers === 'auto' ? availableParallelism() : config.listen.workers
+        if (workers > 1) {
+          const primary = await runPrimary(config, {
+            workers,
+            graceMs: values['grace-ms'] !== undefined ? Number(values['grace-ms']) : config.listen.shutdownGraceMs,
+            extendedProtection: values['ignore-extended-protection'] ? 'warn' : 'enforce'
+          })
+          stopOnSignals(() => primary.stop())
+          return undefined
+        }
         const gateway = await startGateway(config, { extendedProtection: values['ignore-extended-protection'] ? 'warn' : 'enforce' })
         const graceMs = values['grace-ms'] !== undefined ? Number(values['grace-ms']) : config.listen.shutdownGraceMs
         stopOnSignals(() => gateway.close(graceMs))

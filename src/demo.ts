@@ -4,7 +4,7 @@ import { join, relative, resolve } from 'node:path'
 import type { Logger } from 'pino'
 import { buildConfig } from './config/load.js'
 import { ExchangeEmulator } from './emulator/exchange-server.js'
-import { startGateway, type Gateway } from './gateway.js'
+import { startGateway, type Gateway } from './gateway/gateway.js'
 import { hashPassword } from './auth/password-hash.js'
 import { createLabPki } from './certificates/lab-ca.js'
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { ConfigError } from '../src/errors/errors.js'
-import { startGateway } from '../src/gateway.js'
+import { startGateway } from '../src/gateway/gateway.js'
 import { createLogger } from '../src/observe/logger.js'
 import { createLabPki, issueCertificate } from '../src/certificates/lab-ca.js'
 import { checkExtendedProtection } from '../src/tls/extended-protection.js'

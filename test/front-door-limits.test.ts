@@ -3,7 +3,7 @@ import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import { describe, expect, it, onTestFinished, vi } from 'vitest'
 import type { EchoBody } from '../src/emulator/exchange-server.js'
 import { addressKey } from '../src/util/address-key.js'
-import type { Gateway } from '../src/gateway.js'
+import type { Gateway } from '../src/gateway/gateway.js'
 import { captureClientHello } from './helpers/client-hello.js'
 import { labClient, labPki, rawExchange, send, startEmulators, startLabGateway } from './helpers/lab.js'
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import type { Dispatcher } from 'undici'
 import type { EchoBody } from '../src/emulator/exchange-server.js'
-import type { Gateway } from '../src/gateway.js'
+import type { Gateway } from '../src/gateway/gateway.js'
 import { hashPassword } from '../src/auth/password-hash.js'
 import { labClient, send, startEmulators, startLabGateway } from './helpers/lab.js'
 import { tempDir, writeFiles } from './helpers/tmp.js'

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import type { Dispatcher } from 'undici'
 import type { EchoBody } from '../src/emulator/exchange-server.js'
-import type { Gateway } from '../src/gateway.js'
+import type { Gateway } from '../src/gateway/gateway.js'
 type LabGateway = Awaited<ReturnType<typeof startLabGateway>>
 import { labClient, send, startEmulators, startLabGateway } from './helpers/lab.js'
 import { sharedFile, usersFile } from './helpers/users.js'

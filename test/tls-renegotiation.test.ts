@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import type { TerminatedHost } from '../src/config/load.js'
-import type { Gateway } from '../src/gateway.js'
+import type { Gateway } from '../src/gateway/gateway.js'
 import { SniContexts } from '../src/tls/sni-contexts.js'
 import { labClient, send, startEmulators, startLabGateway } from './helpers/lab.js'
 

@@ -26,6 +26,8 @@ export class AssignmentStore {
   readonly maxEntries: number
   readonly idleTtlMs: number
   readonly #owners: AssignmentOwner[] = []
+  /** Hears each assignment made here (keyed hashes and server indexes only), for the other processes of a site. */
+  shareAssignment: ((key: string, server: number) => void) | undefined
   readonly #shards: Array<LRUCache<string, number>>
   readonly #shardMask: number
   #sweep: NodeJS.Timeout | undefined
@@ -70,12 +72,23 @@ export class AssignmentStore {
 
   /** set assigns `key` to a server; the owner's count moves with it. */
   set (key: string, server: number): void {
+    if (this.#assign(key, server)) this.shareAssignment?.(key, server)
+  }
+
+  /** applyShared takes an assignment another process made: every process sends the key to one server. */
+  applyShared (key: string, server: number): void {
+    if (this.#owners[key.charCodeAt(0)]?.held[server] === undefined) return
+    this.#assign(key, server)
+  }
+
+  #assign (key: string, server: number): boolean {
     const owner = this.#owners[key.charCodeAt(0)]!
     const shard = this.#shard(key)
     const previous = shard.get(key, { updateAgeOnGet: false })
-    if (previous === server) return
+    if (previous === server) return false
     shard.set(key, server)
     owner.held[server]!++
+    return true
   }
 
   /** purgeStale drops every expired entry now (all shards): for tests and small stores. */

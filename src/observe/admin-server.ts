@@ -1,7 +1,6 @@
 import type { AddressInfo } from 'node:net'
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { AdminConfig } from '../config/schema.js'
-import type { Affinity } from '../affinity/affinity.js'
 import type { FrontDoorCounters } from '../front/front-door.js'
 import type { ServerPool } from '../upstream/server-pool.js'
 import type { DrainControl } from '../upstream/drain.js'
@@ -14,7 +13,6 @@ export interface StatusSource {
   pools: ReadonlyMap<string, ServerPool>
   health: { snapshot: () => HealthStatus[] }
   drain: DrainControl
-  affinity: Pick<Affinity, 'snapshot'>
   certificates: () => CertificateStatus
   /** The exploit rule pack: its version, blocks per rule id, the rules switched off. */
   rules: { version: string, blocked: ReadonlyMap<string, number>, disabled: readonly string[] }
@@ -52,15 +50,25 @@ export function statusSnapshot (source: StatusSource): object {
 }
 
 /**
+ * AdminSource is what the admin listener serves: one process's own snapshots, or (cluster/) the
+ * workers' merged by the primary, and the drain control that reaches every process.
+ */
+export interface AdminSource {
+  status: () => object | Promise<object>
+  affinity: () => object | Promise<object>
+  drain: Pick<DrainControl, 'drain' | 'enable' | 'snapshot'>
+}
+
+/**
  * startAdminServer opens the admin listener: plain HTTP, JSON status and drain/enable. It has no
  * authentication, which is why it binds to loopback unless told otherwise.
  */
-export async function startAdminServer (config: AdminConfig, source: StatusSource): Promise<{ app: FastifyInstance, address: AddressInfo }> {
+export async function startAdminServer (config: AdminConfig, source: AdminSource): Promise<{ app: FastifyInstance, address: AddressInfo }> {
   const app = Fastify({ logger: false })
-  app.get('/status', async () => statusSnapshot(source))
+  app.get('/status', async () => source.status())
   // Tuning data: per vdir and server, keys held, requests and share (the carrier-NAT case shows as
   // one server with most of ActiveSync's keys and requests).
-  app.get('/affinity', async () => source.affinity.snapshot())
+  app.get('/affinity', async () => source.affinity())
   // Maintenance: POST /backends/ex1.contoso.local:443/drain?vdir=/owa&deadlineMs=600000, then …/enable.
   type Target = { Params: { name: string }, Querystring: { vdir?: string, deadlineMs?: string } }
   app.post<Target>('/backends/:name/drain', async (request, reply) => {

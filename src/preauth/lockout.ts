@@ -57,8 +57,22 @@ export type LockoutSettings = Omit<LockoutConfig, 'familiarForMs' | 'familiarMax
 const FALLBACK_CHECK_MS = 150
 const MAX_COUNTERS = 100_000
 
+/**
+ * LockoutRecord is one failure or success as counted, for the other processes of a site (cluster
+ * workers, later instances sharing a store), which count it too: a sprayer meets one threshold.
+ */
+export interface LockoutRecord {
+  kind: 'failure' | 'success'
+  user: string
+  address: string | undefined
+  device: string | undefined
+  at: number
+}
+
 /** Lockout counts failed logons and says who is locked out of where. */
 export class Lockout {
+  /** Hears every failure and success recorded here (not those applied from elsewhere). */
+  share: ((record: LockoutRecord) => void) | undefined
   readonly clock: LockoutClock
   /** Durations of refused provider checks and of Exchange's 401s, for locked answers. */
   readonly checkTimes = { provider: new CheckTimes(), exchange: new CheckTimes() }
@@ -135,6 +149,17 @@ export class Lockout {
 
   /** recordFailure counts one failed logon where it belongs; returns the lockouts it started. */
   recordFailure (user: string, address: string | undefined, now = this.clock.now(), device?: string): LockoutEvent {
+    this.share?.({ kind: 'failure', user, address, device, at: now })
+    return this.#recordFailure(user, address, now, device)
+  }
+
+  /** applyShared counts a failure or success another process recorded. */
+  applyShared (record: LockoutRecord): void {
+    if (record.kind === 'failure') this.#recordFailure(record.user, record.address, record.at, record.device)
+    else this.#recordSuccess(record.user, record.address, record.at, record.device)
+  }
+
+  #recordFailure (user: string, address: string | undefined, now: number, device: string | undefined): LockoutEvent {
     const name = normalizeUser(user)
     const at = address === undefined ? undefined : addressKey(address)
     const userKey = this.#userKey(name)
@@ -169,6 +194,11 @@ export class Lockout {
    * is never cleared (a spray succeeds now and then).
    */
   recordSuccess (user: string, address?: string, now = this.clock.now(), device?: string): void {
+    this.share?.({ kind: 'success', user, address, device, at: now })
+    this.#recordSuccess(user, address, now, device)
+  }
+
+  #recordSuccess (user: string, address: string | undefined, now: number, device: string | undefined): void {
     const name = normalizeUser(user)
     const keys = this.#sourceKeys(name, address === undefined ? undefined : addressKey(address), device)
     const familiar = this.#familiarSource(keys, now)

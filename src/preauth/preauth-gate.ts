@@ -38,6 +38,8 @@ export class PreauthGate {
   readonly provider: CredentialProvider
   readonly #log: Logger
   readonly #basicCache: LRUCache<string, true> | undefined
+  /** Hears each Basic logon the cache keeps (its keyed hash only), for the other processes of a site. */
+  shareBasicSuccess: ((key: string) => void) | undefined
   readonly #realm: string
   /** Checks Bearer tokens at the edge when preauth.bearer is configured. */
   readonly #bearerValidator: BearerValidator | undefined
@@ -62,6 +64,11 @@ export class PreauthGate {
     if (this.#bearerValidator !== undefined && !(await this.#bearerValidator.prefetch())) {
       this.#log.warn({ event: 'bearer-keys-unavailable' }, 'bearer signing keys could not be fetched yet: Bearer requests get 503 until they can')
     }
+  }
+
+  /** applyBasicSuccess keeps a Basic logon another process checked (by its keyed hash). */
+  applyBasicSuccess (key: string): void {
+    this.#basicCache?.set(key, true)
   }
 
   /** close releases what the gate holds (a key set fetch in flight). */
@@ -205,7 +212,10 @@ export class PreauthGate {
     return this.checkPassword(user, password, client, 'basic', device).then((result): GateOutcome => {
       if (result === 'unavailable') return this.#unavailable()
       if (result === 'invalid') return this.#unauthorized('bad-credentials')
-      if (cacheKey !== undefined) this.#basicCache!.set(cacheKey, true)
+      if (cacheKey !== undefined) {
+        this.#basicCache!.set(cacheKey, true)
+        this.shareBasicSuccess?.(cacheKey)
+      }
       return { pass: { ...PASS_UNCHANGED.pass, user } }
     })
   }

@@ -72,6 +72,8 @@ export class SessionCookies {
   readonly #hashKey: KeyObject
   /** keyed hash of a revoked session id → until when (ms since the epoch) it stays revoked. */
   readonly #revoked: LRUCache<string, number>
+  /** Hears each revocation made here (the id's keyed hash), for the other processes of a site. */
+  shareRevocation: ((key: string, until: number) => void) | undefined
 
   constructor (secrets: readonly KeyObject[], cookieName: string, options: SessionCookiesOptions = {}) {
     if (secrets.length === 0) throw new TypeError('SessionCookies needs at least one secret')
@@ -133,7 +135,14 @@ export class SessionCookies {
   /** revoke refuses session `id` from now until `until` (its absolute expiry). */
   revoke (id: string, until: number): void {
     if (until <= Date.now()) return
-    this.#revoked.set(keyedHash(this.#hashKey, `revoked\0${id}`), until)
+    const key = keyedHash(this.#hashKey, `revoked\0${id}`)
+    this.#revoked.set(key, until)
+    this.shareRevocation?.(key, until)
+  }
+
+  /** applyRevocation keeps a sign-out another process saw (by the session id's keyed hash). */
+  applyRevocation (key: string, until: number): void {
+    if (until > Date.now()) this.#revoked.set(key, until)
   }
 
   /** isRevoked says whether session `id` was signed out on this instance. */

@@ -22,8 +22,12 @@ export class DrainControl {
   readonly #log: Logger
   readonly #deadlines = new Map<Server, { timer: NodeJS.Timeout, at: number }>()
 
-  constructor (pools: ReadonlyMap<string, ServerPool>, logger: Logger) {
+  /** Whether the deadline cuts work here: not in a cluster's primary, whose workers hold the leases. */
+  readonly #cuts: boolean
+
+  constructor (pools: ReadonlyMap<string, ServerPool>, logger: Logger, options: { cuts?: boolean } = {}) {
     this.#pools = pools
+    this.#cuts = options.cuts ?? true
     this.#log = logger
   }
 
@@ -41,7 +45,7 @@ export class DrainControl {
       if (previous) clearTimeout(previous.timer)
       const timer = setTimeout(() => {
         this.#deadlines.delete(backend)
-        if (backend.drained.size === 0) return
+        if (backend.drained.size === 0 || !this.#cuts) return
         const cut: Record<LeaseKind, number> = { request: 0, channel: 0, pin: 0, connection: 0 }
         for (const lease of [...backend.leases]) {
           if (!backend.drained.has('*') && (lease.vdir === undefined || !backend.drained.has(lease.vdir))) continue

@@ -47,6 +47,8 @@ export class HealthMonitor {
   readonly #log: Logger
   #running = false
   readonly #offline = new Set<Server>()
+  /** Hears every change of a (server, vdir) pair, for the workers that route by it. */
+  onChange: ((server: Server, vdir: string, up: boolean) => void) | undefined
 
   constructor (config: HealthConfig, upstreams: Dispatcher, logger: Logger) {
     this.#config = config
@@ -150,6 +152,12 @@ export class HealthMonitor {
     if (up || reason === 'status 404') this.#log.info(fields, 'backend health changed')
     else this.#log.warn(fields, 'backend health changed')
     this.#noteServerWide(target.backend)
+    this.onChange?.(target.backend, target.vdir, up)
+  }
+
+  /** down lists the (server, vdir) pairs out now, for a worker that starts after they went. */
+  down (): Array<{ origin: string, vdir: string }> {
+    return [...this.#targets.values()].filter((t) => !t.up).map((t) => ({ origin: t.backend.origin, vdir: t.vdir }))
   }
 
   /**

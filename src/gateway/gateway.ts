@@ -2,41 +2,42 @@ import type { Server as HttpServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
-import offloadMode from './modes/offload.js'
-import reencryptMode from './modes/reencrypt.js'
-import passthroughMode from './modes/passthrough.js'
-import { healthPathFor } from './config/exchange-profile.js'
-import type { GatewayConfig, PassthroughHost, TerminatedHost } from './config/load.js'
-import { Affinity } from './affinity/affinity.js'
-import { createCredentialProvider } from './preauth/credential-provider.js'
-import { PreauthGate } from './preauth/preauth-gate.js'
-import preauthRoutes from './preauth/preauth-routes.js'
-import { DrainControl } from './upstream/drain.js'
-import { HealthMonitor } from './upstream/health-monitor.js'
-import { ConnectionPins } from './upstream/connection-pins.js'
-import { addClientCertificateCheck, clientCertificateCheck } from './front/client-certificate-check.js'
-import { FrontDoor } from './front/front-door.js'
-import { createClientHttpServer } from './front/client-http-server.js'
-import { hostOfConnection, sniRouting } from './front/host-routing.js'
-import { startAdminServer } from './observe/admin-server.js'
-import { createLogger } from './observe/logger.js'
-import { ServerPool } from './upstream/server-pool.js'
-import { UpstreamDispatcher } from './upstream/upstream-dispatcher.js'
-import { BudgetAdmission } from './upstream/budget-admission.js'
-import casgateProxy from './proxy/proxy-plugin.js'
-import type { RoutedVdir } from './proxy/routed-vdir.js'
-import { clientAddress, trustedProxies } from './proxy/headers.js'
-import { RpcChannels } from './proxy/rpc-channels.js'
-import { VdirTable } from './routing/vdir-table.js'
-import { RequestGuard } from './guard/request-guard.js'
-import { RulePack } from './rules/rule-engine.js'
-import { EXCHANGE_RULE_PACK } from './rules/exchange-pack.js'
-import { ConfigError } from './errors/errors.js'
-import { CertificateWatch } from './tls/certificate-watch.js'
-import { checkExtendedProtection } from './tls/extended-protection.js'
-import { SniContexts } from './tls/sni-contexts.js'
-import { sendFrameworkError } from './errors/error-reply.js'
-import { hstsValue, responseHardening } from './proxy/response-hardening.js'
+import offloadMode from '../modes/offload.js'
+import reencryptMode from '../modes/reencrypt.js'
+import passthroughMode from '../modes/passthrough.js'
+import type { GatewayConfig, PassthroughHost, TerminatedHost } from '../config/load.js'
+import { Affinity } from '../affinity/affinity.js'
+import { createCredentialProvider } from '../preauth/credential-provider.js'
+import { PreauthGate } from '../preauth/preauth-gate.js'
+import preauthRoutes from '../preauth/preauth-routes.js'
+import { DrainControl } from '../upstream/drain.js'
+import { HealthMonitor } from '../upstream/health-monitor.js'
+import { watchHealthTargets } from '../upstream/health-targets.js'
+import type { Server } from '../upstream/server.js'
+import { ConnectionPins } from '../upstream/connection-pins.js'
+import { addClientCertificateCheck, clientCertificateCheck } from '../front/client-certificate-check.js'
+import { FrontDoor } from '../front/front-door.js'
+import { createClientHttpServer } from '../front/client-http-server.js'
+import { hostOfConnection, sniRouting } from '../front/host-routing.js'
+import { startAdminServer, statusSnapshot } from '../observe/admin-server.js'
+import { createLogger } from '../observe/logger.js'
+import { ServerPool } from '../upstream/server-pool.js'
+import { UpstreamDispatcher } from '../upstream/upstream-dispatcher.js'
+import { BudgetAdmission } from '../upstream/budget-admission.js'
+import casgateProxy from '../proxy/proxy-plugin.js'
+import type { RoutedVdir } from '../proxy/routed-vdir.js'
+import { clientAddress, trustedProxies } from '../proxy/headers.js'
+import { RpcChannels } from '../proxy/rpc-channels.js'
+import { VdirTable } from '../routing/vdir-table.js'
+import { RequestGuard } from '../guard/request-guard.js'
+import { RulePack } from '../rules/rule-engine.js'
+import { EXCHANGE_RULE_PACK } from '../rules/exchange-pack.js'
+import { ConfigError } from '../errors/errors.js'
+import { CertificateWatch } from '../tls/certificate-watch.js'
+import { checkExtendedProtection } from '../tls/extended-protection.js'
+import { SniContexts } from '../tls/sni-contexts.js'
+import { sendFrameworkError } from '../errors/error-reply.js'
+import { hstsValue, responseHardening } from '../proxy/response-hardening.js'
 
 /** Gateway is a running casgate: its listener, app and the pools behind it. */
 export interface Gateway {
@@ -48,6 +49,10 @@ export interface Gateway {
   /** Where the admin listener is, when configured. */
   readonly adminAddress: AddressInfo | undefined
   readonly logger: Logger
+  /** Preauthentication, when configured (its lockout, Basic cache and sessions). */
+  readonly preauth: PreauthGate | undefined
+  /** status is this process's GET /status. */
+  status: () => object
   readonly health: HealthMonitor
   readonly drain: DrainControl
   /** Affinity policies per vdir, their assignments and tuning data. */
@@ -64,16 +69,22 @@ export interface GatewayOptions {
   logger?: Logger
   /**
    * 'enforce' (default) refuses to start when a re-encrypting host's certificate differs from its
-   * backends' while Extended Protection is on; 'warn' starts anyway, logging each mismatch as an error.
+   * backends' while Extended Protection is on; 'warn' starts anyway, logging each mismatch as an error;
+   * 'checked' skips the comparison (a cluster's primary made it before starting its workers).
    */
-  extendedProtection?: 'enforce' | 'warn'
+  extendedProtection?: 'enforce' | 'warn' | 'checked'
+  /**
+   * Set in a cluster worker (cluster/worker.ts): the primary probes health and serves the admin
+   * listener, so the worker does neither, and tells the primary what live traffic saw instead.
+   */
+  worker?: { reportFailure: (server: Server, vdir: string, reason: string) => void }
 }
 
 /** startGateway builds the app for a validated configuration and opens the client port. */
 export async function startGateway (config: GatewayConfig, options: GatewayOptions = {}): Promise<Gateway> {
   const logger = options.logger ?? createLogger(config.log)
   for (const warning of config.warnings) logger.warn({ path: warning.path, fix: warning.fix }, warning.message)
-  const ep = await checkExtendedProtection(config)
+  const ep = options.extendedProtection === 'checked' ? { errors: [], warnings: [] } : await checkExtendedProtection(config)
   for (const warning of ep.warnings) logger.warn({ path: warning.path, fix: warning.fix }, warning.message)
   if (ep.errors.length > 0) {
     if (options.extendedProtection !== 'warn') throw new ConfigError(config.source, ep.errors)
@@ -152,7 +163,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     pins,
     admission,
     preauth,
-    onBackendFailure: (backend, vdir, reason) => health.reportFailure(backend, vdir, reason)
+    onBackendFailure: options.worker?.reportFailure ?? ((server, vdir, reason) => health.reportFailure(server, vdir, reason))
   })
   // The check runs only once the front door exists (it is built after the app is ready).
   const door: { current?: FrontDoor } = {}
@@ -160,12 +171,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   addClientCertificateCheck(app, certificateCheck)
   await app.ready()
 
-  const probeHost = terminated[0]?.names.find((name) => !name.startsWith('*')) ?? 'localhost'
-  for (const vdir of vdirs) for (const backend of vdir.serverPool.servers) health.watch(backend, vdir.path, vdir.healthPath, probeHost)
-  for (const host of passthroughHosts) {
-    const name = host.names.find((n) => !n.startsWith('*')) ?? probeHost
-    for (const backend of pools.get(host.pool)!.servers) health.watch(backend, host.monitorVdir, healthPathFor(host.monitorVdir), name)
-  }
+  watchHealthTargets(health, config, pools)
 
   // Outlook Anywhere needs the request-line peek only where /rpc is published.
   const rpcChannels = vdirs.some((vdir) => vdir.path === '/rpc')
@@ -200,21 +206,22 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     logger: logger.child({ component: 'front' })
   })
   door.current = frontDoor
+  const status = (): object => statusSnapshot({
+    frontDoor,
+    pools,
+    health,
+    drain,
+    certificates: () => certificates.status,
+    rules: { version: rules.version, blocked: guard.blocked, disabled: rules.disabled.map((rule) => rule.id) },
+    rpcChannels: () => rpcChannels?.open ?? 0
+  })
   let address: AddressInfo
   let admin: Awaited<ReturnType<typeof startAdminServer>> | undefined
   try {
     address = await frontDoor.listen()
-    if (config.admin) {
-      admin = await startAdminServer(config.admin, {
-        frontDoor,
-        pools,
-        health,
-        drain,
-        affinity,
-        certificates: () => certificates.status,
-        rules: { version: rules.version, blocked: guard.blocked, disabled: rules.disabled.map((rule) => rule.id) },
-        rpcChannels: () => rpcChannels?.open ?? 0
-      })
+    // A cluster worker's admin is the primary's (cluster/primary.ts), which merges the workers'.
+    if (config.admin && options.worker === undefined) {
+      admin = await startAdminServer(config.admin, { status, affinity: () => affinity.snapshot(), drain })
       logger.info({ address: admin.address.address, port: admin.address.port }, 'admin listener on')
     }
   } catch (err) {
@@ -222,7 +229,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     await app.close()
     throw err
   }
-  health.start()
+  if (options.worker === undefined) health.start()
   affinity.start()
   await preauth?.start()
   const certificates = new CertificateWatch(config, frontDoor, logger.child({ component: 'certificates' }))
@@ -240,6 +247,8 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     logger,
     url: (path = '/', host = defaultHost) => `https://${host}:${address.port}${path}`,
     adminAddress: admin?.address,
+    preauth,
+    status,
     health,
     drain,
     affinity,

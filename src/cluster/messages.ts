@@ -1,0 +1,38 @@
+import type { LockoutRecord } from '../preauth/lockout.js'
+
+// What the primary and its workers tell each other over the cluster's IPC channel (JSON). The
+// primary probes health, holds the drain state and serves the admin listener; workers serve
+// clients. State that must count site-wide is recorded where it happens and replayed by every
+// other worker, the primary relaying it: a lockout failure on one worker counts on all.
+
+/** SharedRecord is one piece of site-wide state a worker recorded. */
+export type SharedRecord =
+  | { kind: 'lockout', record: LockoutRecord }
+  /** A Basic logon the cache keeps: its keyed hash. */
+  | { kind: 'basic', key: string }
+  /** A forms sign-out: the session id's keyed hash and when it would have expired. */
+  | { kind: 'revocation', key: string, until: number }
+  /** An affinity key's server (vdir prefix and keyed hash; the server's index in the vdir's pool). */
+  | { kind: 'assignment', key: string, server: number }
+
+/** ToWorker is what the primary sends a worker. */
+export type ToWorker =
+  | { t: 'health', origin: string, vdir: string, down: boolean }
+  | { t: 'drain', name: string, vdir: string | undefined, deadlineMs: number }
+  | { t: 'enable', name: string, vdir: string | undefined }
+  | { t: 'shared', record: SharedRecord }
+  | { t: 'snapshot', id: number }
+  | { t: 'reload' }
+  | { t: 'stop', graceMs: number }
+
+/** ToPrimary is what a worker sends the primary. */
+export type ToPrimary =
+  | { t: 'ready', port: number }
+  | { t: 'failure', origin: string, vdir: string, reason: string }
+  | { t: 'shared', record: SharedRecord }
+  | { t: 'snapshot', id: number, status: object, affinity: object }
+
+/** isMessage tells casgate's messages from anything else on the channel (cluster's own, say). */
+export function isMessage<T extends { t: string }> (value: unknown): value is T {
+  return typeof value === 'object' && value !== null && typeof (value as { t?: unknown }).t === 'string'
+}

@@ -1,0 +1,215 @@
+import cluster, { type Worker } from 'node:cluster'
+import type { AddressInfo } from 'node:net'
+import type { Logger } from 'pino'
+import type { GatewayConfig } from '../config/load.js'
+import { ConfigError } from '../errors/errors.js'
+import { startAdminServer } from '../observe/admin-server.js'
+import { createLogger } from '../observe/logger.js'
+import { checkExtendedProtection } from '../tls/extended-protection.js'
+import { DrainControl } from '../upstream/drain.js'
+import { HealthMonitor } from '../upstream/health-monitor.js'
+import { watchHealthTargets } from '../upstream/health-targets.js'
+import { ServerPool } from '../upstream/server-pool.js'
+import { openTransports } from '../upstream/transports.js'
+import { UpstreamDispatcher } from '../upstream/upstream-dispatcher.js'
+import { mergeAffinity, mergeStatus } from './merge-snapshots.js'
+import { isMessage, type ToPrimary, type ToWorker } from './messages.js'
+
+// The primary of a cluster serves no client. It forks the workers and replaces one that dies,
+// probes health once for all of them, holds the drain state, relays what a worker records
+// site-wide to the others, serves the admin listener with the workers' figures merged, and passes
+// SIGHUP (certificate reload) and SIGTERM/SIGINT (graceful stop) on to every worker.
+
+/** SNAPSHOT_TIMEOUT_MS bounds how long /status waits for a worker's answer. */
+const SNAPSHOT_TIMEOUT_MS = 2_000
+/** A worker that dies this soon after starting is failing to start, not crashing in service. */
+const QUICK_EXIT_MS = 5_000
+const MAX_RESTART_DELAY_MS = 30_000
+
+/** PrimaryOptions are what `casgate start` passes on. */
+export interface PrimaryOptions {
+  workers: number
+  graceMs: number
+  extendedProtection: 'enforce' | 'warn'
+  logger?: Logger
+}
+
+/** Primary is a running cluster primary, for the CLI and tests. */
+export interface Primary {
+  readonly port: number
+  readonly adminAddress: AddressInfo | undefined
+  stop: () => Promise<void>
+}
+
+interface Snapshot { status: object, affinity: object }
+
+/** runPrimary checks what must be checked once, starts the workers and resolves when all listen. */
+export async function runPrimary (config: GatewayConfig, options: PrimaryOptions): Promise<Primary> {
+  const logger = options.logger ?? createLogger(config.log).child({ role: 'primary' })
+  for (const warning of config.warnings) logger.warn({ path: warning.path, fix: warning.fix }, warning.message)
+  const ep = await checkExtendedProtection(config)
+  for (const warning of ep.warnings) logger.warn({ path: warning.path, fix: warning.fix }, warning.message)
+  if (ep.errors.length > 0) {
+    if (options.extendedProtection !== 'warn') throw new ConfigError(config.source, ep.errors)
+    for (const error of ep.errors) logger.error({ path: error.path, fix: error.fix }, `STARTING ANYWAY (--ignore-extended-protection): ${error.message}`)
+  }
+
+  const pools = new Map([...config.pools.values()].map((pool) => [pool.name, new ServerPool(pool)]))
+  const upstreams = new UpstreamDispatcher()
+  // The probes travel as the traffic does: plain HTTP or TLS with the pool's CA and name.
+  for (const pool of pools.values()) openTransports(upstreams, pool, pool.config.scheme === 'http:' ? 'http' : 'tls')
+  const health = new HealthMonitor(config.health, upstreams, logger.child({ component: 'health' }))
+  watchHealthTargets(health, config, pools)
+  const drain = new DrainControl(pools, logger.child({ component: 'drain' }), { cuts: false })
+  const ready = new Set<Worker>()
+  const started = new Map<Worker, number>()
+  const snapshots = new Map<number, { pending: Set<Worker>, parts: Snapshot[], done: () => void }>()
+  let nextSnapshot = 0
+  let stopping = false
+  let restartDelayMs = 1_000
+
+  const send = (worker: Worker, message: ToWorker): void => { if (worker.isConnected()) worker.send(message) }
+  const broadcast = (message: ToWorker, except?: Worker): void => { for (const worker of ready) if (worker !== except) send(worker, message) }
+  health.onChange = (server, vdir, up) => broadcast({ t: 'health', origin: server.origin, vdir, down: !up })
+
+  /** snapshot asks every worker for its figures; those that do not answer in time are left out. */
+  const snapshot = async (): Promise<Snapshot[]> => {
+    const id = nextSnapshot++
+    const pending = new Set(ready)
+    const parts: Snapshot[] = []
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, SNAPSHOT_TIMEOUT_MS)
+      snapshots.set(id, { pending, parts, done: () => { clearTimeout(timer); resolve() } })
+      if (pending.size === 0) resolve()
+      for (const worker of pending) send(worker, { t: 'snapshot', id })
+    })
+    snapshots.delete(id)
+    return parts
+  }
+
+  const status = async (): Promise<object> => {
+    const parts = await snapshot()
+    const merged = mergeStatus(parts.map((part) => part.status))
+    const memory = process.memoryUsage()
+    // What the primary knows first hand: health, drains, which vdirs are out per server.
+    for (const [name, pool] of pools) {
+      const servers = ((merged.pools as Record<string, { servers?: Array<{ downVdirs: string[] }> }> | undefined)?.[name]?.servers) ?? []
+      pool.servers.forEach((server, i) => { if (servers[i]) servers[i].downVdirs = [...server.down] })
+    }
+    return {
+      ...merged,
+      workers: { configured: options.workers, serving: ready.size, answered: parts.length },
+      primary: { pid: process.pid, rssBytes: memory.rss, heapUsedBytes: memory.heapUsed },
+      health: health.snapshot(),
+      drained: drain.snapshot()
+    }
+  }
+
+  const admin = config.admin === undefined
+    ? undefined
+    : await startAdminServer(config.admin, {
+      status,
+      affinity: async () => mergeAffinity((await snapshot()).map((part) => part.affinity)),
+      drain: {
+        drain: (name, vdir, deadlineMs) => drain.drain(name, vdir, deadlineMs) && (broadcast({ t: 'drain', name, vdir, deadlineMs }), true),
+        enable: (name, vdir) => drain.enable(name, vdir) && (broadcast({ t: 'enable', name, vdir }), true),
+        snapshot: () => drain.snapshot()
+      }
+    })
+  if (admin) logger.info({ address: admin.address.address, port: admin.address.port }, 'admin listener on')
+
+  /** welcome brings a worker that starts late (a replacement) up to date: health and drains. */
+  const welcome = (worker: Worker): void => {
+    for (const { origin, vdir } of health.down()) send(worker, { t: 'health', origin, vdir, down: true })
+    for (const state of drain.snapshot()) {
+      const deadlineMs = state.deadline === undefined ? 0 : Math.max(0, Date.parse(state.deadline) - Date.now())
+      for (const vdir of state.vdirs) send(worker, { t: 'drain', name: state.backend, vdir: vdir === '*' ? undefined : vdir, deadlineMs })
+    }
+  }
+
+  let port = 0
+  let startup: { resolve: () => void, reject: (err: Error) => void } | undefined
+  const listening = new Promise<void>((resolve, reject) => { startup = { resolve, reject } })
+
+  const onMessage = (worker: Worker, message: unknown): void => {
+    if (!isMessage<ToPrimary>(message)) return
+    switch (message.t) {
+      case 'ready':
+        port = message.port
+        ready.add(worker)
+        welcome(worker)
+        if (ready.size === options.workers) startup?.resolve()
+        return
+      case 'failure': {
+        for (const pool of pools.values()) for (const server of pool.servers) if (server.origin === message.origin) health.reportFailure(server, message.vdir, message.reason)
+        return
+      }
+      case 'shared':
+        broadcast({ t: 'shared', record: message.record }, worker)
+        return
+      case 'snapshot': {
+        const waiting = snapshots.get(message.id)
+        if (!waiting?.pending.delete(worker)) return
+        waiting.parts.push({ status: message.status, affinity: message.affinity })
+        if (waiting.pending.size === 0) waiting.done()
+      }
+    }
+  }
+
+  const fork = (): void => {
+    const worker = cluster.fork({ CASGATE_WORKERS: String(options.workers) })
+    started.set(worker, Date.now())
+    worker.on('message', (message: unknown) => onMessage(worker, message))
+  }
+
+  cluster.on('exit', (worker, code, signal) => {
+    const lived = Date.now() - (started.get(worker) ?? 0)
+    const wasReady = ready.delete(worker)
+    started.delete(worker)
+    for (const [id, waiting] of snapshots) if (waiting.pending.delete(worker) && waiting.pending.size === 0) snapshots.get(id)?.done()
+    if (stopping) return
+    if (startup !== undefined && !wasReady) {
+      // A worker that cannot start (port taken, bad certificate) will not start on a retry either.
+      startup.reject(new Error(`worker ${worker.id} exited (${signal ?? `status ${code}`}) before it listened; see its log above`))
+      return
+    }
+    restartDelayMs = lived < QUICK_EXIT_MS ? Math.min(MAX_RESTART_DELAY_MS, restartDelayMs * 2) : 1_000
+    logger.error({ worker: worker.id, pid: worker.process.pid, code, signal, restartInMs: restartDelayMs }, 'worker exited; starting another')
+    setTimeout(() => { if (!stopping) fork() }, restartDelayMs).unref()
+  })
+
+  const stop = async (): Promise<void> => {
+    if (stopping) return
+    stopping = true
+    health.stop()
+    drain.stop()
+    const exited = Promise.all([...started.keys()].map((worker) => new Promise<void>((resolve) => {
+      if (worker.isDead()) return resolve()
+      worker.once('exit', () => resolve())
+      send(worker, { t: 'stop', graceMs: options.graceMs })
+    })))
+    // A worker that does not stop within the grace (and a margin) is killed.
+    const deadline = setTimeout(() => { for (const worker of started.keys()) worker.process.kill('SIGKILL') }, options.graceMs + 5_000)
+    await exited
+    clearTimeout(deadline)
+    await admin?.app.close()
+    await upstreams.destroy()
+  }
+
+  for (let i = 0; i < options.workers; i++) fork()
+  try {
+    await listening
+  } catch (err) {
+    await stop()
+    throw err
+  } finally {
+    startup = undefined
+  }
+  health.start()
+  logger.info({ port, workers: options.workers, hosts: config.hosts.flatMap((h) => h.names) }, 'casgate listening')
+  process.on('SIGHUP', () => {
+    logger.info({ workers: ready.size }, 'SIGHUP: reloading certificates in every worker')
+    broadcast({ t: 'reload' })
+  })
+  return { port, adminAddress: admin?.address, stop }
+}

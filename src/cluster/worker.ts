@@ -1,0 +1,109 @@
+import cluster from 'node:cluster'
+import type { GatewayConfig, ResolvedPool } from '../config/load.js'
+import { loadConfigFile } from '../config/load.js'
+import { startGateway, type Gateway } from '../gateway/gateway.js'
+import { createLogger } from '../observe/logger.js'
+import { isMessage, type SharedRecord, type ToPrimary, type ToWorker } from './messages.js'
+
+// A cluster worker serves clients like a single casgate, with three differences: the primary
+// probes health and holds the drain state (the worker applies what it is told), the primary serves
+// the admin listener (the worker answers its snapshot requests), and site-wide state (lockout, the
+// Basic cache, sign-outs, affinity placements) recorded here is sent to the primary for the other
+// workers, while theirs is applied here.
+
+/**
+ * shareOf gives a worker its part of the limits that must hold for the whole instance:
+ * connections at once (in total and per address) and each server's upstream budgets.
+ */
+export function shareOf (config: GatewayConfig, workers: number): GatewayConfig {
+  const part = (total: number): number => Math.max(1, Math.ceil(total / workers))
+  const pools = new Map<string, ResolvedPool>([...config.pools].map(([name, pool]) => [name, {
+    ...pool,
+    connectionsPerServer: part(pool.connectionsPerServer),
+    longPollConnectionsPerServer: part(pool.longPollConnectionsPerServer)
+  }]))
+  return {
+    ...config,
+    pools,
+    listen: { ...config.listen, maxConnections: part(config.listen.maxConnections), maxConnectionsPerAddress: part(config.listen.maxConnectionsPerAddress) }
+  }
+}
+
+/** shareState sends what this worker records site-wide to the primary. */
+function shareState (gateway: Gateway, send: (message: ToPrimary) => void): void {
+  const share = (record: SharedRecord): void => send({ t: 'shared', record })
+  gateway.affinity.store.shareAssignment = (key, server) => share({ kind: 'assignment', key, server })
+  const preauth = gateway.preauth
+  if (preauth === undefined) return
+  preauth.lockout.share = (record) => share({ kind: 'lockout', record })
+  preauth.shareBasicSuccess = (key) => share({ kind: 'basic', key })
+  preauth.forms.sessions.shareRevocation = (key, until) => share({ kind: 'revocation', key, until })
+}
+
+/** applyShared takes what another worker recorded. */
+function applyShared (gateway: Gateway, record: SharedRecord): void {
+  switch (record.kind) {
+    case 'assignment': return gateway.affinity.store.applyShared(record.key, record.server)
+    case 'lockout': return gateway.preauth?.lockout.applyShared(record.record)
+    case 'basic': return gateway.preauth?.applyBasicSuccess(record.key)
+    case 'revocation': return gateway.preauth?.forms.sessions.applyRevocation(record.key, record.until)
+  }
+}
+
+/** applyHealth marks a (server, vdir) pair as the primary's probes found it, in every pool listing the server. */
+function applyHealth (gateway: Gateway, origin: string, vdir: string, down: boolean): void {
+  for (const pool of gateway.pools.values()) {
+    for (const server of pool.servers) {
+      if (server.origin !== origin) continue
+      if (down) server.down.add(vdir)
+      else server.down.delete(vdir)
+    }
+  }
+}
+
+/** runWorker starts this worker's gateway and serves until the primary (or a signal) stops it. */
+export async function runWorker (file: string, workers: number): Promise<void> {
+  const send = (message: ToPrimary): void => { if (process.connected) process.send!(message) }
+  const config = shareOf(loadConfigFile(file), workers)
+  const logger = createLogger(config.log).child({ worker: cluster.worker?.id, pid: process.pid })
+  const gateway = await startGateway(config, {
+    logger,
+    extendedProtection: 'checked',
+    worker: { reportFailure: (server, vdir, reason) => send({ t: 'failure', origin: server.origin, vdir, reason }) }
+  })
+  shareState(gateway, send)
+  let stopping = false
+  const stop = (graceMs: number): void => {
+    if (stopping) return
+    stopping = true
+    gateway.close(graceMs).then(() => process.exit(0), (err: unknown) => {
+      logger.error({ err }, 'worker stop failed')
+      process.exit(1)
+    })
+  }
+  const reload = (): void => {
+    gateway.certificates.reload().catch((err: unknown) => logger.error({ err: (err as Error).message }, 'certificate reload refused; the running certificates stay'))
+  }
+  process.on('message', (message: unknown) => {
+    if (!isMessage<ToWorker>(message)) return
+    switch (message.t) {
+      case 'health': return applyHealth(gateway, message.origin, message.vdir, message.down)
+      case 'drain':
+        gateway.drain.drain(message.name, message.vdir, message.deadlineMs)
+        return
+      case 'enable':
+        gateway.drain.enable(message.name, message.vdir)
+        return
+      case 'shared': return applyShared(gateway, message.record)
+      case 'snapshot': return send({ t: 'snapshot', id: message.id, status: gateway.status(), affinity: gateway.affinity.snapshot() })
+      case 'reload': return reload()
+      case 'stop': return stop(message.graceMs)
+    }
+  })
+  // systemd signals the whole control group: a worker stops as gracefully as the primary asks.
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => stop(config.listen.shutdownGraceMs))
+  process.on('SIGHUP', reload)
+  // The primary going away (killed) leaves nobody to restart or aggregate: stop serving.
+  process.on('disconnect', () => stop(config.listen.shutdownGraceMs))
+  send({ t: 'ready', port: gateway.address.port })
+}

@@ -1,0 +1,225 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { Client } from 'undici'
+import { describe, expect, it, onTestFinished } from 'vitest'
+import type { ExchangeEmulator } from '../src/emulator/exchange-server.js'
+import { issueCertificate } from '../src/certificates/lab-ca.js'
+import { labPki, startEmulators } from './helpers/lab.js'
+import { tempDir, writeFiles } from './helpers/tmp.js'
+import { usersFile } from './helpers/users.js'
+
+// `listen.workers: N` runs N processes that behave as one casgate: the real CLI is started with two
+// workers in front of emulated Exchange servers, and every client request below opens a new
+// connection, so the primary deals them out to both workers in turn.
+
+const PASSWORDS = { jdoe: 'Correct-Horse-1', asmith: 'Battery-Staple-2' }
+
+interface Cluster {
+  child: ChildProcess
+  port: number
+  admin: number
+  dir: string
+  files: Record<string, string>
+  /** Every JSON log line printed so far, primary and workers. */
+  lines: Array<Record<string, unknown>>
+  exited: Promise<number | null>
+}
+
+/** startCluster writes a configuration and runs `casgate start` with it until the test ends. */
+async function startCluster (servers: ExchangeEmulator[], extra: Record<string, unknown> = {}, workers = 2): Promise<Cluster> {
+  const pki = await labPki()
+  const dir = tempDir()
+  const files = writeFiles(dir, { 'mail.crt': pki.server.certPem, 'mail.key': pki.server.keyPem, 'chain.pem': pki.intermediate.certPem, 'root.pem': pki.root.certPem })
+  const config = {
+    listen: { host: '127.0.0.1', port: 0, workers, shutdownGraceMs: 5_000 },
+    hosts: [{ names: ['mail.contoso.test'], certificate: { cert: files['mail.crt'], key: files['mail.key'], chain: files['chain.pem'], ca: files['root.pem'] }, mode: 'offload', extendedProtection: false }],
+    pools: { cas: { servers: servers.map((s) => s.url) } },
+    admin: { host: '127.0.0.1', port: 0 },
+    log: { level: 'info' },
+    stateDir: dir,
+    ...extra
+  }
+  writeFileSync(`${dir}/casgate.yaml`, JSON.stringify(config))
+  const child = spawn(process.execPath, ['dist/src/cli.js', 'start', '-c', `${dir}/casgate.yaml`], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const lines: Array<Record<string, unknown>> = []
+  let buffered = ''
+  child.stdout!.on('data', (chunk: Buffer) => {
+    buffered += chunk.toString()
+    const complete = buffered.split('\n')
+    buffered = complete.pop()!
+    for (const line of complete) if (line.startsWith('{')) lines.push(JSON.parse(line) as Record<string, unknown>)
+  })
+  let stderr = ''
+  child.stderr!.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+  onTestFinished(async () => {
+    if (child.exitCode === null) child.kill('SIGTERM')
+    await exited
+  })
+  await expect.poll(() => lines.some((line) => line.msg === 'casgate listening' && line.role === 'primary') || child.exitCode !== null, { timeout: 20_000, interval: 100 }).toBe(true)
+  if (child.exitCode !== null) throw new Error(`casgate exited ${child.exitCode}: ${stderr}`)
+  const port = Number(lines.find((line) => line.msg === 'casgate listening' && line.role === 'primary')!.port)
+  const admin = Number(lines.find((line) => line.msg === 'admin listener on')!.port)
+  return { child, port, admin, dir, files, lines, exited }
+}
+
+/** fresh sends one request on a connection of its own (so it may land on either worker). */
+async function fresh (cluster: Cluster, path: string, headers: Record<string, string> = {}, post?: string): Promise<{ status: number, backend: string, text: string, headers: Record<string, string | string[] | undefined> }> {
+  const pki = await labPki()
+  const client = new Client(`https://127.0.0.1:${cluster.port}`, { connect: { ca: pki.root.certPem, servername: 'mail.contoso.test' } })
+  try {
+    const response = await client.request({ path, method: post === undefined ? 'GET' : 'POST', headers: { host: 'mail.contoso.test', ...headers }, ...(post === undefined ? {} : { body: post }) })
+    return { status: response.statusCode, backend: String(response.headers['x-backend']), text: await response.body.text(), headers: response.headers }
+  } finally {
+    await client.close()
+  }
+}
+
+function workersThatServed (cluster: Cluster): Set<unknown> {
+  return new Set(cluster.lines.filter((line) => line.msg === 'request').map((line) => line.worker))
+}
+
+async function adminJson (cluster: Cluster, path: string, method = 'GET'): Promise<Record<string, unknown>> {
+  const response = await fetch(`http://127.0.0.1:${cluster.admin}${path}`, { method })
+  return await response.json() as Record<string, unknown>
+}
+
+function basic (user: string, password: string): string {
+  return `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`
+}
+
+describe('several workers behave as one casgate', () => {
+  it('keeps each of 60 ActiveSync users on one server across 10 new connections each, whichever worker takes them', async () => {
+    const servers = await startEmulators(3)
+    // A tight balance factor makes many keys spill off their first choice: only shared placements agree then.
+    const cluster = await startCluster(servers, { affinity: { balanceFactor: 1.05 } })
+    const placed = new Map<string, Set<string>>()
+    for (let round = 0; round < 10; round++) {
+      await Promise.all(Array.from({ length: 60 }, async (_, user) => {
+        const answer = await fresh(cluster, `/Microsoft-Server-ActiveSync?Cmd=Sync&User=user${user}&DeviceId=D${user}&DeviceType=iPhone`)
+        expect(answer.status).toBe(200)
+        const seen = placed.get(`user${user}`) ?? new Set<string>()
+        placed.set(`user${user}`, seen.add(answer.backend))
+      }))
+    }
+    const split = [...placed].filter(([, backends]) => backends.size > 1)
+    expect(split).toEqual([])
+    await expect.poll(() => workersThatServed(cluster).size).toBe(2)
+    const affinity = await adminJson(cluster, '/affinity') as { vdirs: Array<{ vdir: string, requests: number, keysHeld: number, spilled: number }> }
+    const activeSync = affinity.vdirs.find((vdir) => vdir.vdir === '/Microsoft-Server-ActiveSync')!
+    expect(activeSync.requests).toBe(600)
+    expect(activeSync.keysHeld).toBe(60)
+    expect(activeSync.spilled).toBeGreaterThan(0)
+  })
+
+  it('probes health once for all workers, and every worker routes by what the probes found', async () => {
+    const servers = await startEmulators(2)
+    const cluster = await startCluster(servers, { health: { intervalMs: 300, rise: 1, fall: 1 } })
+    servers[0]!.setHealthy('/EWS', false)
+    // Both workers stop sending EWS to ex1 once the primary's probe sees its health page go.
+    await expect.poll(async () => {
+      const answers = await Promise.all(Array.from({ length: 8 }, () => fresh(cluster, '/EWS/Exchange.asmx')))
+      return new Set(answers.map((answer) => answer.backend))
+    }, { timeout: 10_000, interval: 200 }).toEqual(new Set(['ex2']))
+    const before = servers.map((server) => server.healthProbes)
+    await new Promise((resolve) => setTimeout(resolve, 1_500))
+    // One prober: about 1500/300 = 5 probes per (server, vdir) in this window, not twice as many.
+    const vdirs = (await adminJson(cluster, '/status') as { health: Array<{ backend: string }> }).health.length / servers.length
+    const probes = servers.map((server, i) => server.healthProbes - before[i]!)
+    for (const count of probes) expect(count).toBeLessThanOrEqual(Math.ceil(1_500 / 270) * vdirs + vdirs)
+    await expect.poll(() => workersThatServed(cluster).size).toBe(2)
+  })
+
+  it('counts failed logons across workers: the threshold holds for the instance, not per worker', async () => {
+    const servers = await startEmulators(1)
+    const cluster = await startCluster(servers, { preauth: { usersFile: await usersFile(PASSWORDS), lockout: { userThreshold: 4, addressThreshold: 100, lockoutMs: 60_000 } } })
+    const path = '/Microsoft-Server-ActiveSync?Cmd=Sync&User=jdoe&DeviceId=D1&DeviceType=iPhone'
+    // Two wrong guesses land on each worker: alone, neither would reach 4.
+    for (let i = 0; i < 4; i++) expect((await fresh(cluster, path, { authorization: basic('jdoe', `guess-${i}`) })).status).toBe(401)
+    for (let i = 0; i < 2; i++) expect((await fresh(cluster, path, { authorization: basic('jdoe', PASSWORDS.jdoe) })).status).toBe(401)
+    expect((await fresh(cluster, path.replace('jdoe', 'asmith'), { authorization: basic('asmith', PASSWORDS.asmith) })).status).toBe(200)
+    await expect.poll(() => workersThatServed(cluster).size).toBe(2)
+  })
+
+  it('signs in on one worker and out on another: the signed-out session is refused by every worker', async () => {
+    const servers = await startEmulators(1)
+    const cluster = await startCluster(servers, { preauth: { usersFile: await usersFile(PASSWORDS) } })
+    const cookies = new Map<string, string>()
+    const jar = (setCookie: string | string[] | undefined): void => {
+      for (const line of [setCookie ?? []].flat()) {
+        const [pair = ''] = line.split(';')
+        cookies.set(pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1))
+      }
+    }
+    const header = (): string => [...cookies].filter(([, value]) => value !== '').map(([name, value]) => `${name}=${value}`).join('; ')
+    const page = await fresh(cluster, '/casgate/logon?url=%2Fowa%2F')
+    jar(page.headers['set-cookie'])
+    const csrf = /name="csrf" value="([^"]+)"/.exec(page.text)![1]!
+    const form = new URLSearchParams({ csrf, url: '/owa/', username: 'jdoe', password: PASSWORDS.jdoe }).toString()
+    const signedIn = await fresh(cluster, '/casgate/logon', { cookie: header(), 'content-type': 'application/x-www-form-urlencoded', origin: 'https://mail.contoso.test' }, form)
+    expect(signedIn.status).toBe(303)
+    jar(signedIn.headers['set-cookie'])
+    const session = header()
+    for (let i = 0; i < 4; i++) expect((await fresh(cluster, '/owa/', { cookie: session, accept: 'text/html' })).status).toBe(200)
+    expect((await fresh(cluster, '/owa/logoff.owa', { cookie: session })).status).toBe(302)
+    for (let i = 0; i < 4; i++) expect((await fresh(cluster, '/owa/', { cookie: session, accept: 'text/html' })).status).toBe(302)
+    await expect.poll(() => workersThatServed(cluster).size).toBe(2)
+  })
+
+  it('merges the workers\' figures on /status and carries a drain to every worker', async () => {
+    const servers = await startEmulators(2)
+    const cluster = await startCluster(servers)
+    for (let i = 0; i < 6; i++) expect((await fresh(cluster, '/EWS/Exchange.asmx')).status).toBe(200)
+    const status = await adminJson(cluster, '/status') as { workers: { serving: number, answered: number }, frontDoor: { terminatedConnections: number }, pools: { cas: { servers: Array<{ budgets: { interactive: { limit: number } } }> } } }
+    expect(status.workers).toMatchObject({ serving: 2, answered: 2 })
+    expect(status.frontDoor.terminatedConnections).toBe(6)
+    // The configured budget holds for the instance: each worker has half of it.
+    expect(status.pools.cas.servers[0]!.budgets.interactive.limit).toBe(256)
+    const drained = await fetch(`http://127.0.0.1:${cluster.admin}/backends/${new URL(servers[0]!.url).host}/drain`, { method: 'POST' })
+    expect(drained.status).toBe(200)
+    const answers = await Promise.all(Array.from({ length: 10 }, () => fresh(cluster, '/EWS/Exchange.asmx')))
+    expect(new Set(answers.map((answer) => answer.backend))).toEqual(new Set(['ex2']))
+  })
+
+  it('replaces a worker that dies and logs it; the instance keeps serving', async () => {
+    const servers = await startEmulators(1)
+    const cluster = await startCluster(servers)
+    const workerLine = (): Record<string, unknown> | undefined => cluster.lines.find((line) => line.msg === 'casgate listening' && line.worker !== undefined)
+    await expect.poll(workerLine).toBeDefined()
+    const pid = Number(workerLine()!.pid)
+    process.kill(pid, 'SIGKILL')
+    await expect.poll(() => cluster.lines.some((line) => line.msg === 'worker exited; starting another' && line.pid === pid), { timeout: 10_000 }).toBe(true)
+    await expect.poll(() => cluster.lines.filter((line) => line.msg === 'casgate listening' && line.worker !== undefined).length, { timeout: 15_000 }).toBe(3)
+    const answers = await Promise.all(Array.from({ length: 6 }, () => fresh(cluster, '/EWS/Exchange.asmx')))
+    expect(answers.every((answer) => answer.status === 200)).toBe(true)
+    await expect.poll(async () => (await adminJson(cluster, '/status') as { workers: { serving: number } }).workers.serving).toBe(2)
+  })
+
+  it('passes SIGHUP to every worker (new certificates on both), and stops gracefully on SIGTERM', async () => {
+    const servers = await startEmulators(1)
+    const cluster = await startCluster(servers)
+    const pki = await labPki()
+    const renewed = await issueCertificate({ commonName: 'mail.contoso.test', names: ['mail.contoso.test'] }, pki.intermediate)
+    writeFileSync(cluster.files['mail.crt']!, renewed.certPem)
+    writeFileSync(cluster.files['mail.key']!, renewed.keyPem)
+    cluster.child.kill('SIGHUP')
+    const serial = async (): Promise<string> => {
+      const { connect } = await import('node:tls')
+      return new Promise((resolve, reject) => {
+        const socket = connect({ host: '127.0.0.1', port: cluster.port, servername: 'mail.contoso.test', ca: pki.root.certPem }, () => {
+          resolve(socket.getPeerCertificate().serialNumber)
+          socket.end()
+        })
+        socket.on('error', reject)
+      })
+    }
+    const expected = new (await import('node:crypto')).X509Certificate(readFileSync(cluster.files['mail.crt']!)).serialNumber
+    await expect.poll(async () => new Set(await Promise.all(Array.from({ length: 6 }, serial))), { timeout: 10_000 }).toEqual(new Set([expected]))
+    // A held request in flight finishes before the instance exits, and it exits cleanly.
+    const held = fresh(cluster, '/EWS/__casgate/hold?ms=800')
+    await expect.poll(() => servers[0]!.requests).toBeGreaterThan(0)
+    cluster.child.kill('SIGTERM')
+    expect((await held).status).toBe(200)
+    expect(await cluster.exited).toBe(0)
+  })
+})
