@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os'
 import { exchangeProfile } from './config/exchange-profile.js'
 import type { GatewayConfig } from './config/load.js'
 import { describeSessionSecret } from './config/preauth-config.js'
@@ -47,6 +48,11 @@ function edgeLines (config: GatewayConfig): string[] {
 /** checkReport renders what a configuration publishes, for `casgate check`, warnings under their host. */
 export function checkReport (config: GatewayConfig): string {
   const lines: string[] = [`configuration ${config.source} is valid`]
+  const workers = config.listen.workers
+  if (workers === 'auto' || workers > 1) {
+    const count = workers === 'auto' ? `one per core (${availableParallelism()} here)` : String(workers)
+    lines.push(`  workers: ${count}, behind one port; a primary probes health, serves the admin listener and shares lockout, the Basic cache, sign-outs and affinity placements; connection limits and upstream budgets below are totals, divided among the workers`)
+  }
   const shown = new Set<ConfigIssue>()
   const warningsUnder = (prefix: string): string[] => config.warnings.filter((w) => w.path.startsWith(prefix)).map((w) => {
     shown.add(w)

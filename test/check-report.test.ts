@@ -41,4 +41,12 @@ describe('casgate check shows the edge', () => {
     expect(report).toContain('upstream connections per server: 256 interactive, 20000 long polls (apart: held Pings never take an OWA click\'s); over budget, a request waits 5 s, then 503')
     expect(existsSync(join(dir, 'session-secret'))).toBe(false)
   })
+
+  it('says how many workers serve and that the limits are totals; says nothing of workers for one process', async () => {
+    const one = checkReport(await labConfig({ mode: 'offload', servers: ['http://127.0.0.1:1'] }, { writeState: false }))
+    expect(one).not.toContain('workers:')
+    const four = checkReport(await labConfig({ mode: 'offload', servers: ['http://127.0.0.1:1'], listen: { workers: 4 } }, { writeState: false }))
+    expect(four).toContain('  workers: 4, behind one port; a primary probes health')
+    expect(four).toContain('connection limits and upstream budgets below are totals, divided among the workers')
+  })
 })
