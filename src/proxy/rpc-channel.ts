@@ -2,16 +2,15 @@ import type { Socket } from 'node:net'
 import type { Logger } from 'pino'
 import { CasgateError } from '../errors/errors.js'
 import { parseRequestHead, type RequestHead } from '../front/request-head.js'
-import { RPC_METHODS } from '../front/request-line.js'
 import type { RequestGuard } from '../guard/request-guard.js'
 import { claimedUser } from '../auth/logon-user.js'
 import type { BudgetAdmission } from '../upstream/budget-admission.js'
 import type { Lease } from '../upstream/lease.js'
 import type { UpstreamDispatcher } from '../upstream/upstream-dispatcher.js'
-import { removeCookies } from '../util/cookies.js'
 import { errorResponseText } from '../errors/error-reply.js'
-import { clientAddress, upstreamRequestHeaders, type TrustedProxies } from './headers.js'
+import { clientAddress, type TrustedProxies } from './headers.js'
 import type { RoutedVdir } from './routed-vdir.js'
+import { judgeRpcHead, upstreamRpcHead } from './rpc-request.js'
 import { RpcUpstream, type SentRequest } from './rpc-upstream.js'
 import { upstreamFailure } from './upstream-errors.js'
 
@@ -200,29 +199,12 @@ export class RpcConnection {
 
   #handle (head: RequestHead): void {
     const peer = this.#client.remoteAddress
-    if (!RPC_METHODS.has(head.method)) {
-      this.#refuse(new CasgateError('CASGATE_ERR_METHOD_NOT_ALLOWED', [head.method, 'an RPC over HTTP connection']), 'not an RPC method', head)
-      return
-    }
-    if (head.headers.host === undefined) {
-      this.#refuse(new CasgateError('CASGATE_ERR_BAD_REQUEST', ['no Host header']), 'no host', head)
-      return
-    }
-    const verdict = this.#options.guard.check({ method: head.method, target: head.target, rawHeaders: head.rawHeaders, headers: head.headers, client: peer })
+    const verdict = judgeRpcHead(head, this.#client, this.#options.guard, this.#options.hostCheck)
     if (!verdict.ok) {
       this.#refuse(verdict.error, verdict.reason, head)
       return
     }
     const vdir = verdict.vdir
-    if (vdir === undefined || vdir.path !== '/rpc') {
-      this.#refuse(new CasgateError('CASGATE_ERR_METHOD_NOT_ALLOWED', [head.method, vdir ? vdir.path : 'this path']), 'rpc outside /rpc', head)
-      return
-    }
-    const certificate = this.#options.hostCheck(this.#client, verdict.host?.replace(/:\d+$/, ''))
-    if (certificate !== undefined) {
-      this.#refuse(certificate, 'client certificate', head)
-      return
-    }
     const authorization = head.headers.authorization
     const lockoutSource = clientAddress({ socket: this.#client, headers: head.headers }, this.#options.trusted)
     const locked = this.#options.lockedOut(authorization, lockoutSource, head.target)
@@ -253,21 +235,14 @@ export class RpcConnection {
     }
     const upstream = this.#upstream!
     vdir.selector.count(upstream.backend)
-    const headers = upstreamRequestHeaders(head.rawHeaders, peer, this.#options.trusted, verdict.host!)
-    removeCookies(headers, this.#options.ownCookies)
-    // The length is casgate's to state: it relays exactly that many bytes, whatever else was said.
-    for (let i = headers.length - 2; i >= 0; i -= 2) if (headers[i]!.toLowerCase() === 'content-length') headers.splice(i, 2)
-    headers.push('content-length', String(head.contentLength))
     // The upstream connection is this client connection's alone: its end is the client's to say.
     this.#closeAfterBody = /(^|,)\s*close\s*(,|$)/i.test(String(head.headers.connection ?? ''))
-    if (this.#closeAfterBody) headers.push('connection', 'close')
-    let text = `${head.method} ${head.target} HTTP/1.1\r\n`
-    for (let i = 0; i < headers.length; i += 2) text += `${headers[i]}: ${headers[i + 1]}\r\n`
+    const text = upstreamRpcHead(head, peer, this.#options.trusted, verdict.host, this.#options.ownCookies, this.#closeAfterBody)
     this.#forwarded++
     this.#bytesIn += head.headLength
     this.#options.accessLog.info({ client: peer, method: head.method, url: head.target, vdir: vdir.path, backend: upstream.backend.name, tunnel: true, contentLength: head.contentLength }, 'request')
     const sent: SentRequest = { logon: claimedUser(authorization) === undefined ? undefined : authorization, source: lockoutSource, url: head.target, sentAt: performance.now() }
-    const room = upstream.send(`${text}\r\n`, sent)
+    const room = upstream.send(text, sent)
     this.#bodyLeft = head.contentLength
     this.#state = 'body'
     this.#refreshIdle()
