@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import type { ResolvedVdir } from '../src/config/resolve.js'
+import type { ResolvedVdir } from '../src/config/vdir-tables.js'
 import { parseRequestTarget } from '../src/routing/request-target.js'
 import { VdirTable } from '../src/routing/vdir-table.js'
 import { decodeFully, decodeOnce, MAX_DECODE_ROUNDS } from '../src/rules/decode.js'

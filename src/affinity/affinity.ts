@@ -1,5 +1,5 @@
 import type { AffinitySettings } from '../config/load.js'
-import type { ResolvedVdir } from '../config/resolve.js'
+import type { ResolvedVdir } from '../config/vdir-tables.js'
 import type { ServerPool } from '../upstream/server-pool.js'
 import { AffinityKeys } from './affinity-keys.js'
 import { AssignmentStore } from './assignment-store.js'
@@ -19,9 +19,10 @@ export class Affinity {
   }
 
   /** forVdir creates the policy object of one routed vdir. */
-  forVdir (vdir: ResolvedVdir, pool: ServerPool): VdirAffinity {
+  forVdir (vdir: ResolvedVdir, pool: ServerPool, host?: string): VdirAffinity {
     const affinity = new VdirAffinity({
       vdir: vdir.path,
+      host,
       policy: vdir.affinity,
       followCookie: vdir.affinityCookie,
       pool,

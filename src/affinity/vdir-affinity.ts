@@ -25,6 +25,8 @@ export interface AffinityChoice {
 /** VdirAffinityOptions bind a vdir's policy to its pool and the shared store. */
 export interface VdirAffinityOptions {
   vdir: string
+  /** The host whose own table the vdir belongs to; undefined for the site-wide table. */
+  host?: string | undefined
   policy: AffinityPolicy
   /** affinity cookie: the backend cookie to follow; undefined inserts casgate's own. */
   followCookie: string | undefined
@@ -53,6 +55,7 @@ const ACTIVE_SYNC = '/microsoft-server-activesync'
  */
 export class VdirAffinity implements AssignmentOwner {
   readonly vdir: string
+  readonly host: string | undefined
   readonly policy: AffinityPolicy
   readonly pool: ServerPool
   readonly held: Int32Array
@@ -79,6 +82,7 @@ export class VdirAffinity implements AssignmentOwner {
 
   constructor (options: VdirAffinityOptions) {
     this.vdir = options.vdir
+    this.host = options.host
     this.policy = options.policy
     this.pool = options.pool
     this.held = new Int32Array(options.pool.servers.length)
@@ -238,6 +242,7 @@ export class VdirAffinity implements AssignmentOwner {
     }))
     return {
       vdir: this.vdir,
+      ...(this.host !== undefined ? { host: this.host } : {}),
       policy: this.policy,
       ...(this.policy === 'cookie' ? { cookie: this.#followCookie ?? this.#cookieName, cookieSource: this.#followCookie ? 'backend' : 'casgate' } : {}),
       pool: this.pool.name,

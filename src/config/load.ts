@@ -12,7 +12,8 @@ import { checkCertificate } from '../certificates/certificate-check.js'
 import { zodIssuesToConfigIssues } from './issues.js'
 import { EXCHANGE_RULE_PACK } from '../rules/exchange-pack.js'
 import { RulePack } from '../rules/rule-engine.js'
-import { resolveTopology, type ResolvedVdir } from './resolve.js'
+import { resolveTopology } from './resolve.js'
+import type { ResolvedVdir } from './vdir-tables.js'
 import { resolveSecret, type SecretSource } from './secrets.js'
 import { resolvePreauth, type PreauthSettings } from './preauth-config.js'
 import { configSchema, type AffinityConfig, type AdminConfig, type CertificateConfig, type HealthConfig, type HstsConfig, type RulesConfig, type PoolConfig, type RawConfig, type SslMode } from './schema.js'
@@ -25,6 +26,8 @@ export interface TerminatedHost {
   extendedProtection: boolean
   /** When set, a client certificate from `ca` (not revoked in `crl`) is required on these names. */
   clientCertificate: ClientCertificateRequirement | undefined
+  /** What it publishes: its own table, or the site-wide one (the very same array). */
+  vdirs: readonly ResolvedVdir[]
 }
 
 /** ClientCertificateRequirement is a host's second factor: CA and revocation lists, as PEM. */
@@ -183,7 +186,7 @@ export function buildConfig (input: unknown, options: { source: string, baseDir:
     const findings = checkCertificate({ path, certificate, names: host.names, extraRoots })
     issues.push(...findings.errors)
     warnings.push(...findings.warnings)
-    hosts.push({ names: host.names, mode: host.mode, certificate, extendedProtection: host.extendedProtection, clientCertificate: host.clientCertificate && loadClientCertificate(host.clientCertificate, options.baseDir, `hosts[${i}].clientCertificate`, issues) })
+    hosts.push({ names: host.names, mode: host.mode, certificate, extendedProtection: host.extendedProtection, clientCertificate: host.clientCertificate && loadClientCertificate(host.clientCertificate, options.baseDir, `hosts[${i}].clientCertificate`, issues), vdirs: topology.hostVdirs.get(i) ?? [] })
   })
 
   const pools = new Map<string, ResolvedPool>()

@@ -1,29 +1,11 @@
 import { BlockList, isIP } from 'node:net'
 import type { ConfigIssue } from '../errors/errors.js'
 import { closest } from './issues.js'
-import { exchangeProfile, healthPathFor, LONG_POLL_MINIMUM_MS } from './exchange-profile.js'
-import type { AffinityPolicy, PoolConfig, PreauthPolicy, RawConfig, SslMode } from './schema.js'
+import type { PoolConfig, RawConfig, SslMode } from './schema.js'
+import { resolveHostVdirs, resolveSiteVdirs, type ResolvedVdir } from './vdir-tables.js'
 
 // Checks that need more than one key at a time (pool references, mode against scheme, …) and
 // the merge of the config's vdirs over the Exchange profile.
-
-/** ResolvedVdir is one published virtual directory with every default filled in. */
-export interface ResolvedVdir {
-  /** Canonical spelling, e.g. /Microsoft-Server-ActiveSync. */
-  path: string
-  pool: string
-  timeoutMs: number
-  healthPath: string
-  affinity: AffinityPolicy
-  /** affinity cookie: the backend cookie to follow; undefined means casgate inserts its own. */
-  affinityCookie: string | undefined
-  /** none unless the configuration has a preauth block. */
-  preauth: PreauthPolicy
-  /** Append script-src-attr 'none' to the CSP of HTML responses (CVE-2026-42897 mitigation). */
-  cspScriptSrcAttrNone: boolean
-  /** Exchange holds its requests open: they take the pool's long-poll budget. */
-  longPoll: boolean
-}
 
 /** ResolvedPoolServers is a pool's server list, parsed. */
 export interface ResolvedPoolServers {
@@ -66,101 +48,6 @@ function parseServers (name: string, pool: PoolConfig, issues: ConfigIssue[]): R
     }
   }
   return { name, servers, scheme }
-}
-
-function resolveVdirs (config: RawConfig, issues: ConfigIssue[], warnings: ConfigIssue[]): ResolvedVdir[] {
-  // Pools that only passthrough hosts use carry no HTTP: they are not candidates for vdirs.
-  const passthroughPools = new Set(config.hosts.filter((host) => host.mode === 'passthrough').map((host) => host.pool))
-  const poolNames = Object.keys(config.pools).filter((name) => !passthroughPools.has(name))
-  const defaultPool = poolNames.length === 1 ? poolNames[0] : undefined
-  const seen = new Map<string, string>()
-  const entries = new Map(exchangeProfile.map((profile) => [profile.path.toLowerCase(), { profile, override: {} as RawConfig['vdirs'][string], key: '' }]))
-
-  for (const [key, override] of Object.entries(config.vdirs)) {
-    const path = `vdirs.${key}`
-    if (!/^\/[^/?#\s]+$/.test(key)) {
-      issues.push({ path, message: 'a virtual directory is one path segment starting with /', fix: 'write it like /owa' })
-      continue
-    }
-    const lower = key.toLowerCase()
-    const earlier = seen.get(lower)
-    if (earlier !== undefined) {
-      issues.push({ path, message: `duplicates vdirs.${earlier} (paths are case-insensitive)`, fix: 'keep one of them' })
-      continue
-    }
-    seen.set(lower, key)
-    const entry = entries.get(lower)
-    if (entry) {
-      entry.override = override
-      entry.key = key
-    } else {
-      entries.set(lower, { profile: { path: key, enabled: true, timeoutMs: 5 * 60_000, note: 'custom' }, override, key })
-    }
-  }
-
-  const vdirs: ResolvedVdir[] = []
-  const withoutPool: string[] = []
-  for (const { profile, override, key } of entries.values()) {
-    const enabled = override.enabled ?? (key !== '' || profile.enabled)
-    if (!enabled) continue
-    const pool = override.pool ?? defaultPool
-    if (pool === undefined) {
-      withoutPool.push(key || profile.path)
-      continue
-    }
-    if (!(pool in config.pools)) {
-      const suggestion = closest(pool, Object.keys(config.pools))
-      issues.push({ path: `vdirs.${key || profile.path}.pool`, message: `no pool named ${JSON.stringify(pool)} (pools: ${poolNames.join(', ') || 'none'})`, fix: suggestion ? `did you mean "${suggestion}"?` : 'define it under pools' })
-      continue
-    }
-    const timeoutMs = override.timeoutMs ?? profile.timeoutMs
-    if (profile.longPoll && timeoutMs < LONG_POLL_MINIMUM_MS) {
-      warnings.push({
-        path: `vdirs.${key || profile.path}.timeoutMs`,
-        message: `${timeoutMs} ms is shorter than Exchange holds requests on ${profile.path} (${profile.note}); Microsoft recommends at least 15–30 minutes, and long polls will end in 504`,
-        fix: `raise it to at least ${LONG_POLL_MINIMUM_MS} (the profile default is ${profile.timeoutMs})`
-      })
-    }
-    const affinity = override.affinity ?? profile.affinity ?? 'none'
-    if (override.affinityCookie !== undefined && affinity !== 'cookie') {
-      issues.push({ path: `vdirs.${key || profile.path}.affinityCookie`, message: `applies to affinity: cookie, but this vdir's affinity is ${affinity}`, fix: 'set affinity: cookie, or remove affinityCookie' })
-    }
-    if (affinity === 'source-ip') {
-      warnings.push({
-        path: `vdirs.${key || profile.path}.affinity`,
-        message: 'source-ip affinity puts every client behind one address (a mobile carrier\'s NAT, a company proxy) on one server',
-        fix: profile.path === '/Microsoft-Server-ActiveSync' ? 'use affinity: authorization (the profile default), which keys on the user' : 'use affinity: none or cookie unless the clients really have addresses of their own'
-      })
-    }
-    const preauth = config.preauth === undefined ? 'none' : override.preauth ?? profile.preauth ?? 'none'
-    if (profile.path === '/rpc' && override.preauth !== undefined && override.preauth !== 'none') {
-      issues.push({ path: `vdirs.${key || profile.path}.preauth`, message: 'Outlook Anywhere\'s RPC channels are tunnelled from their request line and cannot be preauthenticated (nor can Outlook answer a form)', fix: 'set preauth: none; Exchange authenticates /rpc itself' })
-    } else if (config.preauth === undefined && override.preauth !== undefined && override.preauth !== 'none') {
-      issues.push({ path: `vdirs.${key || profile.path}.preauth`, message: `${override.preauth} preauthentication needs a credential provider`, fix: 'add preauth: { ldap: { urls: [...], bindName: "{user}@contoso.com" } } or preauth: { usersFile: users.txt }' })
-    }
-    vdirs.push({
-      path: profile.path,
-      pool,
-      timeoutMs,
-      healthPath: override.healthPath ?? healthPathFor(profile.path),
-      affinity,
-      affinityCookie: override.affinityCookie,
-      preauth,
-      cspScriptSrcAttrNone: override.cspScriptSrcAttrNone ?? false,
-      longPoll: override.longPoll ?? profile.longPoll ?? false
-    })
-  }
-  if (withoutPool.length > 0) {
-    const which = `${withoutPool.join(', ')} ${withoutPool.length === 1 ? 'has' : 'have'} no pool`
-    issues.push(poolNames.length === 0
-      ? { path: 'vdirs', message: `${which}: every pool is used by passthrough hosts`, fix: 'define a pool of Client Access servers for the terminated hosts\' vdirs' }
-      : {
-          path: 'vdirs',
-          message: `${which}, and with more than one pool (${poolNames.join(', ')}) none is implied`,
-          fix: `name the pool of each published vdir, e.g. vdirs: { ${withoutPool[0]}: { pool: ${poolNames[0]} } }, or set enabled: false`
-        })
-  }
-  return vdirs
 }
 
 function checkHostNames (config: RawConfig, issues: ConfigIssue[]): void {
@@ -216,7 +103,7 @@ function checkTerminatedHost (host: RawConfig['hosts'][number], i: number, vdirs
       fix: 'use mode: reencrypt with the certificate the Exchange servers serve, or, only if Extended Protection is off on the Exchange servers, set extendedProtection: false on this host'
     })
   }
-  for (const key of ['pool', 'balance', 'idleTimeoutMs', 'monitorVdir'] as const) {
+  for (const key of ['balance', 'idleTimeoutMs', 'monitorVdir'] as const) {
     if (host[key] !== undefined) issues.push({ path: `${at}.${key}`, message: 'applies to mode passthrough only', fix: `remove it; ${host.mode} hosts route by vdirs` })
   }
   const wanted = schemeOfMode[host.mode as 'offload' | 'reencrypt']
@@ -248,18 +135,38 @@ export function parseTrustProxy (entries: readonly string[], issues: ConfigIssue
   return list
 }
 
-/** resolveTopology merges the vdirs over the Exchange profile and checks cross-key rules. */
-export function resolveTopology (config: RawConfig, issues: ConfigIssue[], warnings: ConfigIssue[]): { vdirs: ResolvedVdir[], pools: Map<string, ResolvedPoolServers>, trustProxy: BlockList } {
+/** Topology is what resolveTopology finds: the site-wide vdir table, each host's, the pools, trusted proxies. */
+export interface Topology {
+  vdirs: ResolvedVdir[]
+  /** Each terminated host's table, by its index in hosts (the site-wide array itself when it has none of its own). */
+  hostVdirs: Map<number, ResolvedVdir[]>
+  pools: Map<string, ResolvedPoolServers>
+  trustProxy: BlockList
+}
+
+/** resolveTopology merges the vdirs over the Exchange profile, per host, and checks cross-key rules. */
+export function resolveTopology (config: RawConfig, issues: ConfigIssue[], warnings: ConfigIssue[]): Topology {
   const pools = new Map(Object.entries(config.pools).map(([name, pool]) => [name, parseServers(name, pool, issues)]))
-  const terminates = config.hosts.some((host) => host.mode !== 'passthrough')
+  const terminated = config.hosts.flatMap((host, i) => host.mode === 'passthrough' ? [] : [{ host, i }])
   // With passthrough hosts only, nothing is routed by path and vdirs do not apply.
-  const vdirs = terminates ? resolveVdirs(config, issues, warnings) : []
-  checkHostNames(config, issues)
+  const found: ConfigIssue[] = []
+  const foundWarnings: ConfigIssue[] = []
+  const siteIssues: ConfigIssue[] = []
+  const vdirs = terminated.length > 0 ? resolveSiteVdirs(config, siteIssues, foundWarnings) : []
+  const hostVdirs = new Map(terminated.map(({ host, i }) => [i, resolveHostVdirs(config, host, i, vdirs, found, foundWarnings)]))
+  checkHostNames(config, found)
   config.hosts.forEach((host, i) => {
-    if (host.mode === 'passthrough') checkPassthroughHost(host, i, pools, issues)
-    else checkTerminatedHost(host, i, vdirs, pools, issues)
+    if (host.mode === 'passthrough') checkPassthroughHost(host, i, pools, found)
+    else checkTerminatedHost(host, i, hostVdirs.get(i)!, pools, found)
   })
-  const trustProxy = parseTrustProxy(config.trustProxy, issues)
-  if (terminates && vdirs.length === 0 && !issues.some((issue) => issue.path.startsWith('vdirs'))) issues.push({ path: 'vdirs', message: 'no virtual directory is published', fix: 'enable at least one, e.g. vdirs: { /owa: { enabled: true } }' })
-  return { vdirs, pools, trustProxy }
+  const trustProxy = parseTrustProxy(config.trustProxy, found)
+  const usesSiteTable = terminated.some(({ i }) => hostVdirs.get(i) === vdirs)
+  // What the site-wide table lacks as a whole matters only to hosts that publish it; its keys always.
+  found.unshift(...siteIssues.filter((issue) => usesSiteTable || issue.path !== 'vdirs'))
+  if (usesSiteTable && vdirs.length === 0 && !found.some((issue) => issue.path.startsWith('vdirs'))) found.push({ path: 'vdirs', message: 'no virtual directory is published', fix: 'enable at least one, e.g. vdirs: { /owa: { enabled: true } }' })
+  // A site-wide setting a host's table inherits is reported once, not once per table.
+  const once = (list: ConfigIssue[]): ConfigIssue[] => [...new Map(list.map((issue) => [`${issue.path}\0${issue.message}`, issue])).values()]
+  issues.push(...once(found))
+  warnings.push(...once(foundWarnings))
+  return { vdirs, hostVdirs, pools, trustProxy }
 }

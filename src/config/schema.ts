@@ -66,6 +66,24 @@ export const listenSchema = z.strictObject({
     .describe('Host name whose host block takes connections without SNI (default: the first offload/reencrypt host).')
 })
 
+export const vdirSchema = z.strictObject({
+  pool: z.string().optional().describe('Pool serving this virtual directory (default: the only pool, when there is one).'),
+  enabled: z.boolean().optional().describe('Whether the path is published (Exchange profile default).'),
+  timeoutMs: z.number().int().positive().optional()
+    .describe('Longest silence tolerated from the backend: waiting for headers, or between body chunks (Exchange profile default).'),
+  healthPath: z.string().startsWith('/').optional().describe('Managed Availability health page (default /<vdir>/healthcheck.htm).'),
+  affinity: z.enum(['none', 'authorization', 'cookie', 'source-ip']).optional()
+    .describe('Which requests stay on one server: none (balance every request), authorization (the user behind the Authorization header; ActiveSync also User=/DeviceId=), cookie (a cookie names the server), source-ip (the client address; all users behind one NAT land on one server). Exchange profile default: ActiveSync authorization, OWA/ECP cookie, the rest none.'),
+  affinityCookie: z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be a cookie name (letters, digits and !#$%&\'*+-.^_`|~)').optional()
+    .describe('affinity cookie: follow this cookie set by the backends (each value stays with the server that set it) instead of inserting casgate\'s own signed cookie.'),
+  cspScriptSrcAttrNone: z.boolean().optional()
+    .describe('Response hardening: append script-src-attr \'none\' to the Content-Security-Policy of the vdir\'s HTML responses (adding one when there is none), Microsoft\'s mitigation for CVE-2026-42897 in OWA: inline event-handler attributes stop running, script files and blocks still do (default false; set it on /owa until the security update is installed).'),
+  longPoll: z.boolean().optional()
+    .describe('Whether the vdir holds requests open (long polls): they then use the pool\'s longPollConnectionsPerServer budget, not the interactive one (Exchange profile default: ActiveSync, EWS, MAPI and RPC true, the rest false).'),
+  preauth: z.enum(['forms', 'basic', 'none']).optional()
+    .describe('Preauthentication at casgate when a preauth block exists: forms (casgate\'s login page, then Basic to Exchange), basic (401 + Basic, checked before forwarding), none. Exchange profile default: OWA/ECP forms, ActiveSync and EWS basic, the rest none.')
+})
+
 export const hostSchema = z.strictObject({
   names: z.array(z.string().min(1)).min(1).describe('Host names (SNI) of this block; `*.domain` wildcards allowed.'),
   mode: z.enum(['offload', 'reencrypt', 'passthrough'])
@@ -73,7 +91,11 @@ export const hostSchema = z.strictObject({
   certificate: certificateSchema.optional().describe('offload/reencrypt: the certificate served for these names, with its full chain.'),
   extendedProtection: z.boolean().default(true)
     .describe('Whether Exchange Extended Protection (channel binding) is on for these names (default true, Exchange\'s default since 2019 CU14). Offload is refused with it; reencrypt needs the very certificate the backends serve.'),
-  pool: z.string().optional().describe('passthrough: the pool whose servers receive the connections.'),
+  pool: z.string().optional().describe('passthrough: the pool whose servers receive the connections; offload/reencrypt: the pool of this host\'s vdirs that name none.'),
+  vdirs: z.record(z.string(), vdirSchema).optional()
+    .describe('offload/reencrypt: this host\'s own virtual directories, as the site-wide vdirs block (which, over the Exchange profile, is their default) with these changes. Without vdirs, publish and pool the host publishes the site-wide table.'),
+  publish: z.array(z.string().min(1)).min(1).optional()
+    .describe('offload/reencrypt: publish only these vdirs of the host\'s table, e.g. [/autodiscover] (listed ones are published even where the profile has them off, like /ecp); every other path on this host gets casgate\'s 404.'),
   balance: z.enum(['source-ip', 'least-connections']).optional()
     .describe('passthrough: source-ip (rendezvous hashing of the client address, the only key at layer 4) or least-connections (default source-ip).'),
   idleTimeoutMs: z.number().int().positive().optional()
@@ -107,24 +129,6 @@ export const poolSchema = z.strictObject({
     .describe('How long a request waits for a free upstream connection of its budget before casgate answers 503 with Retry-After (default 5 s; HAProxy\'s "timeout queue").'),
   connectTimeoutMs: z.number().int().positive().default(5_000)
     .describe('How long to wait for a backend connection, TLS included (default 5 s).')
-})
-
-export const vdirSchema = z.strictObject({
-  pool: z.string().optional().describe('Pool serving this virtual directory (default: the only pool, when there is one).'),
-  enabled: z.boolean().optional().describe('Whether the path is published (Exchange profile default).'),
-  timeoutMs: z.number().int().positive().optional()
-    .describe('Longest silence tolerated from the backend: waiting for headers, or between body chunks (Exchange profile default).'),
-  healthPath: z.string().startsWith('/').optional().describe('Managed Availability health page (default /<vdir>/healthcheck.htm).'),
-  affinity: z.enum(['none', 'authorization', 'cookie', 'source-ip']).optional()
-    .describe('Which requests stay on one server: none (balance every request), authorization (the user behind the Authorization header; ActiveSync also User=/DeviceId=), cookie (a cookie names the server), source-ip (the client address; all users behind one NAT land on one server). Exchange profile default: ActiveSync authorization, OWA/ECP cookie, the rest none.'),
-  affinityCookie: z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be a cookie name (letters, digits and !#$%&\'*+-.^_`|~)').optional()
-    .describe('affinity cookie: follow this cookie set by the backends (each value stays with the server that set it) instead of inserting casgate\'s own signed cookie.'),
-  cspScriptSrcAttrNone: z.boolean().optional()
-    .describe('Response hardening: append script-src-attr \'none\' to the Content-Security-Policy of the vdir\'s HTML responses (adding one when there is none), Microsoft\'s mitigation for CVE-2026-42897 in OWA: inline event-handler attributes stop running, script files and blocks still do (default false; set it on /owa until the security update is installed).'),
-  longPoll: z.boolean().optional()
-    .describe('Whether the vdir holds requests open (long polls): they then use the pool\'s longPollConnectionsPerServer budget, not the interactive one (Exchange profile default: ActiveSync, EWS, MAPI and RPC true, the rest false).'),
-  preauth: z.enum(['forms', 'basic', 'none']).optional()
-    .describe('Preauthentication at casgate when a preauth block exists: forms (casgate\'s login page, then Basic to Exchange), basic (401 + Basic, checked before forwarding), none. Exchange profile default: OWA/ECP forms, ActiveSync and EWS basic, the rest none.')
 })
 
 export const healthSchema = z.strictObject({

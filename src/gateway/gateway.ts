@@ -28,7 +28,7 @@ import casgateProxy from '../proxy/proxy-plugin.js'
 import type { RoutedVdir } from '../proxy/routed-vdir.js'
 import { clientAddress, trustedProxies } from '../proxy/headers.js'
 import { RpcChannels } from '../proxy/rpc-channels.js'
-import { VdirTable } from '../routing/vdir-table.js'
+import { Publications } from '../routing/publications.js'
 import { RequestGuard } from '../guard/request-guard.js'
 import { RulePack } from '../rules/rule-engine.js'
 import { EXCHANGE_RULE_PACK } from '../rules/exchange-pack.js'
@@ -96,14 +96,20 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   const terminated = config.hosts.filter((host): host is TerminatedHost => host.mode !== 'passthrough')
   const affinity = new Affinity(config.affinity)
   const hsts = hstsValue(config.hsts)
-  const vdirs: RoutedVdir[] = config.vdirs.map((vdir) => ({
-    ...vdir,
-    serverPool: pools.get(vdir.pool)!,
-    selector: affinity.forVdir(vdir, pools.get(vdir.pool)!),
-    hardening: responseHardening(hsts, vdir.cspScriptSrcAttrNone)
-  }))
+  // Each table a host publishes gets its routed vdirs (pool, affinity policy, hardening) once:
+  // hosts that publish the site-wide table share them.
+  const publications = new Publications<RoutedVdir>(config.hosts, config.defaultHost, (table) => {
+    const owner = terminated.find((host) => host.vdirs === table && table !== config.vdirs)
+    return table.map((vdir) => ({
+      ...vdir,
+      serverPool: pools.get(vdir.pool)!,
+      selector: affinity.forVdir(vdir, pools.get(vdir.pool)!, owner?.names[0]),
+      hardening: responseHardening(hsts, vdir.cspScriptSrcAttrNone)
+    }))
+  })
+  const vdirs = publications.all().flatMap((publication) => [...publication.vdirs.values()])
   const passthroughHosts = config.hosts.filter((host): host is PassthroughHost => host.mode === 'passthrough')
-  const vdirPools = [...new Set(vdirs.map((vdir) => vdir.serverPool))]
+  const poolsOf = (hosts: readonly TerminatedHost[]): ServerPool[] => [...new Set(hosts.flatMap((host) => host.vdirs.map((vdir) => pools.get(vdir.pool)!)))]
   const upstreams = new UpstreamDispatcher()
   const health = new HealthMonitor(config.health, upstreams, logger.child({ component: 'health' }))
   const pins = new ConnectionPins(upstreams, config.listen.idleTimeoutMs)
@@ -137,7 +143,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   const terminatedWith = (mode: TerminatedHost['mode']): TerminatedHost[] => terminated.filter((host) => host.mode === mode)
   for (const [mode, plugin] of [['offload', offloadMode], ['reencrypt', reencryptMode]] as const) {
     const hosts = terminatedWith(mode)
-    if (hosts.length > 0) await app.register(plugin, { hosts, pools: vdirPools, upstreams })
+    if (hosts.length > 0) await app.register(plugin, { hosts, pools: poolsOf(hosts), upstreams })
   }
   if (passthroughHosts.length > 0) {
     const passthroughPools = [...new Set(passthroughHosts.map((host) => pools.get(host.pool)!))]
@@ -150,10 +156,11 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   }
   const rules = new RulePack(EXCHANGE_RULE_PACK, config.rules.disable)
   for (const rule of rules.disabled) logger.warn({ rule: rule.id, cve: rule.cve }, 'exploit rule switched off by configuration (rules.disable)')
-  const guard = new RequestGuard<RoutedVdir>({ vdirs: new VdirTable(vdirs), rules, sessionCookie: config.preauth?.cookieName, log: logger.child({ component: 'rules' }) })
+  const guard = new RequestGuard<RoutedVdir>({ rules, sessionCookie: config.preauth?.cookieName, log: logger.child({ component: 'rules' }) })
   const fallbackHost = hostOfConnection(terminated, config.defaultHost)
   await app.register(casgateProxy, {
     guard,
+    publications,
     fallbackHost,
     hsts: config.hsts,
     upstreams,
@@ -177,6 +184,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   const rpcChannels = vdirs.some((vdir) => vdir.path === '/rpc')
     ? new RpcChannels({
       guard,
+      publications,
       upstreams,
       trusted,
       headersTimeoutMs: config.listen.headersTimeoutMs,
@@ -235,7 +243,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   const certificates = new CertificateWatch(config, frontDoor, logger.child({ component: 'certificates' }))
   certificates.status = { checkedAt: new Date().toISOString(), errors: ep.errors, warnings: ep.warnings }
   certificates.start()
-  logger.info({ address: address.address, port: address.port, hosts: config.hosts.flatMap((h) => h.names), vdirs: vdirs.map((v) => v.path) }, 'casgate listening')
+  logger.info({ address: address.address, port: address.port, hosts: config.hosts.flatMap((h) => h.names), vdirs: [...new Set(vdirs.map((v) => v.path))] }, 'casgate listening')
 
   const defaultHost = config.defaultHost.names.find((name) => !name.startsWith('*')) ?? 'localhost'
   return {

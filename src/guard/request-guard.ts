@@ -2,7 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import type { Logger } from 'pino'
 import { CasgateError } from '../errors/errors.js'
 import { parseHostHeader } from '../util/host-names.js'
-import type { ResolvedVdir } from '../config/resolve.js'
+import type { ResolvedVdir } from '../config/vdir-tables.js'
 import { parseRequestTarget, type RequestTarget } from '../routing/request-target.js'
 import type { VdirTable } from '../routing/vdir-table.js'
 import { readCookies } from '../util/cookies.js'
@@ -34,9 +34,8 @@ export type GuardVerdict<V> =
   | { ok: true, target: RequestTarget, vdir: V | undefined, host: string | undefined }
   | { ok: false, error: CasgateError, reason: string }
 
-/** RequestGuardOptions wire the guard to the routing table, the rule pack and the log. */
-export interface RequestGuardOptions<V extends ResolvedVdir> {
-  vdirs: VdirTable<V>
+/** RequestGuardOptions wire the guard to the rule pack and the log. */
+export interface RequestGuardOptions {
   rules: RuleMatcher
   /** casgate's session cookie: a request may carry it once. */
   sessionCookie: string | undefined
@@ -68,16 +67,16 @@ function refuse (problem: string): { ok: false, error: CasgateError, reason: str
 
 /** RequestGuard runs the checks of every request and counts the rule pack's blocks. */
 export class RequestGuard<V extends ResolvedVdir> {
-  readonly #options: RequestGuardOptions<V>
+  readonly #options: RequestGuardOptions
   /** Blocks per rule id since start, for /status. */
   readonly blocked = new Map<string, number>()
 
-  constructor (options: RequestGuardOptions<V>) {
+  constructor (options: RequestGuardOptions) {
     this.#options = options
   }
 
-  /** check judges one request head. */
-  check (request: GuardRequest): GuardVerdict<V> {
+  /** check judges one request head, routed by the vdir table of the host its connection was made to. */
+  check (request: GuardRequest, vdirs: VdirTable<V>): GuardVerdict<V> {
     const parsed = parseRequestTarget(request.target)
     if (!parsed.ok) return refuse(parsed.problem)
     const twice = duplicated(request.rawHeaders)
@@ -93,7 +92,7 @@ export class RequestGuard<V extends ResolvedVdir> {
     if (session !== undefined && request.headers.cookie !== undefined && readCookies(request.headers.cookie, session).length > 1) {
       return refuse(`more than one ${session} cookie`)
     }
-    const vdir = this.#options.vdirs.matchPath(parsed.target.path)
+    const vdir = vdirs.matchPath(parsed.target.path)
     // Unpublished paths are answered 404 and never forwarded: no rule needs to look at them.
     if (vdir === undefined) return { ok: true, target: parsed.target, vdir, host }
     const rule = this.#options.rules.match({ method: request.method, target: request.target, headers: request.headers, vdir: vdir.path })

@@ -1,5 +1,6 @@
 import type { ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
+import type { TLSSocket } from 'node:tls'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Logger } from 'pino'
@@ -7,6 +8,7 @@ import type { HstsConfig } from '../config/schema.js'
 import { sendError, sendFrameworkError } from '../errors/error-reply.js'
 import { CasgateError } from '../errors/errors.js'
 import type { RequestGuard } from '../guard/request-guard.js'
+import type { Publications } from '../routing/publications.js'
 import type { GateOutcome } from '../preauth/gate-outcome.js'
 import type { PreauthGate } from '../preauth/preauth-gate.js'
 import type { BudgetAdmission } from '../upstream/budget-admission.js'
@@ -23,6 +25,8 @@ import type { RoutedVdir } from './routed-vdir.js'
 export interface ProxyPluginOptions {
   /** Every request's checks and routing (target, Host, duplicates, rule pack, vdir). */
   guard: RequestGuard<RoutedVdir>
+  /** Which host's vdir table serves a connection, and whether a request's Host agrees with it. */
+  publications: Publications<RoutedVdir>
   /** Strict-Transport-Security for every response, when configured. */
   hsts: HstsConfig | undefined
   /** Host sent upstream for an HTTP/1.0 request without one: the name the client connected to. */
@@ -49,7 +53,7 @@ const proxiedMethods = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'PATC
 
 async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptions): Promise<void> {
   if (!options?.upstreams || !options.guard) throw new TypeError('casgate proxy: guard and upstreams are required')
-  const { accessLog, upstreams, trusted, idleTimeoutMs, guard, fallbackHost } = options
+  const { accessLog, upstreams, trusted, idleTimeoutMs, guard, publications, fallbackHost } = options
   if (!options.pins) throw new TypeError('casgate proxy: pins is required')
   const pins = options.pins
   const preauth = options.preauth
@@ -100,10 +104,16 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
       logAccess(request, res, record)
     })
 
-    const verdict = guard.check({ method: request.method, target: request.url, rawHeaders: request.raw.rawHeaders, headers: request.headers, client: record.client })
+    // Routed by host first: the table of the host the connection was made to (its SNI name).
+    const publication = publications.forServerName((socket as TLSSocket).servername)
+    const verdict = guard.check({ method: request.method, target: request.url, rawHeaders: request.raw.rawHeaders, headers: request.headers, client: record.client }, publication.vdirs)
     if (!verdict.ok) {
       record.refused = verdict.reason
       return sendError(reply, verdict.error)
+    }
+    if (publications.misdirected(publication, verdict.host)) {
+      record.refused = 'host of another connection'
+      return sendError(reply, new CasgateError('CASGATE_ERR_MISDIRECTED', [verdict.host]))
     }
     const vdir = verdict.vdir
     if (vdir === undefined) return sendError(reply, new CasgateError('CASGATE_ERR_NOT_PUBLISHED'))

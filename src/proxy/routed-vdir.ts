@@ -1,5 +1,5 @@
 import type { VdirAffinity } from '../affinity/vdir-affinity.js'
-import type { ResolvedVdir } from '../config/resolve.js'
+import type { ResolvedVdir } from '../config/vdir-tables.js'
 import type { ServerPool } from '../upstream/server-pool.js'
 import type { ResponseHardening } from './response-hardening.js'
 

@@ -1,8 +1,10 @@
 import type { Socket } from 'node:net'
+import type { TLSSocket } from 'node:tls'
 import type { Logger } from 'pino'
 import { CasgateError } from '../errors/errors.js'
 import { parseRequestHead, type RequestHead } from '../front/request-head.js'
 import type { RequestGuard } from '../guard/request-guard.js'
+import type { Publications } from '../routing/publications.js'
 import { claimedUser } from '../auth/logon-user.js'
 import type { BudgetAdmission } from '../upstream/budget-admission.js'
 import type { Lease } from '../upstream/lease.js'
@@ -25,6 +27,8 @@ import { upstreamFailure } from './upstream-errors.js'
 /** RpcChannelOptions wire RPC connections to the guard and the upstream side. */
 export interface RpcChannelOptions {
   guard: RequestGuard<RoutedVdir>
+  /** Which host's vdir table serves the connection (its SNI name). */
+  publications: Publications<RoutedVdir>
   upstreams: UpstreamDispatcher
   trusted: TrustedProxies
   /** How long one request head may take to arrive, from its first byte. */
@@ -199,7 +203,7 @@ export class RpcConnection {
 
   #handle (head: RequestHead): void {
     const peer = this.#client.remoteAddress
-    const verdict = judgeRpcHead(head, this.#client, this.#options.guard, this.#options.hostCheck)
+    const verdict = judgeRpcHead(head, this.#client as TLSSocket, this.#options.guard, this.#options.publications, this.#options.hostCheck)
     if (!verdict.ok) {
       this.#refuse(verdict.error, verdict.reason, head)
       return

@@ -1,8 +1,10 @@
 import type { Socket } from 'node:net'
+import type { TLSSocket } from 'node:tls'
 import { CasgateError } from '../errors/errors.js'
 import type { RequestHead } from '../front/request-head.js'
 import { RPC_METHODS } from '../front/request-line.js'
 import type { RequestGuard } from '../guard/request-guard.js'
+import type { Publications } from '../routing/publications.js'
 import { removeCookies } from '../util/cookies.js'
 import { upstreamRequestHeaders, type TrustedProxies } from './headers.js'
 import type { RoutedVdir } from './routed-vdir.js'
@@ -20,11 +22,13 @@ export type RpcVerdict =
  * request guard (target, duplicates, rules), routing to /rpc and nothing else, and the client
  * certificate verdict of the host named.
  */
-export function judgeRpcHead (head: RequestHead, client: Socket, guard: RequestGuard<RoutedVdir>, hostCheck: (socket: Socket, hostName: string | undefined) => CasgateError | undefined): RpcVerdict {
+export function judgeRpcHead (head: RequestHead, client: TLSSocket, guard: RequestGuard<RoutedVdir>, publications: Publications<RoutedVdir>, hostCheck: (socket: Socket, hostName: string | undefined) => CasgateError | undefined): RpcVerdict {
   if (!RPC_METHODS.has(head.method)) return { ok: false, error: new CasgateError('CASGATE_ERR_METHOD_NOT_ALLOWED', [head.method, 'an RPC over HTTP connection']), reason: 'not an RPC method' }
   if (head.headers.host === undefined) return { ok: false, error: new CasgateError('CASGATE_ERR_BAD_REQUEST', ['no Host header']), reason: 'no host' }
-  const verdict = guard.check({ method: head.method, target: head.target, rawHeaders: head.rawHeaders, headers: head.headers, client: client.remoteAddress })
+  const publication = publications.forServerName(client.servername)
+  const verdict = guard.check({ method: head.method, target: head.target, rawHeaders: head.rawHeaders, headers: head.headers, client: client.remoteAddress }, publication.vdirs)
   if (!verdict.ok) return { ok: false, error: verdict.error, reason: verdict.reason }
+  if (publications.misdirected(publication, verdict.host)) return { ok: false, error: new CasgateError('CASGATE_ERR_MISDIRECTED', [verdict.host]), reason: 'host of another connection' }
   const vdir = verdict.vdir
   if (vdir === undefined || vdir.path !== '/rpc') return { ok: false, error: new CasgateError('CASGATE_ERR_METHOD_NOT_ALLOWED', [head.method, vdir ? vdir.path : 'this path']), reason: 'rpc outside /rpc' }
   const certificate = hostCheck(client, verdict.host?.replace(/:\d+$/, ''))

@@ -1,4 +1,4 @@
-import type { ResolvedVdir } from '../config/resolve.js'
+import type { ResolvedVdir } from '../config/vdir-tables.js'
 
 /**
  * VdirTable finds the published virtual directory of a request path. Exchange treats paths

@@ -47,8 +47,8 @@ export function backendLeaf (url: URL, serverName: string | undefined, timeoutMs
   })
 }
 
-function affectedVdirs (config: GatewayConfig): { required: string[], accept: string[] } {
-  const published = config.vdirs.map((vdir) => vdir.path)
+function affectedVdirs (host: TerminatedHost): { required: string[], accept: string[] } {
+  const published = host.vdirs.map((vdir) => vdir.path)
   return {
     required: published.filter((path) => extendedProtectionByVdir[path] === 'required'),
     accept: published.filter((path) => extendedProtectionByVdir[path] === 'accept')
@@ -57,19 +57,20 @@ function affectedVdirs (config: GatewayConfig): { required: string[], accept: st
 
 /**
  * checkExtendedProtection compares, for every re-encrypting host with Extended Protection on, the
- * certificate casgate serves with the one each backend serves. A mismatch is an error naming the
+ * certificate casgate serves with the one each server of the pools it publishes serves (a host is
+ * compared with its own pools only). A mismatch is an error naming the
  * backend, both thumbprints, the vdirs that will break and the fix; an unreachable backend is a
  * warning (it may simply be down now).
  */
 export async function checkExtendedProtection (config: GatewayConfig, timeoutMs = 5_000): Promise<{ errors: ConfigIssue[], warnings: ConfigIssue[] }> {
   const errors: ConfigIssue[] = []
   const warnings: ConfigIssue[] = []
-  const { required, accept } = affectedVdirs(config)
-  const pools = [...new Set(config.vdirs.map((vdir) => vdir.pool))].map((name) => config.pools.get(name)!)
   const checks: Array<Promise<void>> = []
   config.hosts.forEach((host, i) => {
-    if (host.mode !== 'reencrypt' || !(host as TerminatedHost).extendedProtection) return
-    const front = (host as TerminatedHost).certificate.leaf
+    if (host.mode !== 'reencrypt' || !host.extendedProtection) return
+    const { required, accept } = affectedVdirs(host)
+    const pools = [...new Set(host.vdirs.map((vdir) => vdir.pool))].map((name) => config.pools.get(name)!)
+    const front = host.certificate.leaf
     const path = `hosts[${i}].certificate`
     for (const pool of pools) {
       for (const server of pool.servers) {
