@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os'
 import { exchangeProfile } from './config/exchange-profile.js'
-import type { GatewayConfig } from './config/load.js'
+import type { GatewayConfig, TerminatedHost } from './config/load.js'
+import type { ResolvedVdir } from './config/vdir-tables.js'
 import { describeSessionSecret } from './config/preauth-config.js'
 import type { ConfigIssue } from './errors/errors.js'
 import { EXCHANGE_PROFILE_BEARER_NOTE, EXCLUSION_PRESETS } from './preauth/exclusions.js'
@@ -45,6 +46,15 @@ function edgeLines (config: GatewayConfig): string[] {
   return lines
 }
 
+/** vdirLine is one published vdir: its pool, timeout, affinity, preauthentication and hardening. */
+function vdirLine (config: GatewayConfig, vdir: ResolvedVdir): string {
+  const profile = exchangeProfile.find((p) => p.path === vdir.path)
+  const affinity = vdir.affinity === 'cookie' ? `cookie ${vdir.affinityCookie ?? `${config.affinity.cookieName}-${vdir.pool} (casgate's)`}` : vdir.affinity
+  const preauth = config.preauth === undefined ? '' : `, preauth ${vdir.preauth}`
+  const hardening = vdir.cspScriptSrcAttrNone ? ', CSP script-src-attr \'none\' (CVE-2026-42897)' : ''
+  return `vdir ${vdir.path} -> pool ${vdir.pool}, timeout ${Math.round(vdir.timeoutMs / 1000)} s, affinity ${affinity}${preauth}${hardening}${profile ? ` (${profile.note})` : ''}`
+}
+
 /** checkReport renders what a configuration publishes, for `casgate check`, warnings under their host. */
 export function checkReport (config: GatewayConfig): string {
   const lines: string[] = [`configuration ${config.source} is valid`]
@@ -64,9 +74,12 @@ export function checkReport (config: GatewayConfig): string {
       return
     }
     const leaf = host.certificate.leaf
-    lines.push(`  host ${host.names.join(', ')} (${host.mode})`)
+    lines.push(`  host ${host.names.join(', ')} (${host.mode}${host.clientCertificate ? ', client certificate required' : ''})`)
     lines.push(`    certificate ${leaf.subject.replace(/\n/g, ', ')}; expires ${new Date(leaf.validTo).toISOString().slice(0, 10)}; chain ${host.certificate.chain.length} intermediate(s)`)
+    // The whiteboard view: what each name publishes, where it goes, how it is authenticated.
     lines.push(...warningsUnder(`hosts[${i}]`))
+    if (host.vdirs === config.vdirs) lines.push('    publishes the site-wide vdirs (below)')
+    else lines.push(...host.vdirs.map((vdir) => `    ${vdirLine(config, vdir)}`))
   })
   for (const pool of config.pools.values()) {
     lines.push(`  pool ${pool.name}: ${pool.servers.map((url) => url.origin).join(', ')} (${pool.balance})`)
@@ -74,14 +87,9 @@ export function checkReport (config: GatewayConfig): string {
     const held = pool.longPollConnectionsPerServer * pool.servers.length
     lines.push(`    upstream connections per server: ${pool.connectionsPerServer} interactive, ${pool.longPollConnectionsPerServer} long polls (apart: held Pings never take an OWA click's); over budget, a request waits ${Math.round(pool.queueTimeoutMs / 100) / 10} s, then 503. Up to ${held} held requests need ${held * 2} descriptors (client and upstream) under listen.maxConnections ${config.listen.maxConnections}`)
   }
-  for (const vdir of config.vdirs) {
-    const profile = exchangeProfile.find((p) => p.path === vdir.path)
-    const affinity = vdir.affinity === 'cookie' ? `cookie ${vdir.affinityCookie ?? `${config.affinity.cookieName}-${vdir.pool} (casgate's)`}` : vdir.affinity
-    const preauth = config.preauth === undefined ? '' : `, preauth ${vdir.preauth}`
-    const hardening = vdir.cspScriptSrcAttrNone ? ', CSP script-src-attr \'none\' (CVE-2026-42897)' : ''
-    lines.push(`  vdir ${vdir.path} -> pool ${vdir.pool}, timeout ${Math.round(vdir.timeoutMs / 1000)} s, affinity ${affinity}${preauth}${hardening}${profile ? ` (${profile.note})` : ''}`)
-  }
-  if (config.vdirs.some((vdir) => vdir.affinity !== 'none')) {
+  const terminated = config.hosts.filter((host): host is TerminatedHost => host.mode !== 'passthrough')
+  if (terminated.some((host) => host.vdirs === config.vdirs)) for (const vdir of config.vdirs) lines.push(`  ${vdirLine(config, vdir)}`)
+  if (terminated.some((host) => host.vdirs.some((vdir) => vdir.affinity !== 'none'))) {
     const source = { file: 'affinity.secretFile', env: 'affinity.secretEnv', certificate: 'derived from the first host\'s private key', random: 'random at each start' }[config.affinity.secretSource]
     lines.push(`  affinity: up to ${config.affinity.maxEntries} assignments, idle ${Math.round(config.affinity.idleTtlMs / 60_000)} min, balance factor ${config.affinity.balanceFactor}, secret ${source}`)
   }

@@ -135,6 +135,42 @@ export function parseTrustProxy (entries: readonly string[], issues: ConfigIssue
   return list
 }
 
+/** strengthOf says how a host authenticates a vdir before Exchange sees the request. */
+function strengthOf (host: RawConfig['hosts'][number], vdir: ResolvedVdir): { certificate: boolean, preauth: string } {
+  return { certificate: host.clientCertificate !== undefined, preauth: vdir.preauth }
+}
+
+/**
+ * checkWalkArounds warns when two hosts publish one vdir to one pool with different
+ * authentication (a client certificate, or preauthentication, on one name and not the other): a
+ * client keeps the weaker name and walks around the stronger one's checks.
+ */
+function checkWalkArounds (config: RawConfig, hostVdirs: ReadonlyMap<number, readonly ResolvedVdir[]>, warnings: ConfigIssue[]): void {
+  const seen = new Map<string, { i: number, certificate: boolean, preauth: string }>()
+  for (const [i, vdirs] of hostVdirs) {
+    const host = config.hosts[i]!
+    for (const vdir of vdirs) {
+      const key = `${vdir.path.toLowerCase()} ${vdir.pool}`
+      const strength = strengthOf(host, vdir)
+      const first = seen.get(key)
+      if (first === undefined) {
+        seen.set(key, { i, ...strength })
+        continue
+      }
+      const weaker = (a: { certificate: boolean, preauth: string }, b: { certificate: boolean, preauth: string }): string | undefined =>
+        a.certificate !== b.certificate ? 'client certificate' : a.preauth !== b.preauth ? `preauthentication (${b.preauth === 'none' ? a.preauth : b.preauth})` : undefined
+      const what = weaker(first, strength)
+      if (what === undefined) continue
+      const [strong, weak] = first.certificate || (first.preauth !== 'none' && strength.preauth === 'none') ? [first.i, i] : [i, first.i]
+      warnings.push({
+        path: `hosts[${weak}]`,
+        message: `publishes ${vdir.path} to pool ${vdir.pool} without the ${what} that hosts[${strong}] (${config.hosts[strong]!.names[0]}) requires for it: a client can use ${config.hosts[weak]!.names[0]} instead and walk around that check`,
+        fix: `publish ${vdir.path} on one of them only (hosts[${weak}].publish), or require the same on both`
+      })
+    }
+  }
+}
+
 /** Topology is what resolveTopology finds: the site-wide vdir table, each host's, the pools, trusted proxies. */
 export interface Topology {
   vdirs: ResolvedVdir[]
@@ -159,6 +195,7 @@ export function resolveTopology (config: RawConfig, issues: ConfigIssue[], warni
     if (host.mode === 'passthrough') checkPassthroughHost(host, i, pools, found)
     else checkTerminatedHost(host, i, hostVdirs.get(i)!, pools, found)
   })
+  checkWalkArounds(config, hostVdirs, foundWarnings)
   const trustProxy = parseTrustProxy(config.trustProxy, found)
   const usesSiteTable = terminated.some(({ i }) => hostVdirs.get(i) === vdirs)
   // What the site-wide table lacks as a whole matters only to hosts that publish it; its keys always.
