@@ -6,9 +6,11 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { createLabPki } from '../dist/src/certificates/lab-ca.js'
 
 export const work = resolve('bench/results/work')
-export const ORIGIN_HTTP = 18080
-export const ORIGIN_HTTPS = 18443
-export const PROXY_PORT = 19443
+// BENCH_PORT_OFFSET moves every port, so that two benches on one box (two worktrees) do not meet.
+const offset = Number(process.env.BENCH_PORT_OFFSET ?? 0)
+export const ORIGIN_HTTP = 18080 + offset
+export const ORIGIN_HTTPS = 18443 + offset
+export const PROXY_PORT = 19443 + offset
 export const nginxBin = ['/usr/sbin/nginx', 'nginx'].find((bin) => { try { execFileSync(bin, ['-v'], { stdio: 'ignore' }); return true } catch { return false } })
 
 /** prepareWork makes a fresh work directory with a lab certificate and the origin's files. */
