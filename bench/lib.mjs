@@ -6,9 +6,11 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { createLabPki } from '../dist/src/certificates/lab-ca.js'
 
 export const work = resolve('bench/results/work')
-export const ORIGIN_HTTP = 18080
-export const ORIGIN_HTTPS = 18443
-export const PROXY_PORT = 19443
+// BENCH_PORT_OFFSET moves every port, so that two benches on one box (two worktrees) do not meet.
+const offset = Number(process.env.BENCH_PORT_OFFSET ?? 0)
+export const ORIGIN_HTTP = 18080 + offset
+export const ORIGIN_HTTPS = 18443 + offset
+export const PROXY_PORT = 19443 + offset
 export const nginxBin = ['/usr/sbin/nginx', 'nginx'].find((bin) => { try { execFileSync(bin, ['-v'], { stdio: 'ignore' }); return true } catch { return false } })
 
 /** prepareWork makes a fresh work directory with a lab certificate and the origin's files. */
@@ -32,10 +34,11 @@ export async function prepareWork (files = {}) {
   }
 }
 
-export function nginxConf (name, body) {
+/** nginxConf writes an nginx.conf of one worker: `body` goes in the http block, `main` before it (load_module, stream). */
+export function nginxConf (name, body, main = '') {
   const dir = join(work, name)
   mkdirSync(dir, { recursive: true })
-  writeFileSync(join(dir, 'nginx.conf'), `
+  writeFileSync(join(dir, 'nginx.conf'), `${main}
 worker_processes 1;
 daemon off;
 pid ${dir}/nginx.pid;
@@ -49,14 +52,26 @@ http {
   return join(dir, 'nginx.conf')
 }
 
+/**
+ * nginxResumption is how an nginx that terminates TLS treats session resumption: 'on' resumes
+ * by ticket and by session ID (as Node's TLS server resumes by ticket), 'off' refuses both.
+ * nginx 1.22's defaults (tickets on, no session cache) resume by ticket.
+ */
+export function nginxResumption (resumption = 'on') {
+  return resumption === 'off'
+    ? 'ssl_session_cache off; ssl_session_tickets off;'
+    : 'ssl_session_cache shared:SSL:10m; ssl_session_tickets on;'
+}
+
 /** originConf is an nginx origin (1 worker) serving work/www over HTTP and HTTPS. */
-export function originConf () {
+export function originConf (resumption = 'on') {
   return nginxConf('origin', `
   server {
     listen 127.0.0.1:${ORIGIN_HTTP};
     listen 127.0.0.1:${ORIGIN_HTTPS} ssl;
     ssl_certificate ${work}/mail.crt;
     ssl_certificate_key ${work}/mail.key;
+    ${nginxResumption(resumption)}
     access_log off;
     root ${work}/www;
   }`)
@@ -125,9 +140,25 @@ export function parseWrk (text) {
   return { rps, requests, p50: p(50), p99: p(99), errors: Number(errors), socketErrors }
 }
 
-/** casgateConf writes the casgate configuration the benchmarks compare with nginx (one pool on the origin). */
+/**
+ * casgateConf writes the casgate configuration the benchmarks compare with nginx (one pool on the
+ * origin), the Exchange profile's defaults otherwise: OWA cookie affinity, health monitors, the
+ * access log at info (passthrough: one line per connection).
+ */
 export function casgateConf (mode) {
   const file = join(work, `casgate-${mode}.yaml`)
+  if (mode === 'passthrough') {
+    writeFileSync(file, `
+listen: { host: 127.0.0.1, port: ${PROXY_PORT} }
+hosts:
+  - names: [mail.bench.test]
+    mode: passthrough
+    pool: origin
+pools:
+  origin: { servers: [https://127.0.0.1:${ORIGIN_HTTPS}], ca: root.pem, serverName: mail.bench.test }
+`)
+    return file
+  }
   writeFileSync(file, `
 listen: { host: 127.0.0.1, port: ${PROXY_PORT} }
 hosts:

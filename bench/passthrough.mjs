@@ -49,7 +49,7 @@ hosts:
     mode: passthrough
     pool: origin
 pools:
-  origin: { servers: [https://127.0.0.1:${ORIGIN_HTTPS}] }
+  origin: { servers: [https://127.0.0.1:${ORIGIN_HTTPS}], ca: root.pem, serverName: mail.bench.test }
 log: { level: warn }
 `)
   return file

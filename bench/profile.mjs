@@ -4,7 +4,8 @@
 // and divided by the requests wrk counted. Loopback only, bounded by --duration; `npm run build` first.
 //
 //   node bench/profile.mjs [--mode offload|reencrypt] [--path /owa/small] [--duration 6] [--warmup 3]
-//                          [--connections 32] [--interval 500]
+//                          [--connections 32] [--interval 500] [--build DIR --label NAME]
+//   (--build: profile the casgate built in another worktree; --label: suffix of the output files)
 //   node bench/profile.mjs --perf   (no --cpu-prof: `perf record` of the measured run, CPU by library and kernel)
 //   node bench/profile.mjs --analyse file.cpuprofile --requests N [--from µs --to µs]   (re-read a profile)
 import { execFileSync, spawn } from 'node:child_process'
@@ -23,6 +24,8 @@ const { values } = parseArgs({
     interval: { type: 'string', default: '500' },
     perf: { type: 'boolean', default: false },
     dir: { type: 'string', default: '/tmp/casgate-prof' },
+    build: { type: 'string', default: '.' },
+    label: { type: 'string', default: '' },
     analyse: { type: 'string' },
     requests: { type: 'string' },
     from: { type: 'string' },
@@ -175,7 +178,7 @@ let casgate
 try {
   await waitForPort(ORIGIN_HTTP)
   const profiler = values.perf ? ['--perf-basic-prof'] : ['--cpu-prof', `--cpu-prof-dir=${values.dir}`, `--cpu-prof-interval=${values.interval}`]
-  casgate = start('node', [...profiler, 'dist/src/cli.js', 'start', '-c', config], join(work, `casgate-${mode}-profiled.log`))
+  casgate = start('node', [...profiler, join(values.build, 'dist/src/cli.js'), 'start', '-c', config], join(work, `casgate-${mode}-profiled.log`))
   await waitForPort(PROXY_PORT)
   const headers = [`Cookie: ${await affinityCookie()}`]
   await wrk(Number(values.warmup), headers) // warm-up, outside the analysed window
@@ -196,7 +199,7 @@ try {
     const text = `${result.requests} requests, ${result.rps.toFixed(0)} req/s; process CPU ${cpuUs.toFixed(1)} µs/request; threads: ${threads}\n` +
       execFileSync('perf', ['report', '-i', join(values.dir, 'perf.data'), '--no-children', '--sort', 'dso', '--stdio', '-g', 'none'], { maxBuffer: 1 << 26 }).toString()
     console.log(text)
-    writeFileSync(`bench/results/perf-${mode}.txt`, text)
+    writeFileSync(`bench/results/perf-${mode}${values.label}.txt`, text)
   } else {
     await profileReport(result, cpuUs, threads, from, to)
   }
@@ -218,5 +221,5 @@ async function profileReport (result, cpuUs, threads, from, to) {
     `threads: ${threads}\n` +
     `profile: ${join(values.dir, file)} --from ${from} --to ${to}\n\n` + report(a)
   console.log(text)
-  writeFileSync(`bench/results/profile-${mode}.md`, text + '\n')
+  writeFileSync(`bench/results/profile-${mode}${values.label}.md`, text + '\n')
 }
