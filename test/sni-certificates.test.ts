@@ -5,7 +5,7 @@ import { buildConfig } from '../src/config/load.js'
 import { startGateway, type Gateway } from '../src/gateway/gateway.js'
 import { createLogger } from '../src/observe/logger.js'
 import { createLabPki, issueCertificate } from '../src/certificates/lab-ca.js'
-import { LogCapture, startEmulators } from './helpers/lab.js'
+import { labPki, LogCapture, startEmulators, startLabGateway } from './helpers/lab.js'
 import { tempDir, writeFiles } from './helpers/tmp.js'
 import { onTestFinished } from 'vitest'
 
@@ -86,5 +86,32 @@ describe('SNI picks the certificate; the full chain is served', () => {
     expect(output).toContain('no peer certificate available')
     expect(output).toMatch(/alert protocol version/i)
     expect(gateway.frontDoor.handshakeFailures).toBeGreaterThan(0)
+  })
+})
+
+describe('TLS session resumption', () => {
+  it('resumes TLS 1.3 and TLS 1.2 sessions on a name that SNI selects (one ticket key for every context)', async () => {
+    const pki = await labPki()
+    const servers = await startEmulators(1)
+    const gateway = await startLabGateway({ mode: 'offload', servers: servers.map((s) => s.url), extra: { health: { enabled: false } } })
+    for (const maxVersion of ['TLSv1.3', 'TLSv1.2'] as const) {
+      const handshake = (session?: Buffer): Promise<{ reused: boolean, session: Buffer | undefined }> => new Promise((resolve, reject) => {
+        let ticket: Buffer | undefined
+        let reused = false
+        const socket = connect({ host: '127.0.0.1', port: gateway.address.port, servername: 'mail.contoso.test', ca: pki.root.certPem, maxVersion, ...(session ? { session } : {}) })
+        socket.on('session', (value: Buffer) => { ticket = value })
+        socket.once('secureConnect', () => {
+          reused = socket.isSessionReused()
+          // A TLS 1.3 ticket arrives after the handshake, with the server's first flight.
+          socket.write('GET /owa/healthcheck.htm HTTP/1.1\r\nHost: mail.contoso.test\r\nConnection: close\r\n\r\n')
+        })
+        socket.on('data', () => undefined)
+        socket.once('close', () => resolve({ reused, session: ticket }))
+        socket.once('error', reject)
+      })
+      const first = await handshake()
+      expect(first.session).toBeDefined()
+      expect((await handshake(first.session)).reused).toBe(true)
+    }
   })
 })

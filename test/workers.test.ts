@@ -181,6 +181,30 @@ describe('several workers behave as one casgate', () => {
     expect(new Set(answers.map((answer) => answer.backend))).toEqual(new Set(['ex2']))
   })
 
+  it('resumes TLS sessions whichever worker takes the reconnection (one ticket key for all)', async () => {
+    const { connect } = await import('node:tls')
+    const servers = await startEmulators(1)
+    const cluster = await startCluster(servers)
+    const pki = await labPki()
+    const handshake = (session?: Buffer): Promise<{ reused: boolean, session: Buffer | undefined }> => new Promise((resolve, reject) => {
+      let ticket: Buffer | undefined
+      let reused = false
+      const socket = connect({ host: '127.0.0.1', port: cluster.port, servername: 'mail.contoso.test', ca: pki.root.certPem, ...(session ? { session } : {}) })
+      socket.on('session', (value: Buffer) => { ticket = value })
+      socket.once('secureConnect', () => {
+        reused = socket.isSessionReused()
+        socket.write('GET /owa/healthcheck.htm HTTP/1.1\r\nHost: mail.contoso.test\r\nConnection: close\r\n\r\n')
+      })
+      socket.on('data', () => undefined)
+      socket.once('close', () => resolve({ reused, session: ticket }))
+      socket.once('error', reject)
+    })
+    const first = await handshake()
+    // Dealt round robin: of four reconnections, two land on the other worker.
+    const again = await Promise.all([0, 1, 2, 3].map(async () => (await handshake(first.session)).reused))
+    expect(again).toEqual([true, true, true, true])
+  })
+
   it('replaces a worker that dies and logs it; the instance keeps serving', async () => {
     const servers = await startEmulators(1)
     const cluster = await startCluster(servers)

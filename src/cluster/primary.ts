@@ -1,4 +1,5 @@
 import cluster, { type Worker } from 'node:cluster'
+import { randomBytes } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
 import type { GatewayConfig } from '../config/load.js'
@@ -127,6 +128,8 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
     }
   }
 
+  // One set of session-ticket keys for every worker: a client resumes whichever worker takes it.
+  const ticketKeys = randomBytes(48).toString('hex')
   let port = 0
   let startup: { resolve: () => void, reject: (err: Error) => void } | undefined
   const listening = new Promise<void>((resolve, reject) => { startup = { resolve, reject } })
@@ -157,7 +160,7 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
   }
 
   const fork = (): void => {
-    const worker = cluster.fork({ CASGATE_WORKERS: String(options.workers) })
+    const worker = cluster.fork({ CASGATE_WORKERS: String(options.workers), CASGATE_TLS_TICKET_KEYS: ticketKeys })
     started.set(worker, Date.now())
     worker.on('message', (message: unknown) => onMessage(worker, message))
   }

@@ -1,4 +1,4 @@
-import { constants } from 'node:crypto'
+import { constants, randomBytes } from 'node:crypto'
 import { createSecureContext, type SecureContext } from 'node:tls'
 import { HostNameTable } from '../util/host-names.js'
 import type { LoadedCertificate } from '../certificates/certificate.js'
@@ -20,8 +20,22 @@ export const TLS_MIN_VERSION = 'TLSv1.2'
  */
 export const CLIENT_TLS_POLICY = {
   minVersion: TLS_MIN_VERSION,
-  secureOptions: constants.SSL_OP_NO_RENEGOTIATION
+  secureOptions: constants.SSL_OP_NO_RENEGOTIATION,
+  ticketKeys: ticketKeys()
 } as const
+
+/**
+ * ticketKeys are the keys session tickets are sealed with (48 bytes: name, HMAC and AES keys),
+ * one set for every context of the process. Each context would otherwise make its own, and a
+ * TLS 1.3 ticket, which is opened with the context SNI selected, never matched: every Outlook,
+ * browser and phone reconnection paid a full handshake. The workers of a cluster share the
+ * primary's (CASGATE_TLS_TICKET_KEYS), so a client resumes whichever worker takes it. They live
+ * as long as the process, like nginx's without ssl_session_ticket_key.
+ */
+function ticketKeys (): Buffer {
+  const shared = process.env.CASGATE_TLS_TICKET_KEYS
+  return shared !== undefined && /^[0-9a-f]{96}$/.test(shared) ? Buffer.from(shared, 'hex') : randomBytes(48)
+}
 
 /** CertifiedHost is the part of a host block the TLS layer needs. */
 export interface CertifiedHost {
