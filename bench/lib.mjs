@@ -145,11 +145,11 @@ export function parseWrk (text) {
  * origin), the Exchange profile's defaults otherwise: OWA cookie affinity, health monitors, the
  * access log at info (passthrough: one line per connection).
  */
-export function casgateConf (mode) {
-  const file = join(work, `casgate-${mode}.yaml`)
+export function casgateConf (mode, workers = 1) {
+  const file = join(work, `casgate-${mode}-${workers}.yaml`)
   if (mode === 'passthrough') {
     writeFileSync(file, `
-listen: { host: 127.0.0.1, port: ${PROXY_PORT} }
+listen: { host: 127.0.0.1, port: ${PROXY_PORT}, workers: ${workers} }
 hosts:
   - names: [mail.bench.test]
     mode: passthrough
@@ -160,7 +160,7 @@ pools:
     return file
   }
   writeFileSync(file, `
-listen: { host: 127.0.0.1, port: ${PROXY_PORT} }
+listen: { host: 127.0.0.1, port: ${PROXY_PORT}, workers: ${workers} }
 hosts:
   - names: [mail.bench.test, localhost]
     certificate: { cert: mail.crt, key: mail.key, ca: root.pem }

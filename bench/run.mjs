@@ -25,7 +25,9 @@ const { values } = parseArgs({
     resumption: { type: 'string', default: 'on,off' },
     b: { type: 'string' },
     'b-node-options': { type: 'string', default: '' },
-    'a-node-options': { type: 'string', default: '' }
+    'a-node-options': { type: 'string', default: '' },
+    // casgate with listen.workers N as well (issue 13 part 6): 1 and 2 by default.
+    workers: { type: 'string', default: '1,2' }
   }
 })
 const duration = Number(values.duration)
@@ -101,17 +103,21 @@ const scenarios = [
 ].filter((s) => !values.only || values.only.split(',').includes(s.name))
 
 const here = resolve('.')
-const casgates = {
-  casgate: { dir: here, nodeOptions: values['a-node-options'] },
-  ...(values.b ? { 'casgate-b': { dir: resolve(values.b), nodeOptions: values['b-node-options'] } } : {})
-}
+const workerCounts = values.workers.split(',').map(Number)
+const casgates = Object.fromEntries(workerCounts.flatMap((workers) => {
+  const suffix = workers === 1 ? '' : ` ${workers} workers`
+  return [
+    [`casgate${suffix}`, { dir: here, nodeOptions: values['a-node-options'], workers }],
+    ...(values.b ? [[`casgate-b${suffix}`, { dir: resolve(values.b), nodeOptions: values['b-node-options'], workers }]] : [])
+  ]
+}))
 const proxies = ['nginx', ...Object.keys(casgates)]
 
 function startProxy (proxy, scenario, resumption) {
   if (proxy === 'nginx') return start(nginxBin, ['-c', proxyConf(scenario.mode, resumption)], join(work, `nginx-${scenario.mode}/stdout.log`))
-  const { dir, nodeOptions } = casgates[proxy]
+  const { dir, nodeOptions, workers } = casgates[proxy]
   const flags = [...(nodeOptions ? nodeOptions.split(' ') : []), ...(resumption === 'off' ? ['--import', join(here, 'bench/no-resumption.mjs')] : [])]
-  return start('node', [...flags, join(dir, 'dist/src/cli.js'), 'start', '-c', casgateConf(scenario.mode)], join(work, `${proxy}-${scenario.mode}.log`))
+  return start('node', [...flags, join(dir, 'dist/src/cli.js'), 'start', '-c', casgateConf(scenario.mode, workers)], join(work, `${proxy}-${scenario.mode}.log`))
 }
 
 const results = []
@@ -133,7 +139,8 @@ for (const resumption of resumptions) {
             const cookie = proxy !== 'nginx' && scenario.mode !== 'passthrough' ? await affinityCookie(scenario.path) : `CasgateAffinity-cas=${'x'.repeat(33)}`
             const headers = [...(scenario.headers ?? []), `Cookie: ${cookie}`]
             wrk(scenario.path, headers) // warm-up run, discarded
-            const pids = proxy === 'nginx' ? [child.pid, ...childPids(child.pid)] : [child.pid]
+            // nginx's master and worker, casgate's process (or its cluster primary and workers).
+            const pids = [child.pid, ...childPids(child.pid)]
             const cpuBefore = cpuSecondsOf(pids)
             const result = wrk(scenario.path, headers)
             // CPU per request: the efficiency figure, independent of how the 2 cores are shared with wrk and the origin.
