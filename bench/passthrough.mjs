@@ -49,6 +49,7 @@ hosts:
     mode: passthrough
     pool: origin
 pools:
+  # The health monitors verify the origin's certificate, or they take it out.
   origin: { servers: [https://127.0.0.1:${ORIGIN_HTTPS}], ca: root.pem, serverName: mail.bench.test }
 log: { level: warn }
 `)

@@ -1,5 +1,4 @@
 import { isIP } from 'node:net'
-import { Client, InvalidCredentialsError } from 'ldapts'
 import type { LdapConfig } from '../config/schema.js'
 import { hasControlCharacters } from '../util/text.js'
 import type { CheckResult, CredentialProvider } from './credential-provider.js'
@@ -37,6 +36,9 @@ export class LdapProvider implements CredentialProvider {
     // accept as success: never let one through. Control characters have no business in a name.
     if (password === '' || user.trim() === '' || hasControlCharacters(user)) return 'invalid'
     const name = bindNameFor(this.#config.bindName, user)
+    // Loaded at the first LDAP check, not at start: ldapts and its dependencies are ~3 MB of
+    // heap that a gateway without LDAP preauthentication never needs (bench/README.md, session 4).
+    const { Client, InvalidCredentialsError } = await import('ldapts')
     for (const url of this.#config.urls) {
       const secure = url.toLowerCase().startsWith('ldaps://')
       const tls = { ...(this.#ca !== undefined ? { ca: this.#ca } : {}), minVersion: 'TLSv1.2' as const }

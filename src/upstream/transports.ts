@@ -1,3 +1,4 @@
+import { createSecureContext, type SecureContext } from 'node:tls'
 import { Pool, type Client } from 'undici'
 import type { BudgetClass } from './budget.js'
 import type { ServerPool } from './server-pool.js'
@@ -17,7 +18,7 @@ export type Transport = 'http' | 'tls'
  * request come from the vdir, so the client's own are off. IIS keeps idle connections for 120 s;
  * reusing them for a minute saves handshakes.
  */
-function clientOptions (pool: ServerPool, server: Server, transport: Transport): Client.Options {
+function clientOptions (pool: ServerPool, server: Server, transport: Transport, secureContext: SecureContext | undefined): Client.Options {
   return {
     connectTimeout: pool.config.connectTimeoutMs,
     keepAliveTimeout: 60_000,
@@ -25,19 +26,31 @@ function clientOptions (pool: ServerPool, server: Server, transport: Transport):
     headersTimeout: 0,
     bodyTimeout: 0,
     pipelining: 1,
-    ...(transport === 'tls' ? { connect: tlsOptions(pool, server) } : {})
+    ...(secureContext !== undefined ? { connect: tlsOptions(pool, server, secureContext) } : {})
   }
 }
 
-/** tlsOptions verify a server against the pool's CA and the server's name, and present the pool's client certificate. */
-function tlsOptions (pool: ServerPool, server: Server): Client.Options['connect'] {
+/**
+ * poolSecureContext is the one OpenSSL context (CA store, client certificate) of a pool's upstream
+ * connections, raw RPC tunnels and pinned NTLM connections included. Given `ca` instead,
+ * tls.connect builds and parses a new one for every connection: ~21 KB more per open upstream
+ * connection, and slower connects (bench/README.md, session 4: memory).
+ */
+function poolSecureContext (pool: ServerPool): SecureContext {
   const config = pool.config
-  return {
+  return createSecureContext({
     ...(config.ca ? { ca: config.ca } : {}),
-    ...(server.tlsServerName ? { servername: server.tlsServerName } : {}),
     ...(config.clientCertificate ? { cert: config.clientCertificate.certPem, key: config.clientCertificate.keyPem } : {}),
-    rejectUnauthorized: !config.insecureSkipVerify,
-    minVersion: 'TLSv1.2',
+    minVersion: 'TLSv1.2'
+  })
+}
+
+/** tlsOptions verify a server against the pool's CA and the server's name, and present the pool's client certificate. */
+function tlsOptions (pool: ServerPool, server: Server, secureContext: SecureContext): Client.Options['connect'] {
+  return {
+    secureContext,
+    ...(server.tlsServerName ? { servername: server.tlsServerName } : {}),
+    rejectUnauthorized: !pool.config.insecureSkipVerify,
     ALPNProtocols: ['http/1.1']
   }
 }
@@ -52,9 +65,10 @@ export function openTransports (upstreams: UpstreamDispatcher, pool: ServerPool,
   const wanted = transport === 'http' ? 'http:' : 'https:'
   if (pool.config.scheme !== wanted) throw new TypeError(`pool ${pool.name} has ${pool.config.scheme}// servers; a ${transport === 'http' ? 'plain HTTP' : 'TLS'} transport needs ${wanted}//`)
   const opened: Pool[] = []
+  const secureContext = transport === 'tls' ? poolSecureContext(pool) : undefined
   for (const server of pool.servers) {
     if (upstreams.has(server.origin)) continue
-    const options = clientOptions(pool, server, transport)
+    const options = clientOptions(pool, server, transport, secureContext)
     const perClass = (kind: BudgetClass): Pool => new Pool(server.origin, { ...options, connections: kind === 'interactive' ? pool.config.connectionsPerServer : pool.config.longPollConnectionsPerServer })
     const pools = { interactive: perClass('interactive'), longPoll: perClass('longPoll') }
     upstreams.add(server.origin, pools, options)
