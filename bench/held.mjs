@@ -78,7 +78,7 @@ hosts:
     pool: cas
 pools:
   cas: { servers: [${server}], ca: root.pem, serverName: mail.bench.test }
-admin: { host: 127.0.0.1, port: ${ADMIN_PORT} }
+admin: { host: 127.0.0.1, port: ${ADMIN_PORT}, tokenFile: admin-token }
 log: { level: warn }
 `
     : `
@@ -92,7 +92,7 @@ pools:
   cas:
     servers: [${server}]
     ${mode === 'reencrypt' ? 'ca: root.pem\n    serverName: mail.bench.test' : ''}
-admin: { host: 127.0.0.1, port: ${ADMIN_PORT} }
+admin: { host: 127.0.0.1, port: ${ADMIN_PORT}, tokenFile: admin-token }
 log: { level: warn }
 `)
   return file

@@ -1,5 +1,6 @@
 // Shared by the benchmarks: a work directory, a lab certificate, an nginx origin, and process helpers.
 import { spawn, execFileSync } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -13,6 +14,14 @@ export const ORIGIN_HTTPS = 18443 + offset
 export const PROXY_PORT = 19443 + offset
 export const nginxBin = ['/usr/sbin/nginx', 'nginx'].find((bin) => { try { execFileSync(bin, ['-v'], { stdio: 'ignore' }); return true } catch { return false } })
 
+/** ADMIN_TOKEN is the benches' admin token, written to <work>/admin-token by prepareWork. */
+export const ADMIN_TOKEN = randomBytes(24).toString('hex')
+
+/** adminStatus reads casgate's GET /status on the admin listener at `port`. */
+export async function adminStatus (port) {
+  return (await fetch(`http://127.0.0.1:${port}/status`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).json()
+}
+
 /** prepareWork makes a fresh work directory with a lab certificate and the origin's files. */
 export async function prepareWork (files = {}) {
   rmSync(work, { recursive: true, force: true })
@@ -22,6 +31,8 @@ export async function prepareWork (files = {}) {
   writeFileSync(join(work, 'mail.crt'), pki.server.certPem + pki.intermediate.certPem)
   writeFileSync(join(work, 'mail.key'), pki.server.keyPem)
   writeFileSync(join(work, 'root.pem'), pki.root.certPem)
+  // The admin listener wants a token (admin.tokenFile: admin-token in the benches' configurations).
+  writeFileSync(join(work, 'admin-token'), ADMIN_TOKEN, { mode: 0o600 })
   writeFileSync(join(work, 'www/owa/64k'), Buffer.alloc(64 * 1024, 'x'))
   writeFileSync(join(work, 'www/owa/small'), 'ok\n'.repeat(30))
   // Managed Availability's health pages, or casgate's monitors take the origin out.

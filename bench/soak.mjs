@@ -20,7 +20,7 @@ import { Agent, request } from 'node:https'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
-import { childPids, nginxBin, nginxConf, prepareWork, PROXY_PORT, rssOf, stop, waitForPort, work } from './lib.mjs'
+import { adminStatus, childPids, nginxBin, nginxConf, prepareWork, PROXY_PORT, rssOf, stop, waitForPort, work } from './lib.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -234,7 +234,7 @@ pools:
   cas: { servers: [${servers}] }
 vdirs:
   /ecp: { enabled: true }
-admin: { host: 127.0.0.1, port: ${ADMIN_PORT} }
+admin: { host: 127.0.0.1, port: ${ADMIN_PORT}, tokenFile: admin-token }
 log: { level: warn }
 `)
   return file
@@ -286,7 +286,7 @@ async function soak (proxy, ca) {
     const sample = async () => {
       const point = { t: Math.round((performance.now() - begin) / 1000), rssMb: rssOf(pids()), heapMb: undefined, requests: results.length }
       if (proxy === 'casgate') {
-        try { point.heapMb = (await (await fetch(`http://127.0.0.1:${ADMIN_PORT}/status`)).json()).process.heapUsedBytes / 1048576 } catch {}
+        try { point.heapMb = (await adminStatus(ADMIN_PORT)).process.heapUsedBytes / 1048576 } catch {}
       }
       rss.push(point)
       process.stderr.write(`${proxy} t=${point.t}s requests=${point.requests} failed=${results.filter((r) => r.error).length} rss=${point.rssMb.toFixed(0)} MB\n`)

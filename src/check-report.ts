@@ -93,6 +93,11 @@ export function checkReport (config: GatewayConfig): string {
     const source = { file: 'affinity.secretFile', env: 'affinity.secretEnv', certificate: 'derived from the first host\'s private key', random: 'random at each start' }[config.affinity.secretSource]
     lines.push(`  affinity: up to ${config.affinity.maxEntries} assignments, idle ${Math.round(config.affinity.idleTtlMs / 60_000)} min, balance factor ${config.affinity.balanceFactor}, secret ${source}`)
   }
+  if (config.admin !== undefined) {
+    const admin = config.admin
+    const token = { file: `admin.tokenFile (${admin.tokenPath ?? ''})`, env: 'admin.tokenEnv', 'state-file': `${admin.tokenPath ?? ''}`, generated: `will be generated at first start into ${admin.tokenPath ?? ''}` }[admin.tokenSource]
+    lines.push(`  admin: http://${admin.host}:${admin.port}, every request with Authorization: Bearer <token> (token: ${token}); Host must be its address${admin.names.length > 0 ? ` or ${admin.names.join(', ')}` : ''}; changes are same-origin JSON POSTs`)
+  }
   lines.push(...preauthLines(config))
   lines.push(...edgeLines(config))
   for (const warning of config.warnings.filter((w) => !shown.has(w))) lines.push(`  warning ${warning.path}: ${warning.message}.${warning.fix ? ` Fix: ${warning.fix}` : ''}`)

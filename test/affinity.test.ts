@@ -9,6 +9,7 @@ import { curl } from './helpers/curl.js'
 import { labClient, labConfig, labPki, LogCapture, send, startEmulators, startLabGateway, type LabGatewayOptions } from './helpers/lab.js'
 import { logOn } from './helpers/ntlm-client.js'
 import { tempDir, writeFiles } from './helpers/tmp.js'
+import { admin } from './helpers/admin.js'
 
 const EAS = '/Microsoft-Server-ActiveSync'
 const USERS = Array.from({ length: 60 }, (_, i) => `user${String(i).padStart(2, '0')}`)
@@ -31,7 +32,7 @@ interface VdirTuning {
 }
 
 async function tuning (gateway: Gateway, vdir: string): Promise<VdirTuning> {
-  const response = await fetch(`http://127.0.0.1:${gateway.adminAddress!.port}/affinity`)
+  const response = await fetch(`http://127.0.0.1:${gateway.adminAddress!.port}/affinity`, { headers: { authorization: `Bearer ${gateway.config.admin!.token}` } })
   const body = await response.json() as { vdirs: VdirTuning[] }
   return body.vdirs.find((entry) => entry.vdir === vdir)!
 }
@@ -85,7 +86,7 @@ describe('authorization affinity behind one carrier NAT address', () => {
     expect(eas.imbalance).toBeUndefined()
     // Neither the credentials nor the user names are kept: the admin view has counts only, and
     // the logs never see a password or an Authorization value.
-    const everything = JSON.stringify(await (await fetch(`http://127.0.0.1:${gateway.adminAddress!.port}/affinity`)).json())
+    const everything = JSON.stringify((await admin(gateway, '/affinity')).json)
     expect(everything).not.toMatch(/user\d\d/)
     const logs = gateway.logs.raw.join('')
     expect(logs).not.toContain(passwordOf('user07'))

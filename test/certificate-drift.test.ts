@@ -11,6 +11,7 @@ import { createLogger } from '../src/observe/logger.js'
 import { issueCertificate } from '../src/certificates/lab-ca.js'
 import { labPki, LogCapture, startEmulators, startLabGateway } from './helpers/lab.js'
 import { tempDir, writeFiles } from './helpers/tmp.js'
+import { admin } from './helpers/admin.js'
 
 function servedFingerprint (port: number, ca: string): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -54,8 +55,8 @@ describe('certificate drift and reload', () => {
     expect(status.errors).toHaveLength(1)
     expect(status.errors[0]!.message).toContain(new X509Certificate(renewed.certPem).fingerprint256)
     expect(gateway.logs.lines.filter((line) => String(line.msg).startsWith('certificate drift: backend 127.0.0.1:'))).toHaveLength(1)
-    const admin = await (await fetch(`http://127.0.0.1:${gateway.adminAddress!.port}/status`)).json() as { certificates: { errors: unknown[] } }
-    expect(admin.certificates.errors).toHaveLength(1)
+    const adminStatus = (await admin(gateway, '/status')).json as { certificates: { errors: unknown[] } }
+    expect(adminStatus.certificates.errors).toHaveLength(1)
     // Said once: the same drift found again is not logged again.
     await gateway.certificates.check()
     expect(gateway.logs.lines.filter((line) => String(line.msg).startsWith('certificate drift:'))).toHaveLength(1)

@@ -49,4 +49,11 @@ describe('casgate check shows the edge', () => {
     expect(four).toContain('  workers: 4, behind one port; a primary probes health')
     expect(four).toContain('connection limits and upstream budgets below are totals, divided among the workers')
   })
+
+  it('says where the admin token comes from, and generates none when only checking', async () => {
+    const dir = tempDir()
+    const report = checkReport(await labConfig({ mode: 'offload', servers: ['http://127.0.0.1:1'], extra: { stateDir: dir, admin: { host: '127.0.0.1', port: 9090, names: ['lb-admin.contoso.local'] } } }, { writeState: false }))
+    expect(report).toContain(`  admin: http://127.0.0.1:9090, every request with Authorization: Bearer <token> (token: will be generated at first start into ${dir}/admin-token); Host must be its address or lb-admin.contoso.local; changes are same-origin JSON POSTs`)
+    expect(existsSync(join(dir, 'admin-token'))).toBe(false)
+  })
 })

@@ -4,11 +4,7 @@ import type { EchoBody } from '../src/emulator/exchange-server.js'
 import { ExchangeEmulator } from '../src/emulator/exchange-server.js'
 import { labClient, labPki, send, startEmulators, startLabGateway } from './helpers/lab.js'
 import { logOn } from './helpers/ntlm-client.js'
-
-async function adminPost (port: number, path: string): Promise<{ status: number, body: Record<string, unknown> }> {
-  const response = await fetch(`http://127.0.0.1:${port}${path}`, { method: 'POST' })
-  return { status: response.status, body: await response.json() as Record<string, unknown> }
-}
+import { admin } from './helpers/admin.js'
 
 async function servedBy (gateway: Awaited<ReturnType<typeof startLabGateway>>, path: string, times: number): Promise<Set<string>> {
   const client = await labClient()
@@ -21,16 +17,15 @@ describe('drain from the admin listener', () => {
   it('keeps new work away from a drained vdir of one server, the rest of it still serving', async () => {
     const servers = await startEmulators(2)
     const gateway = await startLabGateway({ mode: 'offload', servers: servers.map((s) => s.url), extra: { admin: { host: '127.0.0.1', port: 0 }, health: { enabled: false } } })
-    const admin = gateway.adminAddress!.port
     const ex1 = new URL(servers[0]!.url).host
-    expect((await adminPost(admin, `/backends/${ex1}/drain?vdir=/owa`)).status).toBe(200)
+    expect((await admin(gateway, `/backends/${ex1}/drain`, { vdir: '/owa' })).status).toBe(200)
     expect(await servedBy(gateway, '/owa/', 6)).toEqual(new Set(['ex2']))
     expect(await servedBy(gateway, '/EWS/x', 6)).toEqual(new Set(['ex1', 'ex2']))
-    const status = await (await fetch(`http://127.0.0.1:${admin}/status`)).json() as { drained: Array<{ backend: string, vdirs: string[] }> }
+    const status = (await admin(gateway, '/status')).json as { drained: Array<{ backend: string, vdirs: string[] }> }
     expect(status.drained).toEqual([expect.objectContaining({ backend: ex1, vdirs: ['/owa'] })])
-    expect((await adminPost(admin, `/backends/${ex1}/enable`)).status).toBe(200)
+    expect((await admin(gateway, `/backends/${ex1}/enable`, {})).status).toBe(200)
     expect(await servedBy(gateway, '/owa/', 6)).toEqual(new Set(['ex1', 'ex2']))
-    expect((await adminPost(admin, '/backends/nowhere:443/drain')).status).toBe(404)
+    expect((await admin(gateway, '/backends/nowhere:443/drain', {})).status).toBe(404)
   })
 
   it('lets held long polls run until the deadline, then cuts them', async () => {
@@ -43,7 +38,7 @@ describe('drain from the admin listener', () => {
     const shortPing = ping(300) // ex2
     await expect.poll(() => servers[1]!.requests).toBe(1)
     const pings = [longPing, shortPing]
-    expect((await adminPost(gateway.adminAddress!.port, `/backends/${new URL(servers[0]!.url).host}/drain?deadlineMs=600`)).status).toBe(200)
+    expect((await admin(gateway, `/backends/${new URL(servers[0]!.url).host}/drain`, { deadlineMs: 600 })).status).toBe(200)
     const [long, short] = await Promise.all(pings)
     // The short Ping (on ex2) finished normally; the long one (on ex1) was cut at the deadline.
     expect(short).toMatchObject({ status: 200 })
@@ -63,7 +58,7 @@ describe('drain from the admin listener', () => {
     const get = (authorization?: string) => client.request({ path: '/EWS/Exchange.asmx', method: 'GET', headers: { host: 'mail.contoso.test', ...(authorization ? { authorization } : {}) } })
     const first = await (await logOn(client, '/EWS/Exchange.asmx', 'alice', 'Secret-1', 'CONTOSO')).body.json() as EchoBody
     const pinnedTo = servers.find((s) => s.name === first.server)!
-    expect((await adminPost(gateway.adminAddress!.port, `/backends/${new URL(pinnedTo.url).host}/drain?deadlineMs=400`)).status).toBe(200)
+    expect((await admin(gateway, `/backends/${new URL(pinnedTo.url).host}/drain`, { deadlineMs: 400 })).status).toBe(200)
     // New clients go elsewhere; the logged-on connection keeps its server until the deadline.
     expect(await servedBy(gateway, '/EWS/x', 4)).toEqual(new Set([servers.find((s) => s !== pinnedTo)!.name]))
     expect(await (await get()).body.json()).toMatchObject({ user: 'alice', server: pinnedTo.name })

@@ -4,6 +4,7 @@ import type { EchoBody } from '../src/emulator/exchange-server.js'
 import { ExchangeEmulator } from '../src/emulator/exchange-server.js'
 import { labClient, labPki, send, startEmulators, startLabGateway } from './helpers/lab.js'
 import { tempDir, writeFiles } from './helpers/tmp.js'
+import { admin } from './helpers/admin.js'
 
 const FAST = { intervalMs: 50, timeoutMs: 1_000, rise: 1, fall: 1 }
 
@@ -86,7 +87,7 @@ describe('health per vdir from Managed Availability health pages', () => {
     }
     expect(eas[0]!.requests).toBe(0)
     expect(eas[1]!.requests).toBe(6)
-    const status = await (await fetch(`http://127.0.0.1:${gateway.adminAddress!.port}/status`)).json() as { health: Array<{ vdir: string, state: string }> }
+    const status = (await admin(gateway, '/status')).json as { health: Array<{ vdir: string, state: string }> }
     expect(status.health.filter((h) => h.state === 'down')).toEqual([expect.objectContaining({ vdir: '/Microsoft-Server-ActiveSync', reason: 'status 404' })])
   })
 })

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest'
 import { Lease } from '../src/upstream/lease.js'
 import { Server } from '../src/upstream/server.js'
 import { labClient, labPki, send, startEmulators, startLabGateway } from './helpers/lab.js'
+import { admin } from './helpers/admin.js'
 
 // Every piece of work on a server holds a lease (upstream/lease.ts): the counters balancing reads
 // and the list a drain's deadline cuts move only with leases, for requests, Outlook Anywhere
@@ -45,12 +46,6 @@ describe('a lease', () => {
   })
 })
 
-async function adminPost (port: number, path: string): Promise<number> {
-  const response = await fetch(`http://127.0.0.1:${port}${path}`, { method: 'POST' })
-  await response.body?.cancel()
-  return response.status
-}
-
 describe('leases on a running gateway', () => {
   it('cuts at a one-vdir drain\'s deadline only that vdir\'s work; the same server\'s other long polls go on', async () => {
     const servers = await startEmulators(1)
@@ -61,7 +56,7 @@ describe('leases on a running gateway', () => {
     await expect.poll(() => servers[0]!.requests).toBe(2)
     const ex1 = gateway.pools.get('cas')!.servers[0]!
     expect(ex1.outstanding).toBe(2)
-    expect(await adminPost(gateway.adminAddress!.port, `/backends/${ex1.name}/drain?vdir=/owa&deadlineMs=300`)).toBe(200)
+    expect((await admin(gateway, `/backends/${ex1.name}/drain`, { vdir: '/owa', deadlineMs: 300 })).status).toBe(200)
     const [owaAnswer, pingAnswer] = await Promise.all([owa, ping])
     expect(owaAnswer).toBeInstanceOf(Error)
     expect(pingAnswer).toMatchObject({ status: 200 })

@@ -11,6 +11,7 @@ import { captureClientHello, splitIntoRecords } from './helpers/client-hello.js'
 import { curl } from './helpers/curl.js'
 import { labClient, labPki, send, startEmulators, startLabGateway } from './helpers/lab.js'
 import { tempDir, writeFiles } from './helpers/tmp.js'
+import { admin } from './helpers/admin.js'
 
 /** A raw TCP "backend" that records what it receives and, optionally, hangs up at once. */
 async function recordingBackend (options: { hangUp?: boolean } = {}): Promise<{ server: Server, url: string, received: () => Buffer[] }> {
@@ -188,7 +189,7 @@ describe('passthrough by SNI on the same port as terminated hosts', () => {
     const closed = new Promise((resolve) => socket.once('close', resolve))
     const eas = gateway.pools.get('eas')!.servers[0]!
     expect(eas.connections).toBe(1)
-    const drained = await fetch(`http://127.0.0.1:${gateway.adminAddress!.port}/backends/${eas.name}/drain?deadlineMs=200`, { method: 'POST' })
+    const drained = await admin(gateway, `/backends/${eas.name}/drain`, { deadlineMs: 200 })
     expect(drained.status).toBe(200)
     await closed
     await expect.poll(() => eas.connections).toBe(0)
@@ -202,7 +203,7 @@ describe('passthrough by SNI on the same port as terminated hosts', () => {
     const socket = tlsConnect({ host: '127.0.0.1', port: gateway.address.port, servername: 'eas.contoso.test', ca: pki.root.certPem })
     await new Promise((resolve) => socket.once('secureConnect', resolve))
     onTestFinished(() => { socket.destroy() })
-    const status = await (await fetch(`http://127.0.0.1:${gateway.adminAddress!.port}/status`)).json() as { pools: Record<string, { servers: Array<{ passthroughConnections: number }> }>, frontDoor: { passthroughConnections: number } }
+    const status = (await admin(gateway, '/status')).json as { pools: Record<string, { servers: Array<{ passthroughConnections: number }> }>, frontDoor: { passthroughConnections: number } }
     expect(status.pools.eas!.servers[0]!.passthroughConnections).toBe(1)
     expect(status.frontDoor.passthroughConnections).toBe(1)
   })

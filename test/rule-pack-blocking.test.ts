@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
-import { request } from 'undici'
 import type { EchoBody } from '../src/emulator/exchange-server.js'
 import { labClient, rawExchange, send, startEmulators, startLabGateway } from './helpers/lab.js'
+import { admin } from './helpers/admin.js'
 
 // The exploit rule pack at work over real sockets: attacks get 403 CASGATE_ERR_BLOCKED and never
 // reach the emulated Exchange server, their legitimate look-alikes do; blocks are logged once
@@ -62,7 +62,7 @@ describe('the Exchange exploit rule pack', () => {
     const nbsp = await rawExchange(gateway, Buffer.from('GET /owa/auth/x.js HTTP/1.1\r\nHost: mail.contoso.test\r\nCookie: \u00a0X-BEResource=localhost/owa/auth/logon.aspx?~3\r\nConnection: close\r\n\r\n', 'latin1'))
     expect(nbsp).toMatch(/^HTTP\/1\.1 403/)
     expect(server.seen).toHaveLength(LEGITIMATE.length)
-    const status = await (await request(`http://127.0.0.1:${gateway.adminAddress!.port}/status`)).body.json() as { rules: { pack: string, blocked: Record<string, number> } }
+    const status = (await admin(gateway, '/status')).json as { rules: { pack: string, blocked: Record<string, number> } }
     expect(status.rules.blocked['proxylogon-beresource']).toBe(2)
     expect(status.rules.pack).toMatch(/^exchange-/)
     expect(status.rules.blocked['owassrf-owa-explicit-logon-powershell']).toBe(2)

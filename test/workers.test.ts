@@ -79,9 +79,15 @@ function workersThatServed (cluster: Cluster): Set<unknown> {
   return new Set(cluster.lines.filter((line) => line.msg === 'request').map((line) => line.worker))
 }
 
-async function adminJson (cluster: Cluster, path: string, method = 'GET'): Promise<Record<string, unknown>> {
-  const response = await fetch(`http://127.0.0.1:${cluster.admin}${path}`, { method })
-  return await response.json() as Record<string, unknown>
+/** adminJson asks the primary's admin listener with the token it generated in the state directory. */
+async function adminJson (cluster: Cluster, path: string, body?: object): Promise<Record<string, unknown>> {
+  const token = readFileSync(`${cluster.dir}/admin-token`, 'utf8').trim()
+  const response = await fetch(`http://127.0.0.1:${cluster.admin}${path}`, {
+    method: body === undefined ? 'GET' : 'POST',
+    headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) })
+  })
+  return { status: response.status, ...await response.json() as Record<string, unknown> }
 }
 
 function basic (user: string, password: string): string {
@@ -175,7 +181,7 @@ describe('several workers behave as one casgate', () => {
     expect(status.frontDoor.terminatedConnections).toBe(6)
     // The configured budget holds for the instance: each worker has half of it.
     expect(status.pools.cas.servers[0]!.budgets.interactive.limit).toBe(256)
-    const drained = await fetch(`http://127.0.0.1:${cluster.admin}/backends/${new URL(servers[0]!.url).host}/drain`, { method: 'POST' })
+    const drained = await adminJson(cluster, `/backends/${new URL(servers[0]!.url).host}/drain`, {})
     expect(drained.status).toBe(200)
     const answers = await Promise.all(Array.from({ length: 10 }, () => fresh(cluster, '/EWS/Exchange.asmx')))
     expect(new Set(answers.map((answer) => answer.backend))).toEqual(new Set(['ex2']))

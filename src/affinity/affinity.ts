@@ -35,6 +35,12 @@ export class Affinity {
     return affinity
   }
 
+  /** user lists where a user's keys send them, per vdir with the authorization policy; `clear` forgets them. */
+  user (user: string, clear: boolean): { user: string, cleared: boolean, vdirs: object[] } {
+    const vdirs = this.vdirs.flatMap((vdir) => vdir.userEntry(user, clear) ?? [])
+    return { user, cleared: clear, vdirs }
+  }
+
   start (): void {
     this.store.start()
   }

@@ -26,7 +26,7 @@ export class AssignmentStore {
   readonly maxEntries: number
   readonly idleTtlMs: number
   readonly #owners: AssignmentOwner[] = []
-  /** Hears each assignment made here (keyed hashes and server indexes only), for the other processes of a site. */
+  /** Hears each assignment made (or, server -1, deleted) here — keyed hashes and server indexes only — for the other processes of a site. */
   shareAssignment: ((key: string, server: number) => void) | undefined
   readonly #shards: Array<LRUCache<string, number>>
   readonly #shardMask: number
@@ -75,8 +75,19 @@ export class AssignmentStore {
     if (this.#assign(key, server)) this.shareAssignment?.(key, server)
   }
 
-  /** applyShared takes an assignment another process made: every process sends the key to one server. */
+  /** delete forgets `key`'s server (the next request is placed anew); the owner's count moves with it. */
+  delete (key: string): boolean {
+    const deleted = this.#shard(key).delete(key)
+    if (deleted) this.shareAssignment?.(key, -1)
+    return deleted
+  }
+
+  /** applyShared takes an assignment another process made (server -1: a deletion): every process sends the key to one server. */
   applyShared (key: string, server: number): void {
+    if (server === -1) {
+      this.#shard(key).delete(key)
+      return
+    }
     if (this.#owners[key.charCodeAt(0)]?.held[server] === undefined) return
     this.#assign(key, server)
   }

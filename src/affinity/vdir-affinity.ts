@@ -5,6 +5,7 @@ import type { Server } from '../upstream/server.js'
 import type { AffinityKeys } from './affinity-keys.js'
 import type { AssignmentOwner, AssignmentStore } from './assignment-store.js'
 import { readCookie } from '../util/cookies.js'
+import { normalizeUser } from '../auth/user-name.js'
 import { activeSyncIdentity, authorizationIdentity, setCookieValue } from './identity.js'
 import { placeKey, type PlacementCandidate } from './placement.js'
 
@@ -115,6 +116,20 @@ export class VdirAffinity implements AssignmentOwner {
     }
     const backend = this.#assigned(key)
     return backend === undefined ? undefined : { backend, setCookie: undefined }
+  }
+
+  /**
+   * userEntry says where a user's key sends them on this vdir (authorization policy only: the
+   * other policies key on cookies and addresses), and with `clear` forgets it.
+   */
+  userEntry (user: string, clear: boolean): { vdir: string, host?: string, server: string | undefined } | undefined {
+    if (this.policy !== 'authorization') return undefined
+    const name = normalizeUser(user)
+    if (name === '') return undefined
+    const key = this.#prefix + this.#keys.key(`user:${name}`)
+    const index = this.#store.get(key)
+    if (clear && index !== undefined) this.#store.delete(key)
+    return { vdir: this.vdir, ...(this.host !== undefined ? { host: this.host } : {}), server: index === undefined ? undefined : this.pool.servers[index]?.name }
   }
 
   /** count records one request sent to `backend` (retries count again, on the server they went to). */

@@ -22,6 +22,8 @@ export type ToWorker =
   | { t: 'enable', name: string, vdir: string | undefined }
   | { t: 'shared', record: SharedRecord }
   | { t: 'snapshot', id: number }
+  /** Where a user's affinity keys point (and, with clear, forget them: every worker is asked). */
+  | { t: 'user-affinity', id: number, user: string, clear: boolean }
   | { t: 'reload' }
   | { t: 'stop', graceMs: number }
 
@@ -31,6 +33,7 @@ export type ToPrimary =
   | { t: 'failure', origin: string, vdir: string, reason: string }
   | { t: 'shared', record: SharedRecord }
   | { t: 'snapshot', id: number, status: object, affinity: object }
+  | { t: 'user-affinity', id: number, result: object }
 
 /** isMessage tells casgate's messages from anything else on the channel (cluster's own, say). */
 export function isMessage<T extends { t: string }> (value: unknown): value is T {

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
 import type { GatewayConfig } from '../config/load.js'
 import { ConfigError } from '../errors/errors.js'
-import { startAdminServer } from '../observe/admin-server.js'
+import { startAdminServer } from '../admin/admin-server.js'
 import { createLogger } from '../observe/logger.js'
 import { checkExtendedProtection } from '../tls/extended-protection.js'
 import { DrainControl } from '../upstream/drain.js'
@@ -65,6 +65,7 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
   const ready = new Set<Worker>()
   const started = new Map<Worker, number>()
   const snapshots = new Map<number, { pending: Set<Worker>, parts: Snapshot[], done: () => void }>()
+  const userQueries = new Map<number, { pending: Set<Worker>, answers: object[], done: () => void }>()
   let nextSnapshot = 0
   let stopping = false
   let restartDelayMs = 1_000
@@ -115,6 +116,21 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
         drain: (name, vdir, deadlineMs) => drain.drain(name, vdir, deadlineMs) && (broadcast({ t: 'drain', name, vdir, deadlineMs }), true),
         enable: (name, vdir) => drain.enable(name, vdir) && (broadcast({ t: 'enable', name, vdir }), true),
         snapshot: () => drain.snapshot()
+      },
+      clearLockout: (user) => broadcast({ t: 'shared', record: { kind: 'lockout', record: { kind: 'clear', user, address: undefined, device: undefined, at: Date.now() } } }),
+      userAffinity: async (user, clear) => {
+        const id = nextSnapshot++
+        const answers: object[] = []
+        const pending = new Set(ready)
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, SNAPSHOT_TIMEOUT_MS)
+          userQueries.set(id, { pending, answers, done: () => { clearTimeout(timer); resolve() } })
+          if (pending.size === 0) resolve()
+          for (const worker of pending) send(worker, { t: 'user-affinity', id, user, clear })
+        })
+        userQueries.delete(id)
+        // Placements are shared: every worker knows the same; the first answer says it.
+        return answers[0] ?? { user, cleared: false, vdirs: [] }
       }
     })
   if (admin) logger.info({ address: admin.address.address, port: admin.address.port }, 'admin listener on')
@@ -150,6 +166,13 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
       case 'shared':
         broadcast({ t: 'shared', record: message.record }, worker)
         return
+      case 'user-affinity': {
+        const waiting = userQueries.get(message.id)
+        if (!waiting?.pending.delete(worker)) return
+        waiting.answers.push(message.result)
+        if (waiting.pending.size === 0) waiting.done()
+        return
+      }
       case 'snapshot': {
         const waiting = snapshots.get(message.id)
         if (!waiting?.pending.delete(worker)) return

@@ -96,6 +96,17 @@ export async function runWorker (file: string, workers: number): Promise<void> {
         return
       case 'shared': return applyShared(gateway, message.record)
       case 'snapshot': return send({ t: 'snapshot', id: message.id, status: gateway.status(), affinity: gateway.affinity.snapshot() })
+      case 'user-affinity': {
+        // Every worker is told; each forgets its own copy without telling the others again.
+        const store = gateway.affinity.store
+        const share = store.shareAssignment
+        store.shareAssignment = undefined
+        try {
+          return send({ t: 'user-affinity', id: message.id, result: gateway.affinity.user(message.user, message.clear) })
+        } finally {
+          store.shareAssignment = share
+        }
+      }
       case 'reload': return reload()
       case 'stop': return stop(message.graceMs)
     }

@@ -14,9 +14,10 @@ import { EXCHANGE_RULE_PACK } from '../rules/exchange-pack.js'
 import { RulePack } from '../rules/rule-engine.js'
 import { resolveTopology } from './resolve.js'
 import type { ResolvedVdir } from './vdir-tables.js'
-import { resolveSecret, type SecretSource } from './secrets.js'
+import { resolveSecret, resolveStateDir, type SecretSource } from './secrets.js'
+import { resolveAdmin, type AdminSettings } from './admin-config.js'
 import { resolvePreauth, type PreauthSettings } from './preauth-config.js'
-import { configSchema, type AffinityConfig, type AdminConfig, type CertificateConfig, type HealthConfig, type HstsConfig, type RulesConfig, type PoolConfig, type RawConfig, type SslMode } from './schema.js'
+import { configSchema, type AffinityConfig, type CertificateConfig, type HealthConfig, type HstsConfig, type RulesConfig, type PoolConfig, type RawConfig, type SslMode } from './schema.js'
 
 /** TerminatedHost is an offload or reencrypt host block with its certificate loaded. */
 export interface TerminatedHost {
@@ -80,7 +81,8 @@ export interface GatewayConfig {
   defaultHost: ResolvedHost
   pools: ReadonlyMap<string, ResolvedPool>
   vdirs: readonly ResolvedVdir[]
-  admin: AdminConfig | undefined
+  /** The admin listener, with its token loaded; undefined when not configured. */
+  admin: AdminSettings | undefined
   health: HealthConfig
   affinity: AffinitySettings
   /** Undefined when the configuration has no preauth block: nothing is preauthenticated. */
@@ -207,6 +209,7 @@ export function buildConfig (input: unknown, options: { source: string, baseDir:
   const affinitySecret = resolveSecret(raw.affinity, 'affinity', hosts, options.baseDir, issues)
   const affinity: AffinitySettings = { ...affinitySettings, secret: affinitySecret.key, secretSource: affinitySecret.source }
   const preauth = raw.preauth === undefined ? undefined : resolvePreauth(raw.preauth, options.baseDir, issues, (files, path) => loadCa(files, options.baseDir, path, issues), { stateDir: raw.stateDir, writeState: options.writeState ?? true })
+  const admin = raw.admin === undefined ? undefined : resolveAdmin(raw.admin, { dir: resolveStateDir(raw.stateDir, options.baseDir), write: (options.writeState ?? true) && issues.length === 0 }, options.baseDir, issues)
   const rulePack = new RulePack(EXCHANGE_RULE_PACK, raw.rules.disable)
   for (const id of rulePack.unknownIds) {
     issues.push({ path: `rules.disable[${raw.rules.disable.indexOf(id)}]`, message: `${JSON.stringify(id)} is not a rule of pack ${rulePack.version}`, fix: `use one of ${EXCHANGE_RULE_PACK.rules.map((rule) => rule.id).join(', ')}` })
@@ -222,7 +225,7 @@ export function buildConfig (input: unknown, options: { source: string, baseDir:
     defaultHost,
     pools,
     vdirs: Object.freeze(topology.vdirs),
-    admin: raw.admin,
+    admin,
     health: raw.health,
     affinity,
     preauth,

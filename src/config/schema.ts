@@ -141,8 +141,13 @@ export const healthSchema = z.strictObject({
 })
 
 export const adminSchema = z.strictObject({
-  host: z.string().default('127.0.0.1').describe('Address of the admin listener (default 127.0.0.1; it has no authentication, keep it on loopback or a management network).'),
-  port: z.number().int().min(0).max(65535).default(9090).describe('Port of the admin listener (default 9090).')
+  host: z.string().default('127.0.0.1').describe('Address of the admin listener (default 127.0.0.1; keep it on loopback or a management network).'),
+  port: z.number().int().min(0).max(65535).default(9090).describe('Port of the admin listener (default 9090).'),
+  tokenFile: filePath.optional().describe('File holding the admin token (at least 32 characters) every request must carry as Authorization: Bearer. Default: <stateDir>/admin-token, generated (mode 0600) at first start.'),
+  tokenEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name').optional()
+    .describe('Environment variable holding the admin token.'),
+  names: z.array(z.string().min(1)).default([])
+    .describe('Host names the admin listener may be reached by, besides its own address (and localhost on loopback): any other Host header is refused, so that a web page cannot reach it by DNS rebinding.')
 })
 
 export const affinitySchema = z.strictObject({

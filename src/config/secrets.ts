@@ -1,6 +1,6 @@
 import { createSecretKey, hkdfSync, randomBytes, type KeyObject } from 'node:crypto'
 import { closeSync, fsyncSync, linkSync, lstatSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { basename, join, resolve } from 'node:path'
 import type { ConfigIssue } from '../errors/errors.js'
 import { CertificateLoadError, readFileOrEnv } from '../certificates/load-certificate.js'
 
@@ -111,11 +111,11 @@ function keysOf (text: string, at: string, path: string, issues: ConfigIssue[], 
   return ok ? keys : undefined
 }
 
-/** writeStateSecret creates the state file atomically: written in full under a temporary name, then linked (never overwriting). */
-function writeStateSecret (dir: string, file: string): string {
+/** writeStateSecret creates a state file with a new random secret atomically: written in full under a temporary name, then linked (never overwriting). */
+export function writeStateSecret (dir: string, file: string): string {
   mkdirSync(dir, { recursive: true, mode: 0o700 })
   const text = randomBytes(32).toString('base64url') + '\n'
-  const temporary = join(dir, `.${SESSION_SECRET_FILE}.${process.pid}.${randomBytes(6).toString('hex')}`)
+  const temporary = join(dir, `.${basename(file)}.${process.pid}.${randomBytes(6).toString('hex')}`)
   const fd = openSync(temporary, 'wx', 0o600)
   try {
     writeSync(fd, text)

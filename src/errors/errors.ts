@@ -25,6 +25,10 @@ export const errorCatalog = {
   CASGATE_ERR_HEADERS_TOO_LARGE: { status: 431, message: 'request headers are larger than %s bytes' },
   CASGATE_ERR_MISDIRECTED: { status: 421, message: 'connect to %s by its own name' },
   CASGATE_ERR_CLIENT_CERTIFICATE: { status: 403, message: 'a valid client certificate is required for %s' },
+  CASGATE_ERR_ADMIN_UNAUTHORIZED: { status: 401, message: 'the admin listener needs Authorization: Bearer <admin token>' },
+  CASGATE_ERR_ADMIN_HOST: { status: 421, message: 'the admin listener is not reached as %s' },
+  CASGATE_ERR_ADMIN_CROSS_SITE: { status: 403, message: 'a change through the admin listener must come from its own origin: %s' },
+  CASGATE_ERR_ADMIN_JSON: { status: 415, message: 'a change through the admin listener takes a JSON body (Content-Type: application/json)' },
   CASGATE_ERR_INTERNAL: { status: 500, message: 'internal error' }
 } as const satisfies Record<string, { status: number, message: string }>
 

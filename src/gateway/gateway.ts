@@ -19,7 +19,7 @@ import { addClientCertificateCheck, clientCertificateCheck } from '../front/clie
 import { FrontDoor } from '../front/front-door.js'
 import { createClientHttpServer } from '../front/client-http-server.js'
 import { hostOfConnection, sniRouting } from '../front/host-routing.js'
-import { startAdminServer, statusSnapshot } from '../observe/admin-server.js'
+import { startAdminServer, statusSnapshot } from '../admin/admin-server.js'
 import { createLogger } from '../observe/logger.js'
 import { ServerPool } from '../upstream/server-pool.js'
 import { UpstreamDispatcher } from '../upstream/upstream-dispatcher.js'
@@ -229,7 +229,13 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     address = await frontDoor.listen()
     // A cluster worker's admin is the primary's (cluster/primary.ts), which merges the workers'.
     if (config.admin && options.worker === undefined) {
-      admin = await startAdminServer(config.admin, { status, affinity: () => affinity.snapshot(), drain })
+      admin = await startAdminServer(config.admin, {
+        status,
+        affinity: () => affinity.snapshot(),
+        drain,
+        clearLockout: (user) => preauth?.lockout.clear(user),
+        userAffinity: (user, clear) => affinity.user(user, clear)
+      })
       logger.info({ address: admin.address.address, port: admin.address.port }, 'admin listener on')
     }
   } catch (err) {

@@ -62,7 +62,7 @@ const MAX_COUNTERS = 100_000
  * workers, later instances sharing a store), which count it too: a sprayer meets one threshold.
  */
 export interface LockoutRecord {
-  kind: 'failure' | 'success'
+  kind: 'failure' | 'success' | 'clear'
   user: string
   address: string | undefined
   device: string | undefined
@@ -153,10 +153,21 @@ export class Lockout {
     return this.#recordFailure(user, address, now, device)
   }
 
-  /** applyShared counts a failure or success another process recorded. */
+  /** applyShared counts a failure or success another process recorded, or clears as it did. */
   applyShared (record: LockoutRecord): void {
     if (record.kind === 'failure') this.#recordFailure(record.user, record.address, record.at, record.device)
-    else this.#recordSuccess(record.user, record.address, record.at, record.device)
+    else if (record.kind === 'success') this.#recordSuccess(record.user, record.address, record.at, record.device)
+    else this.#clear(record.user)
+  }
+
+  /** clear forgets a user's failed logons, from every source (an admin's decision, on the admin listener). */
+  clear (user: string): void {
+    this.share?.({ kind: 'clear', user, address: undefined, device: undefined, at: this.clock.now() })
+    this.#clear(user)
+  }
+
+  #clear (user: string): void {
+    this.#users.delete(this.#userKey(normalizeUser(user)))
   }
 
   #recordFailure (user: string, address: string | undefined, now: number, device: string | undefined): LockoutEvent {

@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net'
 import Fastify, { type FastifyInstance } from 'fastify'
-import type { AdminConfig } from '../config/schema.js'
+import type { AdminSettings } from '../config/admin-config.js'
+import { adminAccess } from './admin-access.js'
 import type { FrontDoorCounters } from '../front/front-door.js'
 import type { ServerPool } from '../upstream/server-pool.js'
 import type { DrainControl } from '../upstream/drain.js'
@@ -57,30 +58,59 @@ export interface AdminSource {
   status: () => object | Promise<object>
   affinity: () => object | Promise<object>
   drain: Pick<DrainControl, 'drain' | 'enable' | 'snapshot'>
+  /** Forgets a user's failed logons (all sources): a locked-out user may try again at once. */
+  clearLockout: (user: string) => void
+  /** Where a user's affinity keys send them, per vdir; `clear` forgets them (next request placed anew). */
+  userAffinity: (user: string, clear: boolean) => object | Promise<object>
+}
+
+/** Body is what a change may say, as JSON. */
+interface Body { vdir?: unknown, deadlineMs?: unknown, user?: unknown }
+
+function vdirOf (body: Body | undefined): string | undefined | Error {
+  const vdir = body?.vdir
+  if (vdir === undefined) return undefined
+  return typeof vdir === 'string' && vdir.startsWith('/') ? vdir : new Error('vdir must be a path such as /owa')
 }
 
 /**
- * startAdminServer opens the admin listener: plain HTTP, JSON status and drain/enable. It has no
- * authentication, which is why it binds to loopback unless told otherwise.
+ * startAdminServer opens the admin listener: plain HTTP, JSON status, drain/enable, lockout and
+ * affinity operations, behind the admin token, a Host check and same-origin changes
+ * (admin-access.ts).
  */
-export async function startAdminServer (config: AdminConfig, source: AdminSource): Promise<{ app: FastifyInstance, address: AddressInfo }> {
+export async function startAdminServer (config: AdminSettings, source: AdminSource): Promise<{ app: FastifyInstance, address: AddressInfo }> {
   const app = Fastify({ logger: false })
+  adminAccess(app, { token: config.token, names: config.names })
   app.get('/status', async () => source.status())
   // Tuning data: per vdir and server, keys held, requests and share (the carrier-NAT case shows as
   // one server with most of ActiveSync's keys and requests).
   app.get('/affinity', async () => source.affinity())
-  // Maintenance: POST /backends/ex1.contoso.local:443/drain?vdir=/owa&deadlineMs=600000, then …/enable.
-  type Target = { Params: { name: string }, Querystring: { vdir?: string, deadlineMs?: string } }
+  // Maintenance: POST /backends/ex1.contoso.local:443/drain {"vdir": "/owa", "deadlineMs": 600000}, then …/enable.
+  type Target = { Params: { name: string }, Body: Body | undefined }
   app.post<Target>('/backends/:name/drain', async (request, reply) => {
-    const deadlineMs = request.query.deadlineMs === undefined ? DEFAULT_DRAIN_DEADLINE_MS : Number(request.query.deadlineMs)
-    if (!Number.isFinite(deadlineMs) || deadlineMs < 0) return reply.code(400).send({ error: 'deadlineMs must be a number of milliseconds' })
-    if (!source.drain.drain(request.params.name, request.query.vdir, deadlineMs)) return reply.code(404).send({ error: `no server named ${request.params.name}` })
+    const vdir = vdirOf(request.body)
+    const deadline = request.body?.deadlineMs ?? DEFAULT_DRAIN_DEADLINE_MS
+    if (vdir instanceof Error) return reply.code(400).send({ error: vdir.message })
+    if (typeof deadline !== 'number' || !Number.isFinite(deadline) || deadline < 0) return reply.code(400).send({ error: 'deadlineMs must be a number of milliseconds' })
+    if (!source.drain.drain(request.params.name, vdir, deadline)) return reply.code(404).send({ error: `no server named ${request.params.name}` })
     return { drained: source.drain.snapshot() }
   })
   app.post<Target>('/backends/:name/enable', async (request, reply) => {
-    if (!source.drain.enable(request.params.name, request.query.vdir)) return reply.code(404).send({ error: `no server named ${request.params.name}` })
+    const vdir = vdirOf(request.body)
+    if (vdir instanceof Error) return reply.code(400).send({ error: vdir.message })
+    if (!source.drain.enable(request.params.name, vdir)) return reply.code(404).send({ error: `no server named ${request.params.name}` })
     return { drained: source.drain.snapshot() }
   })
+  // A user who locked themselves out (new password on an old phone) gets in again at once.
+  app.post<{ Body: Body | undefined }>('/lockout/clear', async (request, reply) => {
+    const user = request.body?.user
+    if (typeof user !== 'string' || user.trim() === '') return reply.code(400).send({ error: 'user must be a user name' })
+    source.clearLockout(user)
+    return { cleared: user }
+  })
+  type User = { Params: { user: string }, Body: Body | undefined }
+  app.get<User>('/affinity/users/:user', async (request) => source.userAffinity(request.params.user, false))
+  app.post<User>('/affinity/users/:user/clear', async (request) => source.userAffinity(request.params.user, true))
   await app.listen({ host: config.host, port: config.port })
   return { app, address: app.server.address() as AddressInfo }
 }
