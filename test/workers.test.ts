@@ -145,6 +145,11 @@ describe('several workers behave as one casgate', () => {
     for (let i = 0; i < 2; i++) expect((await fresh(cluster, path, { authorization: basic('jdoe', PASSWORDS.jdoe) })).status).toBe(401)
     expect((await fresh(cluster, path.replace('jdoe', 'asmith'), { authorization: basic('asmith', PASSWORDS.asmith) })).status).toBe(200)
     await expect.poll(() => workersThatServed(cluster).size).toBe(2)
+    // The admin clears the lockout once, on the primary: every worker lets jdoe in again.
+    expect((await adminJson(cluster, '/lockout/clear', { user: 'jdoe' })).status).toBe(200)
+    for (let i = 0; i < 4; i++) expect((await fresh(cluster, path, { authorization: basic('jdoe', PASSWORDS.jdoe) })).status).toBe(200)
+    const placed = await adminJson(cluster, '/affinity/users/jdoe') as { vdirs: Array<{ vdir: string, server?: string }> }
+    expect(placed.vdirs.find((vdir) => vdir.vdir === '/Microsoft-Server-ActiveSync')?.server).toBe(new URL(servers[0]!.url).host)
   })
 
   it('signs in on one worker and out on another: the signed-out session is refused by every worker', async () => {
