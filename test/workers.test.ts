@@ -186,6 +186,12 @@ describe('several workers behave as one casgate', () => {
     expect(status.frontDoor.terminatedConnections).toBe(6)
     // The configured budget holds for the instance: each worker has half of it.
     expect(status.pools.cas.servers[0]!.budgets.interactive.limit).toBe(256)
+    // Metrics add the workers' counters up: six EWS requests, whichever worker served them.
+    const token = readFileSync(`${cluster.dir}/admin-token`, 'utf8').trim()
+    const metrics = await (await fetch(`http://127.0.0.1:${cluster.admin}/metrics`, { headers: { authorization: `Bearer ${token}` } })).text()
+    const ews = metrics.split('\n').filter((line) => line.startsWith('casgate_requests_total{') && line.includes('vdir="/EWS"'))
+    expect(ews.reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(' ') + 1)), 0)).toBe(6)
+    expect(metrics).toMatch(/^casgate_server_up\{pool="cas",server="[^"]+",vdir="\/EWS"\} 1$/m)
     const drained = await adminJson(cluster, `/backends/${new URL(servers[0]!.url).host}/drain`, {})
     expect(drained.status).toBe(200)
     const answers = await Promise.all(Array.from({ length: 10 }, () => fresh(cluster, '/EWS/Exchange.asmx')))

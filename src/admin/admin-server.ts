@@ -58,6 +58,8 @@ export interface AdminSource {
   status: () => object | Promise<object>
   affinity: () => object | Promise<object>
   drain: Pick<DrainControl, 'drain' | 'enable' | 'snapshot'>
+  /** The Prometheus text exposition (GET /metrics). */
+  metrics: () => Promise<{ contentType: string, text: string }>
   /** Forgets a user's failed logons (all sources): a locked-out user may try again at once. */
   clearLockout: (user: string) => void
   /** Where a user's affinity keys send them, per vdir; `clear` forgets them (next request placed anew). */
@@ -82,6 +84,10 @@ export async function startAdminServer (config: AdminSettings, source: AdminSour
   const app = Fastify({ logger: false })
   adminAccess(app, { token: config.token, names: config.names })
   app.get('/status', async () => source.status())
+  app.get('/metrics', async (_request, reply) => {
+    const { contentType, text } = await source.metrics()
+    return reply.type(contentType).send(text)
+  })
   // Tuning data: per vdir and server, keys held, requests and share (the carrier-NAT case shows as
   // one server with most of ActiveSync's keys and requests).
   app.get('/affinity', async () => source.affinity())

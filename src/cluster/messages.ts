@@ -32,7 +32,7 @@ export type ToPrimary =
   | { t: 'ready', port: number }
   | { t: 'failure', origin: string, vdir: string, reason: string }
   | { t: 'shared', record: SharedRecord }
-  | { t: 'snapshot', id: number, status: object, affinity: object }
+  | { t: 'snapshot', id: number, status: object, affinity: object, metrics: object[] }
   | { t: 'user-affinity', id: number, result: object }
 
 /** isMessage tells casgate's messages from anything else on the channel (cluster's own, say). */

@@ -13,6 +13,7 @@ import { watchHealthTargets } from '../upstream/health-targets.js'
 import { ServerPool } from '../upstream/server-pool.js'
 import { openTransports } from '../upstream/transports.js'
 import { UpstreamDispatcher } from '../upstream/upstream-dispatcher.js'
+import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from 'prom-client'
 import { mergeAffinity, mergeStatus } from './merge-snapshots.js'
 import { isMessage, type ToPrimary, type ToWorker } from './messages.js'
 
@@ -42,7 +43,7 @@ export interface Primary {
   stop: () => Promise<void>
 }
 
-interface Snapshot { status: object, affinity: object }
+interface Snapshot { status: object, affinity: object, metrics: object[] }
 
 /** runPrimary checks what must be checked once, starts the workers and resolves when all listen. */
 export async function runPrimary (config: GatewayConfig, options: PrimaryOptions): Promise<Primary> {
@@ -117,6 +118,11 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
         enable: (name, vdir) => drain.enable(name, vdir) && (broadcast({ t: 'enable', name, vdir }), true),
         snapshot: () => drain.snapshot()
       },
+      metrics: async () => {
+        // prom-client's aggregation: counters add up; gauges as each declares (server_up min, affinity keys max).
+        const registry = AggregatorRegistry.aggregate((await snapshot()).map((part) => part.metrics as MetricObjectWithValues<MetricValue<string>>[]))
+        return { contentType: registry.contentType, text: await registry.metrics() }
+      },
       clearLockout: (user) => broadcast({ t: 'shared', record: { kind: 'lockout', record: { kind: 'clear', user, address: undefined, device: undefined, at: Date.now() } } }),
       userAffinity: async (user, clear) => {
         const id = nextSnapshot++
@@ -176,7 +182,7 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
       case 'snapshot': {
         const waiting = snapshots.get(message.id)
         if (!waiting?.pending.delete(worker)) return
-        waiting.parts.push({ status: message.status, affinity: message.affinity })
+        waiting.parts.push({ status: message.status, affinity: message.affinity, metrics: message.metrics })
         if (waiting.pending.size === 0) waiting.done()
       }
     }

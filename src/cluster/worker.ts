@@ -95,7 +95,12 @@ export async function runWorker (file: string, workers: number): Promise<void> {
         gateway.drain.enable(message.name, message.vdir)
         return
       case 'shared': return applyShared(gateway, message.record)
-      case 'snapshot': return send({ t: 'snapshot', id: message.id, status: gateway.status(), affinity: gateway.affinity.snapshot() })
+      case 'snapshot':
+        gateway.metrics.registry.getMetricsAsJSON().then(
+          (metrics) => send({ t: 'snapshot', id: message.id, status: gateway.status(), affinity: gateway.affinity.snapshot(), metrics }),
+          (err: unknown) => logger.error({ err }, 'metrics snapshot failed')
+        )
+        return
       case 'user-affinity': {
         // Every worker is told; each forgets its own copy without telling the others again.
         const store = gateway.affinity.store

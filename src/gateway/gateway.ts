@@ -33,7 +33,8 @@ import { RequestGuard } from '../guard/request-guard.js'
 import { RulePack } from '../rules/rule-engine.js'
 import { EXCHANGE_RULE_PACK } from '../rules/exchange-pack.js'
 import { ConfigError } from '../errors/errors.js'
-import { CertificateWatch } from '../tls/certificate-watch.js'
+import { certificateGauges, CertificateWatch } from '../tls/certificate-watch.js'
+import { GatewayMetrics } from '../observe/metrics.js'
 import { checkExtendedProtection } from '../tls/extended-protection.js'
 import { SniContexts } from '../tls/sni-contexts.js'
 import { sendFrameworkError } from '../errors/error-reply.js'
@@ -49,6 +50,8 @@ export interface Gateway {
   /** Where the admin listener is, when configured. */
   readonly adminAddress: AddressInfo | undefined
   readonly logger: Logger
+  /** Counters and gauges of GET /metrics. */
+  readonly metrics: GatewayMetrics
   /** Preauthentication, when configured (its lockout, Basic cache and sessions). */
   readonly preauth: PreauthGate | undefined
   /** status is this process's GET /status. */
@@ -158,7 +161,15 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   for (const rule of rules.disabled) logger.warn({ rule: rule.id, cve: rule.cve }, 'exploit rule switched off by configuration (rules.disable)')
   const guard = new RequestGuard<RoutedVdir>({ rules, sessionCookie: config.preauth?.cookieName, log: logger.child({ component: 'rules' }) })
   const fallbackHost = hostOfConnection(terminated, config.defaultHost)
+  const metrics = new GatewayMetrics({
+    pools: () => pools.values(),
+    affinity: () => affinity.vdirs,
+    ruleBlocks: () => guard.blocked,
+    certificates: () => certificateGauges(config, certificates.status)
+  })
+  if (preauth) preauth.onLockout = (scope) => metrics.lockout(scope)
   await app.register(casgateProxy, {
+    metrics,
     guard,
     publications,
     fallbackHost,
@@ -233,6 +244,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
         status,
         affinity: () => affinity.snapshot(),
         drain,
+        metrics: async () => ({ contentType: metrics.registry.contentType, text: await metrics.registry.metrics() }),
         clearLockout: (user) => preauth?.lockout.clear(user),
         userAffinity: (user, clear) => affinity.user(user, clear)
       })
@@ -262,6 +274,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     url: (path = '/', host = defaultHost) => `https://${host}:${address.port}${path}`,
     adminAddress: admin?.address,
     preauth,
+    metrics,
     status,
     health,
     drain,

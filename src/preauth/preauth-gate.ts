@@ -38,6 +38,8 @@ export class PreauthGate {
   readonly provider: CredentialProvider
   readonly #log: Logger
   readonly #basicCache: LRUCache<string, true> | undefined
+  /** Hears each lockout started, by scope (user, device, address), for metrics. */
+  onLockout: ((scope: string) => void) | undefined
   /** Hears each Basic logon the cache keeps (its keyed hash only), for the other processes of a site. */
   shareBasicSuccess: ((key: string) => void) | undefined
   readonly #realm: string
@@ -160,6 +162,11 @@ export class PreauthGate {
     if (event.userLockedForMs !== undefined) this.#log.warn({ event: 'preauth-lockout', scope: 'user', user, client, lockedForMs: event.userLockedForMs }, 'user locked out for unfamiliar sources')
     if (event.sourceLockedForMs !== undefined) this.#log.warn({ event: 'preauth-lockout', scope: event.familiar, user, client, lockedForMs: event.sourceLockedForMs }, `user locked out on this ${event.familiar ?? 'source'}`)
     if (event.addressLockedForMs !== undefined) this.#log.warn({ event: 'preauth-lockout', scope: 'address', client, lockedForMs: event.addressLockedForMs }, 'client address locked out')
+    if (this.onLockout !== undefined) {
+      if (event.userLockedForMs !== undefined) this.onLockout('user')
+      if (event.sourceLockedForMs !== undefined) this.onLockout(event.familiar ?? 'source')
+      if (event.addressLockedForMs !== undefined) this.onLockout('address')
+    }
   }
 
   /**

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino'
 import type { CasgateError } from '../errors/errors.js'
 import { writeError } from '../errors/error-reply.js'
+import type { GatewayMetrics } from '../observe/metrics.js'
 import type { Server } from '../upstream/server.js'
 import type { ExchangeEvents, UpstreamExchange } from './upstream-exchange.js'
 import { upstreamFailure } from './upstream-errors.js'
@@ -29,8 +30,9 @@ export interface FailureReport extends ExchangeEvents {
  * (upstream/retry-elsewhere.ts, upstream/connection-pins.ts) and use `report` for the attempts
  * they take over.
  */
-export function exchangeEvents (accessLog: Logger, onServerFailure: (server: Server, vdir: string, reason: string) => void): FailureReport {
+export function exchangeEvents (accessLog: Logger, onServerFailure: (server: Server, vdir: string, reason: string) => void, metrics?: GatewayMetrics): FailureReport {
   const report = (exchange: UpstreamExchange, error: CasgateError, cause: Error, pinned = false): void => {
+    metrics?.upstreamError(error.code, exchange.server.name)
     if (serverFaults.has(error.code)) onServerFailure(exchange.server, exchange.vdir, error.code)
     accessLog.warn({ err: cause, code: error.code, backend: exchange.server.name, ...(pinned ? { pinned } : {}) }, 'upstream request failed')
   }

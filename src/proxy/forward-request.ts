@@ -29,6 +29,10 @@ export interface RequestRecord {
   start: number
   client: string | undefined
   vdir: string | undefined
+  /** Whether the vdir holds its requests (they get the long-poll duration histogram). */
+  longPoll: boolean
+  /** The host block whose table routed it (its first name), for metrics. */
+  site: string
   /** The request's hold on its server (moved by a retry), released when the response closes. */
   lease: Lease | undefined
   exchange: UpstreamExchange | undefined

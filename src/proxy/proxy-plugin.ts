@@ -13,6 +13,7 @@ import type { GateOutcome } from '../preauth/gate-outcome.js'
 import type { PreauthGate } from '../preauth/preauth-gate.js'
 import type { BudgetAdmission } from '../upstream/budget-admission.js'
 import type { ConnectionPins } from '../upstream/connection-pins.js'
+import type { GatewayMetrics } from '../observe/metrics.js'
 import type { Server } from '../upstream/server.js'
 import type { UpstreamDispatcher } from '../upstream/upstream-dispatcher.js'
 import { exchangeEvents } from './exchange-events.js'
@@ -42,6 +43,8 @@ export interface ProxyPluginOptions {
   admission: BudgetAdmission
   /** Preauthentication; undefined when the configuration has no preauth block. */
   preauth: PreauthGate | undefined
+  /** Counts requests, durations and upstream errors for GET /metrics. */
+  metrics: GatewayMetrics
   /** Hears failures of live traffic that are the server's fault (passive health). */
   onBackendFailure: (backend: Server, vdir: string, reason: string) => void
 }
@@ -66,10 +69,15 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
     })
   }
 
-  const events = exchangeEvents(accessLog, options.onBackendFailure)
+  const metrics = options.metrics
+  const events = exchangeEvents(accessLog, options.onBackendFailure, metrics)
   const forward = requestForwarder({ upstreams, pins, admission: options.admission, trusted, idleTimeoutMs, preauth, events, accessLog })
 
   function logAccess (request: FastifyRequest, res: ServerResponse, record: RequestRecord): void {
+    const seconds = (performance.now() - record.start) / 1000
+    const status = res.writableFinished ? `${Math.floor(res.statusCode / 100)}xx` : 'aborted'
+    const preauthOutcome = preauth === undefined || record.vdir === undefined ? 'none' : record.preauth?.replace(/:.*$/, '') ?? 'passed'
+    metrics.request({ host: record.site, vdir: record.vdir ?? 'none', server: record.lease?.server.name ?? 'none', status, preauth: preauthOutcome }, seconds, record.longPoll)
     accessLog.info({
       client: record.client,
       method: request.method,
@@ -96,7 +104,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
   function proxy (request: FastifyRequest, reply: FastifyReply): void {
     const res = reply.raw
     const socket = request.raw.socket
-    const record: RequestRecord = { start: performance.now(), client: socket.remoteAddress, vdir: undefined, lease: undefined, exchange: undefined, pin: undefined, user: undefined, preauth: undefined, host: '', refused: undefined, source: undefined }
+    const record: RequestRecord = { start: performance.now(), client: socket.remoteAddress, vdir: undefined, longPoll: false, site: '', lease: undefined, exchange: undefined, pin: undefined, user: undefined, preauth: undefined, host: '', refused: undefined, source: undefined }
     res.once('close', () => {
       record.lease?.release()
       record.exchange?.clientGone()
@@ -106,6 +114,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
 
     // Routed by host first: the table of the host the connection was made to (its SNI name).
     const publication = publications.forServerName((socket as TLSSocket).servername)
+    record.site = publication.host.names[0]!
     const verdict = guard.check({ method: request.method, target: request.url, rawHeaders: request.raw.rawHeaders, headers: request.headers, client: record.client }, publication.vdirs)
     if (!verdict.ok) {
       record.refused = verdict.reason
@@ -118,6 +127,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
     const vdir = verdict.vdir
     if (vdir === undefined) return sendError(reply, new CasgateError('CASGATE_ERR_NOT_PUBLISHED'))
     record.vdir = vdir.path
+    record.longPoll = vdir.longPoll
     record.host = verdict.host ?? fallbackHost(socket)
     if (preauth === undefined) return forward(request, reply, record, vdir, undefined)
     // Lockout and familiar sources count the client behind a trusted proxy, not the proxy.

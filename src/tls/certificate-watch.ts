@@ -1,6 +1,7 @@
 import type { Logger } from 'pino'
 import { loadConfigFile, type GatewayConfig, type TerminatedHost } from '../config/load.js'
 import type { ConfigIssue } from '../errors/errors.js'
+import type { CertificateGauge } from '../observe/metrics.js'
 import { checkExtendedProtection } from './extended-protection.js'
 import { SniContexts } from './sni-contexts.js'
 
@@ -73,4 +74,17 @@ export class CertificateWatch {
     this.#log.info({ hosts: terminated.map((host) => host.names[0]), leaves: terminated.map((host) => host.certificate.leaf.fingerprint256) }, 'certificates reloaded')
     await this.check()
   }
+}
+
+/**
+ * certificateGauges are the terminated hosts' certificates as metrics show them: their expiry, and
+ * whether the last Extended Protection comparison found their servers serving the same one.
+ */
+export function certificateGauges (config: GatewayConfig, status: CertificateStatus): CertificateGauge[] {
+  return config.hosts.flatMap((host, i) => {
+    if (host.mode === 'passthrough') return []
+    const compared = host.mode === 'reencrypt' && host.extendedProtection && status.checkedAt !== undefined
+    const mismatch = status.errors.some((error) => error.path === `hosts[${i}].certificate`)
+    return [{ host: host.names[0]!, expiresAt: Math.floor(Date.parse(host.certificate.leaf.validTo) / 1000), extendedProtectionMatch: compared ? !mismatch : undefined }]
+  })
 }
