@@ -82,6 +82,31 @@ describe('the admin listener cannot be abused', () => {
     }
   })
 
+  it('serves the page\'s shell without the token, signs it in only with the token, same-origin, and its cookie opens the API', async () => {
+    const { gateway, host } = await lab()
+    const shell = await raw(gateway, 'GET', '/', { host })
+    expect(shell.status).toBe(200)
+    expect(shell.body).not.toContain('"pools"')
+    const json = { host, 'content-type': 'application/json' }
+    expect((await raw(gateway, 'POST', '/session', json, JSON.stringify({ token: 'a-wrong-token-of-enough-length-0123456789' }))).status).toBe(401)
+    expect((await raw(gateway, 'POST', '/session', { ...json, origin: 'https://evil.example' }, JSON.stringify({ token: gateway.config.admin!.token }))).status).toBe(403)
+    const signIn = await new Promise<{ status: number, cookie: string }>((resolve, reject) => {
+      const req = httpRequest({ host: '127.0.0.1', port: gateway.adminAddress!.port, method: 'POST', path: '/session', headers: json, setHost: false }, (res) => {
+        res.resume()
+        resolve({ status: res.statusCode ?? 0, cookie: String(res.headers['set-cookie']?.[0] ?? '') })
+      })
+      req.on('error', reject)
+      req.end(JSON.stringify({ token: gateway.config.admin!.token }))
+    })
+    expect(signIn.status).toBe(200)
+    expect(signIn.cookie).toMatch(/^CasgateAdmin=[\w-]{43}; Path=\/; HttpOnly; SameSite=Strict/)
+    const session = signIn.cookie.split(';')[0]!
+    expect((await raw(gateway, 'GET', '/status', { host, cookie: session })).status).toBe(200)
+    expect((await raw(gateway, 'GET', '/status', { host, cookie: 'CasgateAdmin=forged-session-id' })).status).toBe(401)
+    expect((await raw(gateway, 'POST', '/session/end', { ...json, cookie: session }, '{}')).status).toBe(200)
+    expect((await raw(gateway, 'GET', '/status', { host, cookie: session })).status).toBe(401)
+  })
+
   it('clears a user\'s lockout, and shows and clears where their affinity keys point', async () => {
     const { gateway } = await lab(true)
     const client = await labClient()

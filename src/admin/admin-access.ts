@@ -3,7 +3,9 @@ import { isIP } from 'node:net'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { sendError } from '../errors/error-reply.js'
 import { CasgateError } from '../errors/errors.js'
+import { readCookie } from '../util/cookies.js'
 import { parseHostHeader } from '../util/host-names.js'
+import { ADMIN_SESSION_COOKIE, type AdminSessions } from './admin-sessions.js'
 
 // Who may use the admin listener. It can drain servers and read every server's state, so:
 //   - every request carries the admin token (Authorization: Bearer), compared in constant time;
@@ -18,6 +20,21 @@ export interface AdminAccessOptions {
   token: string
   /** Names besides its address (admin.names). */
   names: readonly string[]
+  /** The status page's signed-in sessions (a cookie instead of the token). */
+  sessions: AdminSessions
+}
+
+/** OPEN_ROUTES need no token: the page's shell (it holds no data) and its sign-in, which checks the token itself. */
+const OPEN_ROUTES = new Set(['GET /', 'HEAD /', 'POST /session'])
+
+/** tokenMatches compares a presented token with the admin token in constant time. */
+export function tokenMatches (presented: string, expected: Buffer): boolean {
+  return timingSafeEqual(digest(presented), expected)
+}
+
+/** tokenDigest is what tokenMatches compares against. */
+export function tokenDigest (token: string): Buffer {
+  return digest(token)
 }
 
 function digest (value: string): Buffer {
@@ -61,7 +78,8 @@ export function adminAccess (app: FastifyInstance, options: AdminAccessOptions):
     if (host !== undefined) return refuse(reply, new CasgateError('CASGATE_ERR_ADMIN_HOST', [host]))
     const authorization = request.headers.authorization ?? ''
     const token = /^Bearer +(\S+)$/i.exec(authorization)?.[1]
-    if (token === undefined || !timingSafeEqual(digest(token), expected)) return refuse(reply, new CasgateError('CASGATE_ERR_ADMIN_UNAUTHORIZED'))
+    const signedIn = token !== undefined ? tokenMatches(token, expected) : options.sessions.valid(readCookie(request.headers.cookie, ADMIN_SESSION_COOKIE))
+    if (!signedIn && !OPEN_ROUTES.has(`${request.method} ${request.url}`)) return refuse(reply, new CasgateError('CASGATE_ERR_ADMIN_UNAUTHORIZED'))
     if (request.method !== 'GET' && request.method !== 'HEAD') {
       const site = crossSite(request)
       if (site !== undefined) return refuse(reply, new CasgateError('CASGATE_ERR_ADMIN_CROSS_SITE', [site]))

@@ -1,7 +1,13 @@
 import type { AddressInfo } from 'node:net'
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { AdminSettings } from '../config/admin-config.js'
-import { adminAccess } from './admin-access.js'
+import { adminAccess, tokenDigest, tokenMatches } from './admin-access.js'
+import { ADMIN_SESSION_COOKIE, AdminSessions } from './admin-sessions.js'
+import { statusPage } from './status-page.js'
+import { sendError } from '../errors/error-reply.js'
+import { CasgateError } from '../errors/errors.js'
+import { readCookie } from '../util/cookies.js'
+import type { RecentError } from '../observe/recent-errors.js'
 import type { FrontDoorCounters } from '../front/front-door.js'
 import type { ServerPool } from '../upstream/server-pool.js'
 import type { DrainControl } from '../upstream/drain.js'
@@ -19,6 +25,8 @@ export interface StatusSource {
   rules: { version: string, blocked: ReadonlyMap<string, number>, disabled: readonly string[] }
   /** Outlook Anywhere connections open now. */
   rpcChannels: () => number
+  /** The last upstream failures, newest first. */
+  recentErrors: () => readonly RecentError[]
 }
 
 /** DEFAULT_DRAIN_DEADLINE_MS lets an ActiveSync Ping (59 min) finish before pinned logons are cut. */
@@ -46,7 +54,8 @@ export function statusSnapshot (source: StatusSource): object {
     drained: source.drain.snapshot(),
     certificates: source.certificates(),
     rpcChannels: source.rpcChannels(),
-    rules: { pack: source.rules.version, blocked: Object.fromEntries(source.rules.blocked), disabled: source.rules.disabled }
+    rules: { pack: source.rules.version, blocked: Object.fromEntries(source.rules.blocked), disabled: source.rules.disabled },
+    recentErrors: source.recentErrors()
   }
 }
 
@@ -82,7 +91,23 @@ function vdirOf (body: Body | undefined): string | undefined | Error {
  */
 export async function startAdminServer (config: AdminSettings, source: AdminSource): Promise<{ app: FastifyInstance, address: AddressInfo }> {
   const app = Fastify({ logger: false })
-  adminAccess(app, { token: config.token, names: config.names })
+  const sessions = new AdminSessions()
+  adminAccess(app, { token: config.token, names: config.names, sessions })
+  // The status page; it signs in with the token once, then holds a session cookie.
+  app.get('/', async (_request, reply) => {
+    const page = statusPage()
+    return reply.type('text/html; charset=utf-8').headers({ 'content-security-policy': page.csp, 'cache-control': 'no-store', 'x-content-type-options': 'nosniff', 'referrer-policy': 'no-referrer' }).send(page.html)
+  })
+  const expected = tokenDigest(config.token)
+  app.post<{ Body: { token?: unknown } | undefined }>('/session', async (request, reply) => {
+    const token = request.body?.token
+    if (typeof token !== 'string' || !tokenMatches(token, expected)) return sendError(reply, new CasgateError('CASGATE_ERR_ADMIN_UNAUTHORIZED'))
+    return reply.header('set-cookie', sessions.open()).send({ signedIn: true })
+  })
+  app.post('/session/end', async (request, reply) => {
+    sessions.close(readCookie(request.headers.cookie, ADMIN_SESSION_COOKIE))
+    return reply.header('set-cookie', `${ADMIN_SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0`).send({ signedIn: false })
+  })
   app.get('/status', async () => source.status())
   app.get('/metrics', async (_request, reply) => {
     const { contentType, text } = await source.metrics()

@@ -40,7 +40,11 @@ const SHARED = new Set(['entries', 'maxEntries', 'keysHeld'])
 
 /** mergeStatus merges the workers' /status; the caller puts in what the primary knows (health, drains). */
 export function mergeStatus (statuses: object[]): Record<string, unknown> {
-  return mergeValues(statuses, () => 'sum') as Record<string, unknown>
+  const merged = mergeValues(statuses, () => 'sum') as Record<string, unknown>
+  // Each worker's last failures are its own: all of them, newest first, not a field-by-field sum.
+  const errors = statuses.flatMap((status) => ((status as { recentErrors?: Array<{ at: string }> }).recentErrors ?? []))
+  merged.recentErrors = errors.sort((a, b) => b.at.localeCompare(a.at)).slice(0, 20)
+  return merged
 }
 
 interface AffinityVdir {

@@ -35,6 +35,7 @@ import { EXCHANGE_RULE_PACK } from '../rules/exchange-pack.js'
 import { ConfigError } from '../errors/errors.js'
 import { certificateGauges, CertificateWatch } from '../tls/certificate-watch.js'
 import { GatewayMetrics } from '../observe/metrics.js'
+import { RecentErrors } from '../observe/recent-errors.js'
 import { checkExtendedProtection } from '../tls/extended-protection.js'
 import { SniContexts } from '../tls/sni-contexts.js'
 import { sendFrameworkError } from '../errors/error-reply.js'
@@ -168,8 +169,10 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     certificates: () => certificateGauges(config, certificates.status)
   })
   if (preauth) preauth.onLockout = (scope) => metrics.lockout(scope)
+  const recentErrors = new RecentErrors()
   await app.register(casgateProxy, {
     metrics,
+    recentErrors,
     guard,
     publications,
     fallbackHost,
@@ -232,7 +235,8 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     drain,
     certificates: () => certificates.status,
     rules: { version: rules.version, blocked: guard.blocked, disabled: rules.disabled.map((rule) => rule.id) },
-    rpcChannels: () => rpcChannels?.open ?? 0
+    rpcChannels: () => rpcChannels?.open ?? 0,
+    recentErrors: () => recentErrors.list()
   })
   let address: AddressInfo
   let admin: Awaited<ReturnType<typeof startAdminServer>> | undefined

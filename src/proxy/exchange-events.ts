@@ -2,6 +2,7 @@ import type { Logger } from 'pino'
 import type { CasgateError } from '../errors/errors.js'
 import { writeError } from '../errors/error-reply.js'
 import type { GatewayMetrics } from '../observe/metrics.js'
+import type { RecentErrors } from '../observe/recent-errors.js'
 import type { Server } from '../upstream/server.js'
 import type { ExchangeEvents, UpstreamExchange } from './upstream-exchange.js'
 import { upstreamFailure } from './upstream-errors.js'
@@ -30,9 +31,10 @@ export interface FailureReport extends ExchangeEvents {
  * (upstream/retry-elsewhere.ts, upstream/connection-pins.ts) and use `report` for the attempts
  * they take over.
  */
-export function exchangeEvents (accessLog: Logger, onServerFailure: (server: Server, vdir: string, reason: string) => void, metrics?: GatewayMetrics): FailureReport {
+export function exchangeEvents (accessLog: Logger, onServerFailure: (server: Server, vdir: string, reason: string) => void, observe: { metrics?: GatewayMetrics, recent?: RecentErrors } = {}): FailureReport {
   const report = (exchange: UpstreamExchange, error: CasgateError, cause: Error, pinned = false): void => {
-    metrics?.upstreamError(error.code, exchange.server.name)
+    observe.metrics?.upstreamError(error.code, exchange.server.name)
+    observe.recent?.add({ code: error.code, server: exchange.server.name, vdir: exchange.vdir })
     if (serverFaults.has(error.code)) onServerFailure(exchange.server, exchange.vdir, error.code)
     accessLog.warn({ err: cause, code: error.code, backend: exchange.server.name, ...(pinned ? { pinned } : {}) }, 'upstream request failed')
   }

@@ -14,6 +14,7 @@ import type { PreauthGate } from '../preauth/preauth-gate.js'
 import type { BudgetAdmission } from '../upstream/budget-admission.js'
 import type { ConnectionPins } from '../upstream/connection-pins.js'
 import type { GatewayMetrics } from '../observe/metrics.js'
+import type { RecentErrors } from '../observe/recent-errors.js'
 import type { Server } from '../upstream/server.js'
 import type { UpstreamDispatcher } from '../upstream/upstream-dispatcher.js'
 import { exchangeEvents } from './exchange-events.js'
@@ -45,6 +46,8 @@ export interface ProxyPluginOptions {
   preauth: PreauthGate | undefined
   /** Counts requests, durations and upstream errors for GET /metrics. */
   metrics: GatewayMetrics
+  /** The last upstream failures, for /status and the status page. */
+  recentErrors: RecentErrors
   /** Hears failures of live traffic that are the server's fault (passive health). */
   onBackendFailure: (backend: Server, vdir: string, reason: string) => void
 }
@@ -70,7 +73,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
   }
 
   const metrics = options.metrics
-  const events = exchangeEvents(accessLog, options.onBackendFailure, metrics)
+  const events = exchangeEvents(accessLog, options.onBackendFailure, { metrics, recent: options.recentErrors })
   const forward = requestForwarder({ upstreams, pins, admission: options.admission, trusted, idleTimeoutMs, preauth, events, accessLog })
 
   function logAccess (request: FastifyRequest, res: ServerResponse, record: RequestRecord): void {
