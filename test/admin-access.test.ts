@@ -123,4 +123,17 @@ describe('the admin listener cannot be abused', () => {
     expect((await admin(gateway, '/affinity/users/jdoe')).json).toMatchObject({ vdirs: expect.arrayContaining([{ vdir: '/Microsoft-Server-ActiveSync', server: undefined }]) })
     expect((await admin(gateway, '/lockout/clear', {})).status).toBe(400)
   })
+
+  it('sets a server\'s weight: 0 takes no new requests, and /status shows it', async () => {
+    const { gateway, ex1 } = await lab()
+    const client = await labClient()
+    expect((await admin(gateway, `/backends/${ex1}/weight`, { weight: 0 })).status).toBe(200)
+    const served = new Set<unknown>()
+    for (let i = 0; i < 8; i++) served.add((await send(gateway, '/EWS/Exchange.asmx', { dispatcher: client })).headers['x-backend'])
+    expect(served).toEqual(new Set(['ex2']))
+    const status = (await admin(gateway, '/status')).json as { pools: { cas: { servers: Array<{ name: string, weight: number }> } } }
+    expect(status.pools.cas.servers.find((server) => server.name === ex1)?.weight).toBe(0)
+    for (const weight of [-1, 1.5, 300, '2']) expect((await admin(gateway, `/backends/${ex1}/weight`, { weight })).status).toBe(400)
+    expect((await admin(gateway, '/backends/nowhere:1/weight', { weight: 2 })).status).toBe(404)
+  })
 })

@@ -32,3 +32,56 @@ describe('backend selection', () => {
     expect([...counts.values()]).toEqual([10, 10, 10])
   })
 })
+
+describe('server weights', () => {
+  it('smooth weighted round robin spreads 5:1:1 without bursts, and weight 0 takes nothing', () => {
+    const p = pool('round-robin')
+    const [a, b, c] = p.servers
+    a!.weight = 5
+    const picks = Array.from({ length: 7 }, () => p.select({ vdir: '/owa' })!.name)
+    expect(picks).toEqual([a, a, b, a, c, a, a].map((s) => s!.name))
+    c!.weight = 0
+    expect(new Set(Array.from({ length: 12 }, () => p.select({ vdir: '/owa' })!.name)).has(c!.name)).toBe(false)
+  })
+
+  it('least outstanding counts load per unit of weight', () => {
+    const p = pool('least-outstanding', 2)
+    const [a, b] = p.servers
+    a!.weight = 2
+    a!.outstanding = 3
+    b!.outstanding = 1
+    // (3 + 1) / 2 = 2 = (1 + 1) / 1: a tie; one more on a and b is less loaded per weight.
+    a!.outstanding = 4
+    expect(p.select({ vdir: '/owa' })).toBe(b)
+    a!.outstanding = 2
+    expect(p.select({ vdir: '/owa' })).toBe(a)
+    a!.weight = 0
+    a!.outstanding = 0
+    expect(p.select({ vdir: '/owa' })).toBe(b)
+  })
+
+  it('places new affinity keys by weight, and equal weights place exactly as before', async () => {
+    const { placeKey } = await import('../src/affinity/placement.js')
+    const names = ['ex1', 'ex2', 'ex3']
+    const plain = names.map((name, index) => ({ name, index }))
+    const equal = names.map((name, index) => ({ name, index, weight: 1 }))
+    const heavy = names.map((name, index) => ({ name, index, weight: index === 0 ? 2 : 1 }))
+    const heldPlain = new Int32Array(3)
+    const heldEqual = new Int32Array(3)
+    const heldHeavy = new Int32Array(3)
+    for (let i = 0; i < 4000; i++) {
+      const key = `user${i}`
+      const first = placeKey(key, plain, heldPlain, 1.1)!
+      const second = placeKey(key, equal, heldEqual, 1.1)!
+      expect(second.index).toBe(first.index)
+      heldPlain[first.index]!++
+      heldEqual[second.index]!++
+      heldHeavy[placeKey(key, heavy, heldHeavy, 1.1)!.index]!++
+    }
+    // Weight 2 of 4: half the keys, within the bound.
+    expect(heldHeavy[0]! / 4000).toBeGreaterThan(0.45)
+    expect(heldHeavy[0]! / 4000).toBeLessThan(0.56)
+    const none = names.map((name, index) => ({ name, index, weight: index === 2 ? 0 : 1 }))
+    expect(Array.from({ length: 200 }, (_, i) => placeKey(`k${i}`, none, new Int32Array(3), 1.1)!.index)).not.toContain(2)
+  })
+})

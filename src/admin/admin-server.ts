@@ -45,6 +45,7 @@ export function statusSnapshot (source: StatusSource): object {
         origin: backend.origin,
         outstandingRequests: backend.outstanding,
         passthroughConnections: backend.connections,
+        weight: backend.weight,
         pinnedConnections: backend.pinned,
         budgets: Object.fromEntries(Object.entries(backend.budgets).map(([kind, budget]) => [kind, { inUse: budget.inUse, limit: budget.limit, waiting: budget.waiting, refused: budget.refused }])),
         downVdirs: [...backend.down]
@@ -66,7 +67,7 @@ export function statusSnapshot (source: StatusSource): object {
 export interface AdminSource {
   status: () => object | Promise<object>
   affinity: () => object | Promise<object>
-  drain: Pick<DrainControl, 'drain' | 'enable' | 'snapshot'>
+  drain: Pick<DrainControl, 'drain' | 'enable' | 'snapshot' | 'setWeight'>
   /** The Prometheus text exposition (GET /metrics). */
   metrics: () => Promise<{ contentType: string, text: string }>
   /** Forgets a user's failed logons (all sources): a locked-out user may try again at once. */
@@ -76,7 +77,7 @@ export interface AdminSource {
 }
 
 /** Body is what a change may say, as JSON. */
-interface Body { vdir?: unknown, deadlineMs?: unknown, user?: unknown }
+interface Body { vdir?: unknown, deadlineMs?: unknown, user?: unknown, weight?: unknown }
 
 function vdirOf (body: Body | undefined): string | undefined | Error {
   const vdir = body?.vdir
@@ -131,6 +132,13 @@ export async function startAdminServer (config: AdminSettings, source: AdminSour
     if (vdir instanceof Error) return reply.code(400).send({ error: vdir.message })
     if (!source.drain.enable(request.params.name, vdir)) return reply.code(404).send({ error: `no server named ${request.params.name}` })
     return { drained: source.drain.snapshot() }
+  })
+  // HAProxy's "set weight": 0 takes no new work, 2 twice the share of 1 (the default).
+  app.post<Target>('/backends/:name/weight', async (request, reply) => {
+    const weight = request.body?.weight
+    if (typeof weight !== 'number' || !Number.isInteger(weight) || weight < 0 || weight > 256) return reply.code(400).send({ error: 'weight must be a whole number from 0 to 256' })
+    if (!source.drain.setWeight(request.params.name, weight)) return reply.code(404).send({ error: `no server named ${request.params.name}` })
+    return { backend: request.params.name, weight }
   })
   // A user who locked themselves out (new password on an old phone) gets in again at once.
   app.post<{ Body: Body | undefined }>('/lockout/clear', async (request, reply) => {

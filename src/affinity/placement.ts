@@ -1,4 +1,4 @@
-import { hash32 } from '../upstream/rendezvous.js'
+import { weightedScore } from '../upstream/rendezvous.js'
 
 // Rendezvous (highest random weight) hashing with bounded loads (Mirrokni, Thorup, Zadimoghaddam,
 // "Consistent Hashing with Bounded Loads", 2016). Pure rendezvous hashing agrees across
@@ -12,6 +12,8 @@ import { hash32 } from '../upstream/rendezvous.js'
 export interface PlacementCandidate {
   readonly name: string
   readonly index: number
+  /** Its share of new keys (default 1); 0 takes none. */
+  readonly weight?: number
 }
 
 /** Placement is where a new key goes, and whether that was its first choice. */
@@ -25,17 +27,23 @@ export interface Placement {
  * rendezvous score whose keys held stay under ceil(factor × (keys + 1) / servers).
  */
 export function placeKey (key: string, candidates: readonly PlacementCandidate[], held: Int32Array, factor: number): Placement | undefined {
-  const count = candidates.length
-  if (count === 0) return undefined
   let total = 0
-  for (const candidate of candidates) total += held[candidate.index]!
-  const cap = Math.ceil(factor * (total + 1) / count)
-  let best: PlacementCandidate | undefined
-  let bestScore = -1
-  let top: PlacementCandidate | undefined
-  let topScore = -1
+  let weights = 0
   for (const candidate of candidates) {
-    const score = hash32(`${key}\u0000${candidate.name}`)
+    total += held[candidate.index]!
+    weights += candidate.weight ?? 1
+  }
+  if (weights <= 0) return undefined
+  let best: PlacementCandidate | undefined
+  let bestScore = -Infinity
+  let top: PlacementCandidate | undefined
+  let topScore = -Infinity
+  for (const candidate of candidates) {
+    const weight = candidate.weight ?? 1
+    if (weight <= 0) continue
+    // A server's cap is its weight's part of the keys, times the factor.
+    const cap = Math.ceil(factor * (total + 1) * weight / weights)
+    const score = weightedScore(key, candidate.name, weight)
     if (score > topScore) {
       top = candidate
       topScore = score

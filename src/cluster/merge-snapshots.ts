@@ -40,7 +40,8 @@ const SHARED = new Set(['entries', 'maxEntries', 'keysHeld'])
 
 /** mergeStatus merges the workers' /status; the caller puts in what the primary knows (health, drains). */
 export function mergeStatus (statuses: object[]): Record<string, unknown> {
-  const merged = mergeValues(statuses, () => 'sum') as Record<string, unknown>
+  // A server's weight is set alike in every worker; everything else counted adds up.
+  const merged = mergeValues(statuses, (key) => key === 'weight' ? 'first' : 'sum') as Record<string, unknown>
   // Each worker's last failures are its own: all of them, newest first, not a field-by-field sum.
   const errors = statuses.flatMap((status) => ((status as { recentErrors?: Array<{ at: string }> }).recentErrors ?? []))
   merged.recentErrors = errors.sort((a, b) => b.at.localeCompare(a.at)).slice(0, 20)

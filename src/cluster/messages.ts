@@ -20,6 +20,7 @@ export type ToWorker =
   | { t: 'health', origin: string, vdir: string, down: boolean }
   | { t: 'drain', name: string, vdir: string | undefined, deadlineMs: number }
   | { t: 'enable', name: string, vdir: string | undefined }
+  | { t: 'weight', name: string, weight: number }
   | { t: 'shared', record: SharedRecord }
   | { t: 'snapshot', id: number }
   /** Where a user's affinity keys point (and, with clear, forget them: every worker is asked). */

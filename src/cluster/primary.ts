@@ -116,6 +116,7 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
       drain: {
         drain: (name, vdir, deadlineMs) => drain.drain(name, vdir, deadlineMs) && (broadcast({ t: 'drain', name, vdir, deadlineMs }), true),
         enable: (name, vdir) => drain.enable(name, vdir) && (broadcast({ t: 'enable', name, vdir }), true),
+        setWeight: (name, weight) => drain.setWeight(name, weight) && (broadcast({ t: 'weight', name, weight }), true),
         snapshot: () => drain.snapshot()
       },
       metrics: async () => {
@@ -144,6 +145,7 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
   /** welcome brings a worker that starts late (a replacement) up to date: health and drains. */
   const welcome = (worker: Worker): void => {
     for (const { origin, vdir } of health.down()) send(worker, { t: 'health', origin, vdir, down: true })
+    for (const { backend, weight } of drain.weights()) send(worker, { t: 'weight', name: backend, weight })
     for (const state of drain.snapshot()) {
       const deadlineMs = state.deadline === undefined ? 0 : Math.max(0, Date.parse(state.deadline) - Date.now())
       for (const vdir of state.vdirs) send(worker, { t: 'drain', name: state.backend, vdir: vdir === '*' ? undefined : vdir, deadlineMs })

@@ -94,6 +94,9 @@ export async function runWorker (file: string, workers: number): Promise<void> {
       case 'enable':
         gateway.drain.enable(message.name, message.vdir)
         return
+      case 'weight':
+        gateway.drain.setWeight(message.name, message.weight)
+        return
       case 'shared': return applyShared(gateway, message.record)
       case 'snapshot':
         gateway.metrics.registry.getMetricsAsJSON().then(

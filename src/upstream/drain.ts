@@ -76,6 +76,21 @@ export class DrainControl {
     return backends.length > 0
   }
 
+  /** setWeight gives `name` (in every pool that lists it) its share of new work; false when no server has that name. */
+  setWeight (name: string, weight: number): boolean {
+    const servers = this.backendsNamed(name)
+    for (const server of servers) server.weight = weight
+    if (servers.length > 0) this.#log.warn({ backend: name, weight }, 'backend weight set')
+    return servers.length > 0
+  }
+
+  /** weights lists the servers whose weight is not the default 1. */
+  weights (): Array<{ backend: string, weight: number }> {
+    const seen = new Map<string, number>()
+    for (const pool of this.#pools.values()) for (const server of pool.servers) if (server.weight !== 1) seen.set(server.name, server.weight)
+    return [...seen].map(([backend, weight]) => ({ backend, weight }))
+  }
+
   snapshot (): DrainState[] {
     const seen = new Map<string, DrainState>()
     for (const pool of this.#pools.values()) {

@@ -17,10 +17,20 @@ export function hash32 (text: string): number {
   return h >>> 0
 }
 
-/** rendezvousRank orders items from most to least preferred for `key`. */
-export function rendezvousRank<T extends { name: string }> (key: string, items: readonly T[]): T[] {
+/**
+ * weightedScore is the weighted rendezvous score -w / ln(u) (Schindelhauer & Schomaker 2005), u the
+ * hash mapped into (0, 1): a server of weight 2 is first for twice the keys. With equal weights it
+ * orders servers exactly as the plain hash does, so instances without weights still agree.
+ */
+export function weightedScore (key: string, name: string, weight: number): number {
+  if (weight <= 0) return -Infinity
+  return -weight / Math.log((hash32(`${key}\u0000${name}`) + 1) / 4294967297)
+}
+
+/** rendezvousRank orders items from most to least preferred for `key`, by weight when they have one. */
+export function rendezvousRank<T extends { name: string, weight?: number }> (key: string, items: readonly T[]): T[] {
   return items
-    .map((item) => ({ item, score: hash32(`${key}\u0000${item.name}`) }))
+    .map((item) => ({ item, score: weightedScore(key, item.name, item.weight ?? 1) }))
     .sort((a, b) => b.score - a.score)
     .map(({ item }) => item)
 }

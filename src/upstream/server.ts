@@ -35,6 +35,12 @@ export class Server {
   outstanding = 0
   /** Passthrough connections open to it; least-connections balancing reads it. */
   connections = 0
+  /**
+   * Its share of new work against the pool's other servers (default 1; HAProxy's "weight"): twice
+   * the weight, twice the requests, connections and new affinity keys. 0 takes no new work
+   * (affinity keys it already holds stay), like a drain without a deadline.
+   */
+  weight = 1
   /** Client connections pinned to it by NTLM/Negotiate (each with its own upstream connection). */
   pinned = 0
   /** Vdirs whose health page says this server is out (set by the health monitor). */
