@@ -104,12 +104,13 @@ describe('publishing per host name', () => {
     const s = await site()
     // mail: forms for OWA, Basic for EWS, re-encrypted to the cas pool.
     expect(await ask(s, 'mail.contoso.test', '/owa/')).toMatchObject({ status: 440, backend: undefined })
+    expect(await ask(s, 'mail.contoso.test', '/casgate/logon')).toMatchObject({ status: 200 })
     expect(await ask(s, 'mail.contoso.test', '/EWS/Exchange.asmx')).toMatchObject({ status: 401 })
     expect(await ask(s, 'mail.contoso.test', '/EWS/Exchange.asmx', { authorization: basic })).toMatchObject({ status: 200, backend: s.https.name })
     expect(await ask(s, 'mail.contoso.test', '/autodiscover/autodiscover.xml')).toMatchObject({ status: 404, code: 'CASGATE_ERR_NOT_PUBLISHED' })
     // autodiscover: that vdir only, no preauthentication.
     expect(await ask(s, 'autodiscover.contoso.test', '/autodiscover/autodiscover.xml')).toMatchObject({ status: 200, backend: s.https.name })
-    for (const path of ['/owa/', '/EWS/Exchange.asmx', '/Microsoft-Server-ActiveSync', '/ecp/']) {
+    for (const path of ['/owa/', '/EWS/Exchange.asmx', '/Microsoft-Server-ActiveSync', '/ecp/', '/casgate/logon']) {
       expect(await ask(s, 'autodiscover.contoso.test', path)).toMatchObject({ status: 404, code: 'CASGATE_ERR_NOT_PUBLISHED' })
     }
     // legacy: offload (plain HTTP) to its own server, the whole site-wide table.

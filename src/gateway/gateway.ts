@@ -1,5 +1,6 @@
 import type { Server as HttpServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import type { TLSSocket } from 'node:tls'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import offloadMode from '../modes/offload.js'
@@ -156,7 +157,12 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   const preauth = config.preauth === undefined ? undefined : new PreauthGate(config.preauth, createCredentialProvider(config.preauth.credentials), logger.child({ component: 'preauth' }))
   if (preauth) {
     const formsVdir = vdirs.find((vdir) => vdir.preauth === 'forms')
-    await app.register(preauthRoutes, { gate: preauth, defaultReturnUrl: `${formsVdir?.path ?? '/owa'}/`, clientOf: (request) => clientAddress(request, trusted) })
+    await app.register(preauthRoutes, {
+      gate: preauth,
+      defaultReturnUrl: `${formsVdir?.path ?? '/owa'}/`,
+      clientOf: (request) => clientAddress(request, trusted),
+      servesForms: (request) => [...publications.forServerName((request.socket as TLSSocket).servername).vdirs.values()].some((vdir) => vdir.preauth === 'forms')
+    })
   }
   const rules = new RulePack(EXCHANGE_RULE_PACK, config.rules.disable)
   for (const rule of rules.disabled) logger.warn({ rule: rule.id, cve: rule.cve }, 'exploit rule switched off by configuration (rules.disable)')

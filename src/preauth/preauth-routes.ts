@@ -8,6 +8,8 @@ import { loginPage } from './login-page.js'
 import { CSRF_COOKIE, LOGOFF_PATH, LOGON_PATH } from './forms-sessions.js'
 import type { PreauthGate } from './preauth-gate.js'
 import { newSessionId } from './session-cookie.js'
+import { sendError } from '../errors/error-reply.js'
+import { CasgateError } from '../errors/errors.js'
 
 /** PreauthRoutesOptions: the gate, and where to go after logon when the form was opened directly. */
 export interface PreauthRoutesOptions {
@@ -15,6 +17,11 @@ export interface PreauthRoutesOptions {
   defaultReturnUrl: string
   /** The client's address for lockout: behind a trusted proxy, the address it forwards. */
   clientOf: (request: IncomingMessage) => string | undefined
+  /**
+   * Whether the host a connection was made to publishes a forms vdir: the sign-in form is casgate's
+   * page of such hosts only (an autodiscover-only name answers 404 for it, like for any path).
+   */
+  servesForms?: (request: IncomingMessage) => boolean
 }
 
 const MAX_FORM_BYTES = 16 * 1024
@@ -108,6 +115,11 @@ function readForm (request: IncomingMessage): Promise<URLSearchParams | undefine
 async function preauthRoutes (fastify: FastifyInstance, options: PreauthRoutesOptions): Promise<void> {
   const { gate, defaultReturnUrl, clientOf } = options
   const keys = csrfKeys(gate.settings.secrets)
+  const refusedHere = (request: FastifyRequest, reply: FastifyReply): boolean => {
+    if (options.servesForms?.(request.raw) ?? true) return false
+    sendError(reply, new CasgateError('CASGATE_ERR_NOT_PUBLISHED'))
+    return true
+  }
 
   function showForm (reply: FastifyReply, status: number, page: { returnUrl: string, user?: string, error?: string, notice?: string, host?: string }): FastifyReply {
     // A fresh pre-session per form, its cookie kept to casgate's paths; the page carries its HMAC.
@@ -118,6 +130,7 @@ async function preauthRoutes (fastify: FastifyInstance, options: PreauthRoutesOp
   }
 
   fastify.get(LOGON_PATH, async (request: FastifyRequest<{ Querystring: { url?: string, signedOut?: string } }>, reply) => {
+    if (refusedHere(request, reply)) return reply
     return showForm(reply, 200, {
       returnUrl: safeReturnUrl(request.query.url, defaultReturnUrl),
       ...(request.query.signedOut !== undefined ? { notice: 'You have signed out.' } : {}),
@@ -126,6 +139,7 @@ async function preauthRoutes (fastify: FastifyInstance, options: PreauthRoutesOp
   })
 
   fastify.post(LOGON_PATH, async (request, reply) => {
+    if (refusedHere(request, reply)) return reply
     const form = await readForm(request.raw)
     if (form === undefined) return reply.code(413).send()
     const returnUrl = safeReturnUrl(form.get('url'), defaultReturnUrl)
@@ -151,6 +165,7 @@ async function preauthRoutes (fastify: FastifyInstance, options: PreauthRoutesOp
 
   // Sign-out: this path, and OWA's own /owa/logoff.owa (answered by the gate), end the session.
   fastify.get(LOGOFF_PATH, async (request, reply) => {
+    if (refusedHere(request, reply)) return reply
     const answer = gate.forms.signOut(request.raw)
     return reply.code(answer.status).headers(answer.headers).send(answer.body)
   })
