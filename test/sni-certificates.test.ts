@@ -6,6 +6,7 @@ import { startGateway, type Gateway } from '../src/gateway/gateway.js'
 import { createLogger } from '../src/observe/logger.js'
 import { createLabPki, issueCertificate } from '../src/certificates/lab-ca.js'
 import { labPki, LogCapture, startEmulators, startLabGateway } from './helpers/lab.js'
+import { handshake } from './helpers/tls-session.js'
 import { tempDir, writeFiles } from './helpers/tmp.js'
 import { onTestFinished } from 'vitest'
 
@@ -95,23 +96,9 @@ describe('TLS session resumption', () => {
     const servers = await startEmulators(1)
     const gateway = await startLabGateway({ mode: 'offload', servers: servers.map((s) => s.url), extra: { health: { enabled: false } } })
     for (const maxVersion of ['TLSv1.3', 'TLSv1.2'] as const) {
-      const handshake = (session?: Buffer): Promise<{ reused: boolean, session: Buffer | undefined }> => new Promise((resolve, reject) => {
-        let ticket: Buffer | undefined
-        let reused = false
-        const socket = connect({ host: '127.0.0.1', port: gateway.address.port, servername: 'mail.contoso.test', ca: pki.root.certPem, maxVersion, ...(session ? { session } : {}) })
-        socket.on('session', (value: Buffer) => { ticket = value })
-        socket.once('secureConnect', () => {
-          reused = socket.isSessionReused()
-          // A TLS 1.3 ticket arrives after the handshake, with the server's first flight.
-          socket.write('GET /owa/healthcheck.htm HTTP/1.1\r\nHost: mail.contoso.test\r\nConnection: close\r\n\r\n')
-        })
-        socket.on('data', () => undefined)
-        socket.once('close', () => resolve({ reused, session: ticket }))
-        socket.once('error', reject)
-      })
-      const first = await handshake()
+      const first = await handshake(gateway.address.port, pki.root.certPem, { maxVersion })
       expect(first.session).toBeDefined()
-      expect((await handshake(first.session)).reused).toBe(true)
+      expect((await handshake(gateway.address.port, pki.root.certPem, { maxVersion, session: first.session })).reused).toBe(true)
     }
   })
 })

@@ -7,6 +7,7 @@ import { issueCertificate } from '../src/certificates/lab-ca.js'
 import { labPki, startEmulators } from './helpers/lab.js'
 import { tempDir, writeFiles } from './helpers/tmp.js'
 import { usersFile } from './helpers/users.js'
+import { handshake } from './helpers/tls-session.js'
 
 // `listen.workers: N` runs N processes that behave as one casgate: the real CLI is started with two
 // workers in front of emulated Exchange servers, and every client request below opens a new
@@ -199,26 +200,12 @@ describe('several workers behave as one casgate', () => {
   })
 
   it('resumes TLS sessions whichever worker takes the reconnection (one ticket key for all)', async () => {
-    const { connect } = await import('node:tls')
     const servers = await startEmulators(1)
     const cluster = await startCluster(servers)
     const pki = await labPki()
-    const handshake = (session?: Buffer): Promise<{ reused: boolean, session: Buffer | undefined }> => new Promise((resolve, reject) => {
-      let ticket: Buffer | undefined
-      let reused = false
-      const socket = connect({ host: '127.0.0.1', port: cluster.port, servername: 'mail.contoso.test', ca: pki.root.certPem, ...(session ? { session } : {}) })
-      socket.on('session', (value: Buffer) => { ticket = value })
-      socket.once('secureConnect', () => {
-        reused = socket.isSessionReused()
-        socket.write('GET /owa/healthcheck.htm HTTP/1.1\r\nHost: mail.contoso.test\r\nConnection: close\r\n\r\n')
-      })
-      socket.on('data', () => undefined)
-      socket.once('close', () => resolve({ reused, session: ticket }))
-      socket.once('error', reject)
-    })
-    const first = await handshake()
+    const first = await handshake(cluster.port, pki.root.certPem)
     // Dealt round robin: of four reconnections, two land on the other worker.
-    const again = await Promise.all([0, 1, 2, 3].map(async () => (await handshake(first.session)).reused))
+    const again = await Promise.all([0, 1, 2, 3].map(async () => (await handshake(cluster.port, pki.root.certPem, { session: first.session })).reused))
     expect(again).toEqual([true, true, true, true])
   })
 
