@@ -1,10 +1,13 @@
 import { execFile } from 'node:child_process'
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { request as httpRequest } from 'node:http'
 import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
 import type { Gateway } from '../src/gateway/gateway.js'
 import { admin } from './helpers/admin.js'
-import { labClient, send, startEmulators, startLabGateway } from './helpers/lab.js'
+import { labClient, labConfig, send, startEmulators, startLabGateway } from './helpers/lab.js'
+import { tempDir } from './helpers/tmp.js'
 import { usersFile } from './helpers/users.js'
 
 const run = promisify(execFile)
@@ -103,6 +106,9 @@ describe('the admin listener cannot be abused', () => {
     const session = signIn.cookie.split(';')[0]!
     expect((await raw(gateway, 'GET', '/status', { host, cookie: session })).status).toBe(200)
     expect((await raw(gateway, 'GET', '/status', { host, cookie: 'CasgateAdmin=forged-session-id' })).status).toBe(401)
+    // A stale value set in front of it (another service on this host: cookies ignore ports) does not sign the page out.
+    expect((await raw(gateway, 'GET', '/status', { host, cookie: `CasgateAdmin=junk; ${session}` })).status).toBe(200)
+    expect((await raw(gateway, 'POST', '/session', json, JSON.stringify({ token: '' }))).status).toBe(401)
     expect((await raw(gateway, 'POST', '/session/end', { ...json, cookie: session }, '{}')).status).toBe(200)
     expect((await raw(gateway, 'GET', '/status', { host, cookie: session })).status).toBe(401)
   })
@@ -135,5 +141,14 @@ describe('the admin listener cannot be abused', () => {
     expect(status.pools.cas.servers.find((server) => server.name === ex1)?.weight).toBe(0)
     for (const weight of [-1, 1.5, 300, '2']) expect((await admin(gateway, `/backends/${ex1}/weight`, { weight })).status).toBe(400)
     expect((await admin(gateway, '/backends/nowhere:1/weight', { weight: 2 })).status).toBe(404)
+  })
+
+  it('refuses to start with a token too short to be one, also in the state directory', async () => {
+    const dir = tempDir()
+    writeFileSync(join(dir, 'admin-token'), 'abc\n', { mode: 0o600 })
+    const attempt = labConfig({ mode: 'offload', servers: ['http://127.0.0.1:1'], extra: { stateDir: dir, admin: { host: '127.0.0.1', port: 0 } } })
+    await expect(attempt).rejects.toThrow(/admin-token\): the admin token has 3 characters, fewer than 32/)
+    writeFileSync(join(dir, 'admin-token'), '', { mode: 0o600 })
+    await expect(labConfig({ mode: 'offload', servers: ['http://127.0.0.1:1'], extra: { stateDir: dir, admin: { host: '127.0.0.1', port: 0 } } })).rejects.toThrow(/has 0 characters/)
   })
 })

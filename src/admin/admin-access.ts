@@ -3,7 +3,7 @@ import { isIP } from 'node:net'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { sendError } from '../errors/error-reply.js'
 import { CasgateError } from '../errors/errors.js'
-import { readCookie } from '../util/cookies.js'
+import { readCookies } from '../util/cookies.js'
 import { parseHostHeader } from '../util/host-names.js'
 import { ADMIN_SESSION_COOKIE, type AdminSessions } from './admin-sessions.js'
 
@@ -27,9 +27,9 @@ export interface AdminAccessOptions {
 /** OPEN_ROUTES need no token: the page's shell (it holds no data) and its sign-in, which checks the token itself. */
 const OPEN_ROUTES = new Set(['GET /', 'HEAD /', 'POST /session'])
 
-/** tokenMatches compares a presented token with the admin token in constant time. */
+/** tokenMatches compares a presented token with the admin token in constant time; an empty one never matches. */
 export function tokenMatches (presented: string, expected: Buffer): boolean {
-  return timingSafeEqual(digest(presented), expected)
+  return presented.length > 0 && timingSafeEqual(digest(presented), expected)
 }
 
 /** tokenDigest is what tokenMatches compares against. */
@@ -78,7 +78,9 @@ export function adminAccess (app: FastifyInstance, options: AdminAccessOptions):
     if (host !== undefined) return refuse(reply, new CasgateError('CASGATE_ERR_ADMIN_HOST', [host]))
     const authorization = request.headers.authorization ?? ''
     const token = /^Bearer +(\S+)$/i.exec(authorization)?.[1]
-    const signedIn = token !== undefined ? tokenMatches(token, expected) : options.sessions.valid(readCookie(request.headers.cookie, ADMIN_SESSION_COOKIE))
+    // Any of the cookie's values may be the session: another service on this host (cookies are
+    // not kept apart by port) could set a stale one in front of it.
+    const signedIn = token !== undefined ? tokenMatches(token, expected) : readCookies(request.headers.cookie, ADMIN_SESSION_COOKIE).some((id) => options.sessions.valid(id))
     if (!signedIn && !OPEN_ROUTES.has(`${request.method} ${request.url}`)) return refuse(reply, new CasgateError('CASGATE_ERR_ADMIN_UNAUTHORIZED'))
     if (request.method !== 'GET' && request.method !== 'HEAD') {
       const site = crossSite(request)

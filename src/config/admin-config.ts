@@ -50,7 +50,12 @@ export function resolveAdmin (config: AdminConfig, state: { dir: string, write: 
       issues.push({ path: `stateDir (${file})`, message: 'the admin token must be a regular file readable by its owner only', fix: `run: chmod 600 ${file} (or remove it: a new one is generated at start)` })
       return undefined
     }
-    return { ...listener, token: readFileSync(file, 'utf8').trim(), tokenSource: 'state-file', tokenPath: file }
+    const token = readFileSync(file, 'utf8').trim()
+    if (token.length < MIN_SECRET_LENGTH) {
+      issues.push({ path: `stateDir (${file})`, message: `the admin token has ${token.length} characters, fewer than ${MIN_SECRET_LENGTH}`, fix: `remove it (a new one is generated at start), or write a longer one: openssl rand -base64 48 > ${file}` })
+      return undefined
+    }
+    return { ...listener, token, tokenSource: 'state-file', tokenPath: file }
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
       issues.push({ path: `stateDir (${file})`, message: `cannot read the admin token (${(err as NodeJS.ErrnoException).code ?? String(err)})`, fix: 'give casgate\'s user access to the state directory, or set admin.tokenFile' })
@@ -59,7 +64,13 @@ export function resolveAdmin (config: AdminConfig, state: { dir: string, write: 
   }
   if (!state.write) return { ...listener, token: '', tokenSource: 'generated', tokenPath: file }
   try {
-    return { ...listener, token: writeStateSecret(state.dir, file).trim(), tokenSource: 'generated', tokenPath: file }
+    // Another process (a cluster worker, a second instance) may have written it first: check it as read.
+    const token = writeStateSecret(state.dir, file).trim()
+    if (token.length < MIN_SECRET_LENGTH) {
+      issues.push({ path: `stateDir (${file})`, message: `the admin token has ${token.length} characters, fewer than ${MIN_SECRET_LENGTH}`, fix: 'remove it; a new one is generated at start' })
+      return undefined
+    }
+    return { ...listener, token, tokenSource: 'generated', tokenPath: file }
   } catch (err) {
     issues.push({ path: `stateDir (${state.dir})`, message: `cannot create the admin token (${(err as NodeJS.ErrnoException).code ?? String(err)})`, fix: 'make the directory writable by casgate\'s user only, set stateDir, or set admin.tokenFile' })
     return undefined

@@ -3,7 +3,7 @@ import { createServer as createNetServer, type AddressInfo, type Server as NetSe
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls'
 import type { Logger } from 'pino'
 import type { PassthroughHost } from '../config/load.js'
-import { CLIENT_TLS_POLICY, type SniContexts } from '../tls/sni-contexts.js'
+import { certificateTlsPolicy, CLIENT_TLS_POLICY, type SniContexts } from '../tls/sni-contexts.js'
 import { MAX_CLIENT_HELLO, parseClientHello, type ClientHelloInfo } from './client-hello.js'
 import { peekSocket } from './peek.js'
 import { ConnectionLimits } from './connection-limits.js'
@@ -41,6 +41,22 @@ export interface FrontDoorOptions {
   logger: Logger
 }
 
+/**
+ * presentedVerifiedCertificate says whether the client showed a certificate the host's CA verifies.
+ * `authorized` alone is not enough: on a resumed TLS 1.3 session Node reports authorized without
+ * any peer certificate, so a ticket from a handshake that showed none (or from another name) would
+ * pass for one that did.
+ */
+export function presentedVerifiedCertificate (socket: TLSSocket): boolean {
+  return socket.authorized && socket.getPeerCertificate()?.subject !== undefined
+}
+
+/** sameName compares the peeked server name with the one TLS negotiated (case, a trailing dot). */
+function sameName (peeked: string | undefined, negotiated: string | false | null | undefined): boolean {
+  const fold = (name: string | false | null | undefined): string => typeof name === 'string' ? name.toLowerCase().replace(/\.$/, '') : ''
+  return fold(peeked) === fold(negotiated)
+}
+
 /** FrontDoorCounters are what the front door has seen, for the admin listener. */
 export interface FrontDoorCounters {
   /** TLS handshakes that failed (bad client, scanner, timeout). */
@@ -69,6 +85,8 @@ export class FrontDoor {
   readonly #tlsWithClientCertificate: TlsServer | undefined
   /** Decrypted connections of hosts that require a client certificate (authorized or not). */
   readonly #certificateRequired = new WeakSet<Socket>()
+  /** The server name each routed connection's first ClientHello gave, by its TCP socket. */
+  readonly #peekedNames = new WeakMap<Socket, { name: string | undefined }>()
   #sni: SniContexts | undefined
   readonly #http: HttpServer
   readonly #sockets = new Set<Socket>()
@@ -108,7 +126,7 @@ export class FrontDoor {
       key: fallback.keyPem,
       // Through #sni, so that a reload swaps every certificate at once.
       SNICallback: (servername, done) => this.#sni!.callback(servername, done),
-      ...CLIENT_TLS_POLICY,
+      ...(requestCert ? certificateTlsPolicy() : CLIENT_TLS_POLICY),
       handshakeTimeout: this.options.handshakeTimeoutMs,
       ALPNProtocols: ['http/1.1'],
       // Verified against the host's CA and CRL; a missing or bad certificate is answered at the
@@ -122,14 +140,24 @@ export class FrontDoor {
     }
     const decrypted = this.options.decrypted
     const accept = decrypted ? (socket: TLSSocket) => decrypted(socket, toHttp) : toHttp
+    const routed = (socket: TLSSocket): boolean => {
+      // The name routing (and the certificate demand) went by is the name TLS must have served.
+      const peeked = this.#peekedNames.get((socket as TLSSocket & { _parent?: Socket })._parent as Socket)
+      if (peeked === undefined || sameName(peeked.name, socket.servername)) return true
+      this.counters.handshakeFailures++
+      this.#log.warn({ client: socket.remoteAddress, peeked: peeked.name, negotiated: socket.servername || undefined }, 'server name changed during the handshake (a second ClientHello): connection closed')
+      socket.destroy()
+      return false
+    }
     server.on('secureConnection', requestCert
       ? (socket: TLSSocket) => {
+          if (!routed(socket)) return
           this.#certificateRequired.add(socket)
           // Without a good certificate nothing is tunnelled: the HTTP layer answers 403.
-          if (socket.authorized) accept(socket)
+          if (presentedVerifiedCertificate(socket)) accept(socket)
           else toHttp(socket)
         }
-      : accept)
+      : (socket: TLSSocket) => { if (routed(socket)) accept(socket) })
     server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
       this.counters.handshakeFailures++
       this.#log.debug({ err: { code: err.code, message: err.message }, client: socket.remoteAddress }, 'tls handshake failed')
@@ -145,7 +173,7 @@ export class FrontDoor {
   clientCertificateProblem (socket: Socket): string | undefined {
     if (!this.#certificateRequired.has(socket)) return undefined
     const tls = socket as TLSSocket
-    if (tls.authorized) return undefined
+    if (presentedVerifiedCertificate(tls)) return undefined
     return tls.getPeerCertificate()?.subject === undefined ? 'no client certificate presented' : String(tls.authorizationError ?? 'client certificate not trusted')
   }
 
@@ -168,7 +196,7 @@ export class FrontDoor {
     this.#sni = sni
     for (const server of [this.#tls, this.#tlsWithClientCertificate]) {
       // The whole policy again: setSecureContext does not keep the server's earlier options.
-      server?.setSecureContext({ cert: sni.fallbackCertificate.certPem, key: sni.fallbackCertificate.keyPem, ...CLIENT_TLS_POLICY })
+      server?.setSecureContext({ cert: sni.fallbackCertificate.certPem, key: sni.fallbackCertificate.keyPem, ...(server === this.#tlsWithClientCertificate ? certificateTlsPolicy() : CLIENT_TLS_POLICY) })
     }
   }
 
@@ -198,6 +226,7 @@ export class FrontDoor {
         socket.destroy()
         return
       }
+      this.#peekedNames.set(socket, { name: outcome.value.serverName })
       const passthrough = routing.passthroughFor(outcome.value.serverName)
       if (passthrough) {
         this.counters.passthroughConnections++

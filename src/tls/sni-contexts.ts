@@ -25,6 +25,14 @@ export const CLIENT_TLS_POLICY = {
 } as const
 
 /**
+ * CERTIFICATE_TLS_POLICY is CLIENT_TLS_POLICY for what serves hosts that require a client
+ * certificate: no session tickets, and keys of its own (a ticket of another name never opens).
+ */
+export function certificateTlsPolicy (): typeof CLIENT_TLS_POLICY & { sessionIdContext: string } {
+  return { ...CLIENT_TLS_POLICY, secureOptions: CLIENT_TLS_POLICY.secureOptions | constants.SSL_OP_NO_TICKET, ticketKeys: randomBytes(48), sessionIdContext: 'casgate-client-certificate' }
+}
+
+/**
  * ticketKeys are the keys session tickets are sealed with (48 bytes: name, HMAC and AES keys),
  * one set for every context of the process. Each context would otherwise make its own, and a
  * TLS 1.3 ticket, which is opened with the context SNI selected, never matched: every Outlook,
@@ -55,7 +63,15 @@ export function secureContextFor (certificate: LoadedCertificate, client?: Certi
     cert: certificate.certPem,
     key: certificate.keyPem,
     ...CLIENT_TLS_POLICY,
-    ...(client ? { ca: client.ca, ...(client.crl ? { crl: client.crl } : {}) } : {})
+    ...(client
+      ? {
+          ca: client.ca,
+          ...(client.crl ? { crl: client.crl } : {}),
+          // No resumption where a client certificate is the second factor: every connection shows
+          // its certificate again and meets the CRL as it is now.
+          ...certificateTlsPolicy()
+        }
+      : {})
   })
 }
 
