@@ -20,7 +20,7 @@ import { join, resolve } from 'node:path'
 import { connect } from 'node:tls'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
-import { childPids, nginxBin, nginxConf, prepareWork, PROXY_PORT, rssOf, start, stop, waitForPort, work } from './lib.mjs'
+import { childPids, haproxyPassthroughConf, nginxBin, nginxConf, nginxProxyServer, prepareWork, PROXY_PORT, rssOf, start, stop, waitForPort, work } from './lib.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -101,50 +101,11 @@ log: { level: warn }
 /** The comparison: nginx (1 worker) for offload and re-encrypt, HAProxy mode tcp for passthrough. */
 function otherProxy (mode) {
   if (mode === 'passthrough') {
-    const file = join(work, 'haproxy-held.cfg')
-    writeFileSync(file, `
-global
-  nbthread 1
-  maxconn ${count + 1000}
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 1h
-  timeout server 1h
-frontend fe
-  bind 127.0.0.1:${PROXY_PORT}
-  maxconn ${count + 1000}
-  tcp-request inspect-delay 5s
-  tcp-request content accept if { req_ssl_hello_type 1 }
-  use_backend be if { req_ssl_sni -i mail.bench.test }
-  default_backend be
-backend be
-  server ex2 127.0.0.1:${HTTPS_PORT}
-`)
+    const file = haproxyPassthroughConf('haproxy-held', HTTPS_PORT, count + 1000)
     return { name: 'HAProxy', child: start('haproxy', ['-f', file], join(work, 'haproxy-held.log')) }
   }
-  const conf = nginxConf(`nginx-held-${mode}`, `
-  upstream plain { server 127.0.0.1:${HTTP_PORT}; keepalive 64; }
-  upstream tls { server 127.0.0.1:${HTTPS_PORT}; keepalive 64; }
-  server {
-    listen 127.0.0.1:${PROXY_PORT} ssl;
-    ssl_certificate ${work}/mail.crt;
-    ssl_certificate_key ${work}/mail.key;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    location / {
-      proxy_pass ${mode === 'offload' ? 'http://plain' : 'https://tls'};
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $host;
-      proxy_set_header X-Forwarded-For $remote_addr;
-      proxy_read_timeout 1h;
-      proxy_ssl_server_name on;
-      proxy_ssl_name mail.bench.test;
-      proxy_ssl_verify on;
-      proxy_ssl_trusted_certificate ${work}/root.pem;
-      proxy_ssl_session_reuse on;
-    }
-  }`)
+  const conf = nginxConf(`nginx-held-${mode}`, nginxProxyServer(mode, HTTP_PORT, HTTPS_PORT, '', `proxy_read_timeout 1h;
+      proxy_ssl_session_reuse on;`))
   // As many connections as the held Pings need (nginxConf's 4096 would make nginx reuse them).
   writeFileSync(conf, readFileSync(conf, 'utf8').replace('worker_processes 1;', `worker_processes 1;\nworker_rlimit_nofile ${limit};`).replace('worker_connections 4096', `worker_connections ${count * 4}`))
   return { name: 'nginx', child: start(nginxBin, ['-c', conf], join(work, `nginx-held-${mode}/stdout.log`)) }

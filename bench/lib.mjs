@@ -184,3 +184,62 @@ pools:
 `)
   return file
 }
+
+/**
+ * haproxyPassthroughConf writes the HAProxy configuration the benches compare passthrough with:
+ * mode tcp, the ClientHello's server name picks the backend (as casgate does), one thread.
+ */
+export function haproxyPassthroughConf (name, backendPort, maxconn = 8000) {
+  const file = join(work, `${name}.cfg`)
+  writeFileSync(file, `
+global
+  nbthread 1
+  maxconn ${maxconn}
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+frontend fe
+  bind 127.0.0.1:${PROXY_PORT}
+  maxconn ${maxconn}
+  tcp-request inspect-delay 5s
+  tcp-request content accept if { req_ssl_hello_type 1 }
+  use_backend be if { req_ssl_sni -i mail.bench.test }
+  default_backend be
+backend be
+  server origin 127.0.0.1:${backendPort}
+`)
+  return file
+}
+
+/**
+ * nginxProxyLocation is the nginx location the benches compare offload and re-encrypt with:
+ * upstream keep-alive, the forwarding headers, the backend verified against the lab root.
+ * `extra` adds directives (a resumption setting, a long read timeout for held requests).
+ */
+export function nginxProxyServer (mode, plainPort, tlsPort, extra = '', locationExtra = '') {
+  return `
+  upstream origin_plain { server 127.0.0.1:${plainPort}; keepalive 64; }
+  upstream origin_tls { server 127.0.0.1:${tlsPort}; keepalive 64; }
+  server {
+    listen 127.0.0.1:${PROXY_PORT} ssl;
+    ssl_certificate ${work}/mail.crt;
+    ssl_certificate_key ${work}/mail.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ${extra}
+    location / {
+      proxy_pass ${mode === 'offload' ? 'http://origin_plain' : 'https://origin_tls'};
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $remote_addr;
+      proxy_set_header X-Forwarded-Proto https;
+      proxy_ssl_server_name on;
+      proxy_ssl_name mail.bench.test;
+      proxy_ssl_verify on;
+      proxy_ssl_trusted_certificate ${work}/root.pem;
+      ${locationExtra}
+    }
+  }`
+}

@@ -9,7 +9,7 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
-import { nginxBin, ORIGIN_HTTPS, originConf, parseWrk, prepareWork, PROXY_PORT, rssOf, start, stop, waitForPort, work } from './lib.mjs'
+import { haproxyPassthroughConf, nginxBin, ORIGIN_HTTPS, originConf, parseWrk, prepareWork, PROXY_PORT, rssOf, start, stop, waitForPort, work } from './lib.mjs'
 
 const { values } = parseArgs({ options: { 'size-mb': { type: 'string', default: '512' }, duration: { type: 'string', default: '10' }, rounds: { type: 'string', default: '2' } } })
 const sizeMb = Number(values['size-mb'])
@@ -18,26 +18,7 @@ const rounds = Number(values.rounds)
 await prepareWork({ large: sizeMb * 1024 * 1024 })
 
 function haproxyConf () {
-  const file = join(work, 'haproxy.cfg')
-  writeFileSync(file, `
-global
-  nbthread 1
-  maxconn 8000
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 1h
-  timeout server 1h
-frontend fe
-  bind 127.0.0.1:${PROXY_PORT}
-  tcp-request inspect-delay 5s
-  tcp-request content accept if { req_ssl_hello_type 1 }
-  use_backend be if { req_ssl_sni -i mail.bench.test }
-  default_backend be
-backend be
-  server origin 127.0.0.1:${ORIGIN_HTTPS}
-`)
-  return file
+  return haproxyPassthroughConf('haproxy', ORIGIN_HTTPS)
 }
 
 function casgateConf () {

@@ -14,7 +14,7 @@ import { writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
-import { casgateConf, childPids, cpuSecondsOf, nginxBin, nginxConf, nginxResumption, ORIGIN_HTTP, ORIGIN_HTTPS, originConf, parseWrk, prepareWork, PROXY_PORT, rssOf, start, stop, waitForPort, work } from './lib.mjs'
+import { casgateConf, childPids, nginxProxyServer, cpuSecondsOf, nginxBin, nginxConf, nginxResumption, ORIGIN_HTTP, ORIGIN_HTTPS, originConf, parseWrk, prepareWork, PROXY_PORT, rssOf, start, stop, waitForPort, work } from './lib.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -47,30 +47,8 @@ stream {
   server { listen 127.0.0.1:${PROXY_PORT}; ssl_preread on; proxy_pass $backend; }
 }`)
   }
-  return nginxConf(`nginx-${mode}`, `
-  upstream origin_plain { server 127.0.0.1:${ORIGIN_HTTP}; keepalive 64; }
-  upstream origin_tls { server 127.0.0.1:${ORIGIN_HTTPS}; keepalive 64; }
-  server {
-    listen 127.0.0.1:${PROXY_PORT} ssl;
-    ssl_certificate ${work}/mail.crt;
-    ssl_certificate_key ${work}/mail.key;
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ${nginxResumption(resumption)}
-    location / {
-      proxy_pass ${mode === 'offload' ? 'http://origin_plain' : 'https://origin_tls'};
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $host;
-      proxy_set_header X-Forwarded-For $remote_addr;
-      proxy_set_header X-Forwarded-Proto https;
-      proxy_ssl_server_name on;
-      proxy_ssl_name mail.bench.test;
-      proxy_ssl_verify on;
-      proxy_ssl_trusted_certificate ${work}/root.pem;
-      proxy_ssl_session_reuse ${resumption === 'off' ? 'off' : 'on'};
-      proxy_buffering on;
-    }
-  }`)
+  return nginxConf(`nginx-${mode}`, nginxProxyServer(mode, ORIGIN_HTTP, ORIGIN_HTTPS, nginxResumption(resumption), `proxy_ssl_session_reuse ${resumption === 'off' ? 'off' : 'on'};
+      proxy_buffering on;`))
 }
 
 function wrk (path, extraHeaders = []) {
