@@ -51,14 +51,20 @@ async function lowPort (): Promise<number> {
 
 /**
  * serviceUser is who runs the unit's commands here: uid/gid 65534 (a dynamic user is some such
- * unprivileged id) with no groups. A checkout that user cannot read (a clone under /root) is run
- * as uid 0 without root's powers instead: securebits keep exec from granting it capabilities.
+ * unprivileged id) with no groups. Where that user cannot read the checkout or run this Node (a
+ * clone under /root), uid 0 without root's powers stands in: securebits keep exec from granting
+ * it capabilities.
  */
+let user: { uid: number, identity: string[] } | undefined
 function serviceUser (): { uid: number, identity: string[] } {
-  const readable = spawnSync('setpriv', ['--reuid', String(NOBODY), '--regid', String(NOBODY), '--clear-groups', 'test', '-r', resolve('dist/src/cli.js')]).status === 0
-  return readable
-    ? { uid: NOBODY, identity: ['--reuid', String(NOBODY), '--regid', String(NOBODY), '--clear-groups'] }
+  if (user !== undefined) return user
+  const as = ['--reuid', String(NOBODY), '--regid', String(NOBODY), '--clear-groups']
+  const readable = spawnSync('setpriv', [...as, 'test', '-r', resolve('dist/src/cli.js')]).status === 0 &&
+    spawnSync('setpriv', [...as, 'test', '-x', process.execPath]).status === 0
+  user = readable
+    ? { uid: NOBODY, identity: as }
     : { uid: 0, identity: ['--securebits', '+noroot,+noroot_locked,+no_setuid_fixup,+no_setuid_fixup_locked'] }
+  return user
 }
 
 /** asServiceUser is the setpriv prefix that gives a command the unit's identity and CAP_NET_BIND_SERVICE alone (or nothing). */
