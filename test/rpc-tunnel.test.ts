@@ -27,10 +27,14 @@ describe.each(['offload', 'reencrypt'] as const)('Outlook Anywhere RPC over HTTP
     await expect.poll(() => gateway.logs.lines.some((line) => line.tunnel === true && line.method === 'RPC_IN_DATA' && line.vdir === '/rpc')).toBe(true)
   })
 
-  it('streams 128 MB up an RPC_IN_DATA channel and 128 MB down an RPC_OUT_DATA channel with bounded memory', async () => {
+  it('streams 384 MB up an RPC_IN_DATA channel and 384 MB down an RPC_OUT_DATA channel with bounded memory', async () => {
     const { gateway } = await rpcLab(mode)
     const pki = await labPki()
-    const total = 128 * MB
+    // As in streaming.test.ts: a transfer well past the bound, so that a body held whole fails it.
+    // The bound has room for Node 24 (V8 13), which frees streamed Buffers later than Node 20: the
+    // first large transfer of this process (client, casgate and emulator together) peaked at
+    // 86-130 MB there against 35-75 MB on Node 20; 128 MB against 100 MB failed 1 run in 5.
+    const total = 384 * MB
     global.gc?.()
     const start = process.memoryUsage().rss
     let peak = start
@@ -64,7 +68,7 @@ describe.each(['offload', 'reencrypt'] as const)('Outlook Anywhere RPC over HTTP
     } finally {
       clearInterval(timer)
     }
-    expect(peak - start).toBeLessThan(100 * MB)
+    expect(peak - start).toBeLessThan(160 * MB)
   }, 120_000)
 
   it('takes a request line that arrives one byte at a time', async () => {
