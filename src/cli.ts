@@ -68,6 +68,12 @@ function fail (err: unknown): number {
     process.stderr.write(`casgate: ${err.message} [${err.code}]\n`)
     return 2
   }
+  // A cluster worker that could not start: the instance exits as the worker did (2: the fix is the admin's).
+  const exitStatus = (err as { exitStatus?: unknown })?.exitStatus
+  if (typeof exitStatus === 'number') {
+    process.stderr.write(`casgate: ${(err as Error).message}\n`)
+    return exitStatus
+  }
   const code = (err as NodeJS.ErrnoException)?.code
   if (code === 'EADDRINUSE' || code === 'EACCES') {
     process.stderr.write(`casgate: cannot listen: ${(err as Error).message}. Fix: choose another port (listen.port, or --port for the demo), or stop what holds it.\n`)

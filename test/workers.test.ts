@@ -251,3 +251,15 @@ describe('several workers behave as one casgate', () => {
     expect(await cluster.exited).toBe(0)
   })
 })
+
+describe('a cluster that cannot start', () => {
+  it('exits 2, as one process does, when its workers cannot listen (the port is taken)', async () => {
+    const servers = await startEmulators(1)
+    const { createServer } = await import('node:net')
+    const taken = createServer()
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve))
+    onTestFinished(() => new Promise<void>((resolve) => taken.close(() => resolve())))
+    const port = (taken.address() as { port: number }).port
+    await expect(startCluster(servers, { listen: { host: '127.0.0.1', port, workers: 2, shutdownGraceMs: 1_000 } })).rejects.toThrow(/casgate exited 2: .*before it listened/s)
+  })
+})

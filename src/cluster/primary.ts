@@ -204,7 +204,9 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
     if (stopping) return
     if (startup !== undefined && !wasReady) {
       // A worker that cannot start (port taken, bad certificate) will not start on a retry either.
-      startup.reject(new Error(`worker ${worker.id} exited (${signal ?? `status ${code}`}) before it listened; see its log above`))
+      // Its status says whose the fix is (2: the configuration, a port taken): systemd's
+      // RestartPreventExitStatus=2 then stops retrying, as with one process.
+      startup.reject(Object.assign(new Error(`worker ${worker.id} exited (${signal ?? `status ${code}`}) before it listened; see its log above`), { exitStatus: code === 2 ? 2 : 1 }))
       return
     }
     restartDelayMs = lived < QUICK_EXIT_MS ? Math.min(MAX_RESTART_DELAY_MS, restartDelayMs * 2) : 1_000
