@@ -36,8 +36,8 @@ export class LdapProvider implements CredentialProvider {
     // accept as success: never let one through. Control characters have no business in a name.
     if (password === '' || user.trim() === '' || hasControlCharacters(user)) return 'invalid'
     const name = bindNameFor(this.#config.bindName, user)
-    // Loaded at the first LDAP check, not at start: ldapts and its dependencies are ~3 MB of
-    // heap that a gateway without LDAP preauthentication never needs (bench/README.md, session 4).
+    // Loaded at the first LDAP check, not at start: ldapts and its dependencies are heap
+    // that a gateway without LDAP preauthentication never needs (bench/README.md, session 4: memory).
     const { Client, InvalidCredentialsError } = await import('ldapts')
     for (const url of this.#config.urls) {
       const secure = url.toLowerCase().startsWith('ldaps://')
