@@ -56,4 +56,12 @@ describe('casgate check shows the edge', () => {
     expect(report).toContain(`  admin: http://127.0.0.1:9090, every request with Authorization: Bearer <token> (token: will be generated at first start into ${dir}/admin-token); Host must be its address or lb-admin.contoso.local; changes are same-origin JSON POSTs`)
     expect(existsSync(join(dir, 'admin-token'))).toBe(false)
   })
+
+  it('warns when the admin listener leaves loopback (plain HTTP: the token would cross the network)', async () => {
+    const dir = tempDir()
+    const config = await labConfig({ mode: 'offload', servers: ['http://127.0.0.1:1'], extra: { stateDir: dir, admin: { host: '0.0.0.0', port: 9090 } } }, { writeState: false })
+    expect(config.warnings.find((w) => w.path === 'admin.host')?.message).toBe('the admin listener is plain HTTP on 0.0.0.0: its token and the status page\'s cookie cross that network in clear')
+    const loopback = await labConfig({ mode: 'offload', servers: ['http://127.0.0.1:1'], extra: { stateDir: dir, admin: { host: '127.0.0.1', port: 9090 } } }, { writeState: false })
+    expect(loopback.warnings.some((w) => w.path === 'admin.host')).toBe(false)
+  })
 })

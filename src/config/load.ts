@@ -210,6 +210,9 @@ export function buildConfig (input: unknown, options: { source: string, baseDir:
   const affinity: AffinitySettings = { ...affinitySettings, secret: affinitySecret.key, secretSource: affinitySecret.source }
   const preauth = raw.preauth === undefined ? undefined : resolvePreauth(raw.preauth, options.baseDir, issues, (files, path) => loadCa(files, options.baseDir, path, issues), { stateDir: raw.stateDir, writeState: options.writeState ?? true })
   const admin = raw.admin === undefined ? undefined : resolveAdmin(raw.admin, { dir: resolveStateDir(raw.stateDir, options.baseDir), write: (options.writeState ?? true) && issues.length === 0 }, options.baseDir, issues)
+  if (admin !== undefined && !/^(127\.\d+\.\d+\.\d+|::1|localhost)$/i.test(admin.host)) {
+    warnings.push({ path: 'admin.host', message: `the admin listener is plain HTTP on ${admin.host}: its token and the status page's cookie cross that network in clear`, fix: 'keep it on 127.0.0.1 (reach it over SSH or a management VPN), or on a network only admins reach' })
+  }
   const rulePack = new RulePack(EXCHANGE_RULE_PACK, raw.rules.disable)
   for (const id of rulePack.unknownIds) {
     issues.push({ path: `rules.disable[${raw.rules.disable.indexOf(id)}]`, message: `${JSON.stringify(id)} is not a rule of pack ${rulePack.version}`, fix: `use one of ${EXCHANGE_RULE_PACK.rules.map((rule) => rule.id).join(', ')}` })
