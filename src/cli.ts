@@ -30,8 +30,10 @@ Run \`casgate <command> --help\` for the options of a command.`,
   start: `Usage: casgate start [--config FILE] [--grace-ms N] [--ignore-extended-protection]
 
 Runs the gateway. The configuration is checked first; any problem is reported with its key
-path and casgate exits with status 2 before opening a port. SIGHUP reloads the certificates
-from the configuration file (new handshakes get them; open connections keep theirs).
+path and casgate exits with status 2 before opening a port. SIGHUP reloads: with
+listen.workers, the whole configuration file (refused with its problems logged if it has any;
+otherwise new workers take new connections and the previous ones finish what they hold); with
+one process, the certificates (new handshakes get them; open connections keep theirs).
 
   -c, --config FILE   configuration file (default: $CASGATE_CONFIG or ./casgate.yaml)
       --grace-ms N    on SIGTERM/SIGINT, let requests in flight finish for up to N ms
@@ -180,6 +182,7 @@ export async function main (argv: string[]): Promise<number | undefined> {
         const workers = config.listen.workers === 'auto' ? availableParallelism() : config.listen.workers
         if (workers > 1) {
           const primary = await runPrimary(config, {
+            file,
             workers,
             graceMs: values['grace-ms'] !== undefined ? Number(values['grace-ms']) : config.listen.shutdownGraceMs,
             extendedProtection: values['ignore-extended-protection'] ? 'warn' : 'enforce'

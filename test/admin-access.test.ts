@@ -130,6 +130,13 @@ describe('the admin listener cannot be abused', () => {
     expect((await admin(gateway, '/lockout/clear', {})).status).toBe(400)
   })
 
+  it('says that a single process reloads certificates only (POST /reload: 409)', async () => {
+    const { gateway } = await lab()
+    const answer = await admin(gateway, '/reload', {})
+    expect(answer.status).toBe(409)
+    expect(String(answer.json.error)).toMatch(/listen\.workers to 2 or more/)
+  })
+
   it('sets a server\'s weight: 0 takes no new requests, and /status shows it', async () => {
     const { gateway, ex1 } = await lab()
     const client = await labClient()

@@ -12,7 +12,7 @@ import { tempDir, writeFiles } from './helpers/tmp.js'
 // systemd as PID 1 here, so setpriv stands in for the sandbox's identity: an unprivileged user
 // (DynamicUser=) with CAP_NET_BIND_SERVICE as its only capability (AmbientCapabilities=,
 // CapabilityBoundingSet=), $STATE_DIRECTORY as StateDirectory= sets it, ExecStartPost= for
-// readiness, ExecReload= for SIGHUP and SIGTERM to the whole process group (KillMode=control-group).
+// readiness, ExecReload= for SIGHUP (the whole configuration, with workers) and SIGTERM to the whole process group (KillMode=control-group).
 
 const UNIT = resolve('deploy/casgate.service')
 const NOBODY = 65534
@@ -189,10 +189,12 @@ describe('the systemd unit (deploy/casgate.service)', () => {
     const token = statSync(`${stateDir}/admin-token`)
     expect({ mode: token.mode & 0o777, uid: token.uid }).toEqual({ mode: 0o600, uid: serviceUser().uid })
 
-    // ExecReload=: SIGHUP to the main process reloads the certificates in both workers.
+    // ExecReload=: SIGHUP to the main process reloads the whole configuration: two new workers
+    // (binding the low port with the same capability) take over, the two previous ones finish.
     const reload = service.get('ExecReload')![0]!.replace('$MAINPID', String(casgate.child.pid)).split(' ')
     expect(spawnSync(reload[0]!, reload.slice(1)).status).toBe(0)
-    await expect.poll(() => casgate.lines.filter((line) => line.msg === 'certificates reloaded').length, { timeout: 10_000 }).toBe(2)
+    await expect.poll(() => casgate.lines.some((line) => line.msg === 'configuration reloaded'), { timeout: 20_000 }).toBe(true)
+    await expect.poll(() => casgate.lines.filter((line) => line.msg === 'worker of the previous configuration finished').length, { timeout: 10_000 }).toBe(2)
 
     // The readiness probe's connection, opened and closed before TLS, left no warning or error.
     expect(casgate.lines.filter((line) => Number(line.level) >= 40 && line.component !== 'health')).toEqual([])

@@ -252,6 +252,35 @@ describe('several workers behave as one casgate', () => {
   })
 })
 
+describe('reloading the whole configuration', () => {
+  it('refuses a bad file and keeps serving; a good one removes a server while a Ping held there finishes', async () => {
+    const servers = await startEmulators(2)
+    const cluster = await startCluster(servers, { health: { enabled: false } })
+    const file = `${cluster.dir}/casgate.yaml`
+    const running = JSON.parse(readFileSync(file, 'utf8')) as { pools: { cas: { servers: string[] } } }
+    const held = fresh(cluster, '/Microsoft-Server-ActiveSync/__casgate/hold?ms=4000&Cmd=Ping&User=jdoe&DeviceId=D1&DeviceType=iPhone')
+    await expect.poll(() => servers.filter((server) => server.requests === 1).length).toBe(1)
+    const holder = servers.find((server) => server.requests === 1)!
+    const other = servers.find((server) => server !== holder)!
+
+    writeFileSync(file, JSON.stringify({ ...running, pools: { cas: { servers: [] } } }))
+    cluster.child.kill('SIGHUP')
+    await expect.poll(() => cluster.lines.some((line) => line.msg === 'configuration reload refused; the running configuration stays'), { timeout: 10_000 }).toBe(true)
+    expect((await fresh(cluster, '/EWS/Exchange.asmx')).status).toBe(200)
+
+    writeFileSync(file, JSON.stringify({ ...running, pools: { cas: { servers: [other.url] } } }))
+    expect(await adminJson(cluster, '/reload', {})).toMatchObject({ status: 200, reloaded: true })
+    const answers = await Promise.all(Array.from({ length: 8 }, () => fresh(cluster, '/EWS/Exchange.asmx')))
+    expect(new Set(answers.map((answer) => answer.backend))).toEqual(new Set([other.name]))
+    const status = await adminJson(cluster, '/status') as { pools: { cas: { servers: Array<{ origin: string }> } }, workers: { serving: number } }
+    expect(status.pools.cas.servers.map((server) => server.origin)).toEqual([other.url])
+    expect(status.workers.serving).toBe(2)
+    // The Ping held on the removed server finishes there, on the configuration it started with.
+    expect(await held).toMatchObject({ status: 200, backend: holder.name })
+    await expect.poll(() => cluster.lines.filter((line) => line.msg === 'worker of the previous configuration finished').length, { timeout: 15_000 }).toBe(2)
+  })
+})
+
 describe('a cluster that cannot start', () => {
   it('exits 2, as one process does, when its workers cannot listen (the port is taken)', async () => {
     const servers = await startEmulators(1)

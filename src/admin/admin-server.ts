@@ -70,6 +70,8 @@ export interface AdminSource {
   drain: Pick<DrainControl, 'drain' | 'enable' | 'snapshot' | 'setWeight'>
   /** The Prometheus text exposition (GET /metrics). */
   metrics: () => Promise<{ contentType: string, text: string }>
+  /** Re-reads the whole configuration (a cluster's primary); undefined where only certificates reload. */
+  reload?: () => Promise<{ reloaded: boolean, problems?: unknown[] }>
   /** Forgets a user's failed logons (all sources): a locked-out user may try again at once. */
   clearLockout: (user: string) => void
   /** Where a user's affinity keys send them, per vdir; `clear` forgets them (next request placed anew). */
@@ -139,6 +141,12 @@ export async function startAdminServer (config: AdminSettings, source: AdminSour
     if (typeof weight !== 'number' || !Number.isInteger(weight) || weight < 0 || weight > 256) return reply.code(400).send({ error: 'weight must be a whole number from 0 to 256' })
     if (!source.drain.setWeight(request.params.name, weight)) return reply.code(404).send({ error: `no server named ${request.params.name}` })
     return { backend: request.params.name, weight }
+  })
+  // The whole configuration, as SIGHUP does in a cluster.
+  app.post('/reload', async (_request, reply) => {
+    if (source.reload === undefined) return reply.code(409).send({ error: 'whole-configuration reload needs a primary process: set listen.workers to 2 or more (or auto); with one process SIGHUP reloads the certificates' })
+    const result = await source.reload()
+    return reply.code(result.reloaded ? 200 : 400).send(result)
   })
   // A user who locked themselves out (new password on an old phone) gets in again at once.
   app.post<{ Body: Body | undefined }>('/lockout/clear', async (request, reply) => {

@@ -1,18 +1,14 @@
 import cluster, { type Worker } from 'node:cluster'
 import { randomBytes } from 'node:crypto'
+import { availableParallelism } from 'node:os'
 import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
-import type { GatewayConfig } from '../config/load.js'
+import { loadConfigFile, type GatewayConfig } from '../config/load.js'
 import { ConfigError } from '../errors/errors.js'
 import { startAdminServer } from '../admin/admin-server.js'
 import { createLogger } from '../observe/logger.js'
 import { checkExtendedProtection } from '../tls/extended-protection.js'
-import { DrainControl } from '../upstream/drain.js'
-import { HealthMonitor } from '../upstream/health-monitor.js'
-import { watchHealthTargets } from '../upstream/health-targets.js'
-import { ServerPool } from '../upstream/server-pool.js'
-import { openTransports } from '../upstream/transports.js'
-import { UpstreamDispatcher } from '../upstream/upstream-dispatcher.js'
+import { carryOver, controlPlane, type ControlPlane } from './control-plane.js'
 import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from 'prom-client'
 import { mergeAffinity, mergeStatus } from './merge-snapshots.js'
 import { isMessage, type ToPrimary, type ToWorker } from './messages.js'
@@ -30,6 +26,8 @@ const MAX_RESTART_DELAY_MS = 30_000
 
 /** PrimaryOptions are what `casgate start` passes on. */
 export interface PrimaryOptions {
+  /** The configuration file, re-read on reload. */
+  file: string
   workers: number
   graceMs: number
   extendedProtection: 'enforce' | 'warn'
@@ -56,14 +54,14 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
     for (const error of ep.errors) logger.error({ path: error.path, fix: error.fix }, `STARTING ANYWAY (--ignore-extended-protection): ${error.message}`)
   }
 
-  const pools = new Map([...config.pools.values()].map((pool) => [pool.name, new ServerPool(pool)]))
-  const upstreams = new UpstreamDispatcher()
-  // The probes travel as the traffic does: plain HTTP or TLS with the pool's CA and name.
-  for (const pool of pools.values()) openTransports(upstreams, pool, pool.config.scheme === 'http:' ? 'http' : 'tls')
-  const health = new HealthMonitor(config.health, upstreams, logger.child({ component: 'health' }))
-  watchHealthTargets(health, config, pools)
-  const drain = new DrainControl(pools, logger.child({ component: 'drain' }), { cuts: false })
+  let plane = controlPlane(config, logger)
+  let workerCount = options.workers
+  /** The workers of the running configuration, and those a reload is starting or retiring. */
   const ready = new Set<Worker>()
+  const starting = new Set<Worker>()
+  const retiring = new Set<Worker>()
+  const listeningNew = new Set<Worker>()
+  let reloading: { resolve: () => void, reject: (err: Error) => void } | undefined
   const started = new Map<Worker, number>()
   const snapshots = new Map<number, { pending: Set<Worker>, parts: Snapshot[], done: () => void }>()
   const userQueries = new Map<number, { pending: Set<Worker>, answers: object[], done: () => void }>()
@@ -73,7 +71,10 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
 
   const send = (worker: Worker, message: ToWorker): void => { if (worker.isConnected()) worker.send(message) }
   const broadcast = (message: ToWorker, except?: Worker): void => { for (const worker of ready) if (worker !== except) send(worker, message) }
-  health.onChange = (server, vdir, up) => broadcast({ t: 'health', origin: server.origin, vdir, down: !up })
+  // What one worker records site-wide reaches every other, of the old configuration or the new.
+  const relay = (message: ToWorker, except: Worker): void => { for (const worker of [...ready, ...starting, ...retiring]) if (worker !== except) send(worker, message) }
+  const watchHealth = (next: ControlPlane): void => { next.health.onChange = (server, vdir, up) => broadcast({ t: 'health', origin: server.origin, vdir, down: !up }) }
+  watchHealth(plane)
 
   /** snapshot asks every worker for its figures; those that do not answer in time are left out. */
   const snapshot = async (): Promise<Snapshot[]> => {
@@ -95,7 +96,7 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
     const merged = mergeStatus(parts.map((part) => part.status))
     const memory = process.memoryUsage()
     // What the primary knows first hand: health, drains, which vdirs are out per server.
-    for (const [name, pool] of pools) {
+    for (const [name, pool] of plane.pools) {
       const servers = ((merged.pools as Record<string, { servers?: Array<{ downVdirs: string[] }> }> | undefined)?.[name]?.servers) ?? []
       pool.servers.forEach((server, i) => { if (servers[i]) servers[i].downVdirs = [...server.down] })
     }
@@ -103,8 +104,8 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
       ...merged,
       workers: { configured: options.workers, serving: ready.size, answered: parts.length },
       primary: { pid: process.pid, rssBytes: memory.rss, heapUsedBytes: memory.heapUsed },
-      health: health.snapshot(),
-      drained: drain.snapshot()
+      health: plane.health.snapshot(),
+      drained: plane.drain.snapshot()
     }
   }
 
@@ -114,16 +115,17 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
       status,
       affinity: async () => mergeAffinity((await snapshot()).map((part) => part.affinity)),
       drain: {
-        drain: (name, vdir, deadlineMs) => drain.drain(name, vdir, deadlineMs) && (broadcast({ t: 'drain', name, vdir, deadlineMs }), true),
-        enable: (name, vdir) => drain.enable(name, vdir) && (broadcast({ t: 'enable', name, vdir }), true),
-        setWeight: (name, weight) => drain.setWeight(name, weight) && (broadcast({ t: 'weight', name, weight }), true),
-        snapshot: () => drain.snapshot()
+        drain: (name, vdir, deadlineMs) => plane.drain.drain(name, vdir, deadlineMs) && (broadcast({ t: 'drain', name, vdir, deadlineMs }), true),
+        enable: (name, vdir) => plane.drain.enable(name, vdir) && (broadcast({ t: 'enable', name, vdir }), true),
+        setWeight: (name, weight) => plane.drain.setWeight(name, weight) && (broadcast({ t: 'weight', name, weight }), true),
+        snapshot: () => plane.drain.snapshot()
       },
       metrics: async () => {
         // prom-client's aggregation: counters add up; gauges as each declares (server_up min, affinity keys max).
         const registry = AggregatorRegistry.aggregate((await snapshot()).map((part) => part.metrics as MetricObjectWithValues<MetricValue<string>>[]))
         return { contentType: registry.contentType, text: await registry.metrics() }
       },
+      reload: () => reload(),
       clearLockout: (user) => broadcast({ t: 'shared', record: { kind: 'lockout', record: { kind: 'clear', user, address: undefined, device: undefined, at: Date.now() } } }),
       userAffinity: async (user, clear) => {
         const id = nextSnapshot++
@@ -144,9 +146,9 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
 
   /** welcome brings a worker that starts late (a replacement) up to date: health and drains. */
   const welcome = (worker: Worker): void => {
-    for (const { origin, vdir } of health.down()) send(worker, { t: 'health', origin, vdir, down: true })
-    for (const { backend, weight } of drain.weights()) send(worker, { t: 'weight', name: backend, weight })
-    for (const state of drain.snapshot()) {
+    for (const { origin, vdir } of plane.health.down()) send(worker, { t: 'health', origin, vdir, down: true })
+    for (const { backend, weight } of plane.drain.weights()) send(worker, { t: 'weight', name: backend, weight })
+    for (const state of plane.drain.snapshot()) {
       const deadlineMs = state.deadline === undefined ? 0 : Math.max(0, Date.parse(state.deadline) - Date.now())
       for (const vdir of state.vdirs) send(worker, { t: 'drain', name: state.backend, vdir: vdir === '*' ? undefined : vdir, deadlineMs })
     }
@@ -163,16 +165,22 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
     switch (message.t) {
       case 'ready':
         port = message.port
+        if (starting.has(worker)) {
+          // A reload's worker: they join when all of them listen (reload() swaps them in).
+          listeningNew.add(worker)
+          if (listeningNew.size === starting.size) reloading?.resolve()
+          return
+        }
         ready.add(worker)
         welcome(worker)
-        if (ready.size === options.workers) startup?.resolve()
+        if (ready.size === workerCount) startup?.resolve()
         return
       case 'failure': {
-        for (const pool of pools.values()) for (const server of pool.servers) if (server.origin === message.origin) health.reportFailure(server, message.vdir, message.reason)
+        for (const pool of plane.pools.values()) for (const server of pool.servers) if (server.origin === message.origin) plane.health.reportFailure(server, message.vdir, message.reason)
         return
       }
       case 'shared':
-        broadcast({ t: 'shared', record: message.record }, worker)
+        relay({ t: 'shared', record: message.record }, worker)
         return
       case 'user-affinity': {
         const waiting = userQueries.get(message.id)
@@ -190,10 +198,11 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
     }
   }
 
-  const fork = (): void => {
-    const worker = cluster.fork({ CASGATE_WORKERS: String(options.workers), CASGATE_TLS_TICKET_KEYS: ticketKeys })
+  const fork = (): Worker => {
+    const worker = cluster.fork({ CASGATE_WORKERS: String(workerCount), CASGATE_TLS_TICKET_KEYS: ticketKeys })
     started.set(worker, Date.now())
     worker.on('message', (message: unknown) => onMessage(worker, message))
+    return worker
   }
 
   cluster.on('exit', (worker, code, signal) => {
@@ -201,6 +210,14 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
     const wasReady = ready.delete(worker)
     started.delete(worker)
     for (const [id, waiting] of snapshots) if (waiting.pending.delete(worker) && waiting.pending.size === 0) snapshots.get(id)?.done()
+    if (retiring.delete(worker)) {
+      logger.info({ worker: worker.id, pid: worker.process.pid }, 'worker of the previous configuration finished')
+      return
+    }
+    if (starting.delete(worker)) {
+      reloading?.reject(new Error(`worker ${worker.id} of the new configuration exited (${signal ?? `status ${code}`}) before it listened`))
+      return
+    }
     if (stopping) return
     if (startup !== undefined && !wasReady) {
       // A worker that cannot start (port taken, bad certificate) will not start on a retry either.
@@ -217,8 +234,6 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
   const stop = async (): Promise<void> => {
     if (stopping) return
     stopping = true
-    health.stop()
-    drain.stop()
     const exited = Promise.all([...started.keys()].map((worker) => new Promise<void>((resolve) => {
       if (worker.isDead()) return resolve()
       worker.once('exit', () => resolve())
@@ -229,7 +244,73 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
     await exited
     clearTimeout(deadline)
     await admin?.app.close()
-    await upstreams.destroy()
+    await plane.close()
+  }
+
+  /**
+   * reload re-reads the configuration file: a file with problems is refused (logged, the running
+   * configuration kept); a good one gets workers of its own, which take new connections once they
+   * all listen, while the previous workers stop accepting and finish what they hold — held long
+   * polls, RPC channels and pinned NTLM connections on the servers they started with.
+   */
+  const reload = async (): Promise<{ reloaded: boolean, problems?: unknown[] }> => {
+    if (reloading !== undefined || stopping) return { reloaded: false, problems: [{ message: 'a reload or a stop is already running' }] }
+    let next: GatewayConfig
+    try {
+      next = loadConfigFile(options.file)
+      const ep = await checkExtendedProtection(next)
+      if (ep.errors.length > 0 && options.extendedProtection !== 'warn') throw new ConfigError(next.source, ep.errors)
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err
+      logger.error({ problems: err.issues }, 'configuration reload refused; the running configuration stays')
+      return { reloaded: false, problems: err.issues }
+    }
+    const nextPlane = controlPlane(next, logger)
+    carryOver(plane, nextPlane)
+    const count = next.listen.workers === 'auto' ? availableParallelism() : Math.max(1, next.listen.workers)
+    const previousCount = workerCount
+    workerCount = count
+    try {
+      await new Promise<void>((resolve, reject) => {
+        reloading = { resolve, reject }
+        const timer = setTimeout(() => reject(new Error('the new workers did not listen within 60 s')), 60_000)
+        timer.unref()
+        for (let i = 0; i < count; i++) starting.add(fork())
+      })
+    } catch (err) {
+      workerCount = previousCount
+      const abandoned = [...starting]
+      starting.clear()
+      listeningNew.clear()
+      for (const worker of abandoned) worker.process.kill('SIGKILL')
+      await nextPlane.close()
+      logger.error({ err: (err as Error).message }, 'configuration reload failed; the running configuration stays')
+      return { reloaded: false, problems: [{ message: (err as Error).message }] }
+    } finally {
+      reloading = undefined
+    }
+    // The swap: new connections go to the new workers; the old ones finish what they hold.
+    const longest = Math.max(plane.config.listen.idleTimeoutMs, ...plane.config.hosts.flatMap((host) => host.mode === 'passthrough' ? [host.idleTimeoutMs] : host.vdirs.map((vdir) => vdir.timeoutMs)))
+    for (const worker of ready) {
+      retiring.add(worker)
+      send(worker, { t: 'retire', maxMs: longest + 5_000 })
+    }
+    ready.clear()
+    for (const worker of starting) ready.add(worker)
+    starting.clear()
+    listeningNew.clear()
+    const previous = plane
+    plane = nextPlane
+    watchHealth(plane)
+    plane.health.start()
+    await previous.close()
+    for (const worker of ready) welcome(worker)
+    const listener = (c: GatewayConfig): string => JSON.stringify(c.admin === undefined ? null : [c.admin.host, c.admin.port, c.admin.names, c.admin.token])
+    if (listener(next) !== listener(config)) {
+      logger.warn('the admin listener keeps its address and token until a restart')
+    }
+    logger.info({ workers: ready.size, retiring: retiring.size, hosts: next.hosts.flatMap((h) => h.names), pools: [...next.pools.keys()] }, 'configuration reloaded')
+    return { reloaded: true }
   }
 
   for (let i = 0; i < options.workers; i++) fork()
@@ -241,11 +322,11 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
   } finally {
     startup = undefined
   }
-  health.start()
+  plane.health.start()
   logger.info({ port, workers: options.workers, hosts: config.hosts.flatMap((h) => h.names) }, 'casgate listening')
   process.on('SIGHUP', () => {
-    logger.info({ workers: ready.size }, 'SIGHUP: reloading certificates in every worker')
-    broadcast({ t: 'reload' })
+    logger.info({ workers: ready.size }, 'SIGHUP: reloading the configuration')
+    reload().catch((err: unknown) => logger.error({ err }, 'configuration reload failed'))
   })
   return { port, adminAddress: admin?.address, stop }
 }

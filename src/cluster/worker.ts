@@ -117,6 +117,15 @@ export async function runWorker (file: string, workers: number): Promise<void> {
       }
       case 'reload': return reload()
       case 'stop': return stop(message.graceMs)
+      case 'retire':
+        // Nothing new comes here; what is held finishes on the configuration it started with.
+        if (stopping) return
+        stopping = true
+        logger.info({ maxMs: message.maxMs }, 'retiring: a newer configuration takes new connections')
+        gateway.retire(message.maxMs).then(() => process.exit(0), (err: unknown) => {
+          logger.error({ err }, 'retiring failed')
+          process.exit(1)
+        })
     }
   })
   // systemd signals the whole control group: a worker stops as gracefully as the primary asks.

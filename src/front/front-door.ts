@@ -266,11 +266,22 @@ export class FrontDoor {
   }
 
   /**
+   * retire stops accepting and waits, up to `maxMs`, for the connections open now to end by
+   * themselves — held long polls, RPC channels and pinned NTLM connections included — without
+   * closing idle ones (a reload: the proxy answers their next request with Connection: close).
+   */
+  async retire (maxMs: number): Promise<void> {
+    this.#net.close()
+    const deadline = Date.now() + maxMs
+    while (this.#sockets.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 200))
+  }
+
+  /**
    * close stops accepting, lets requests in flight finish for up to `graceMs`, then drops
    * whatever is left.
    */
   async close (graceMs = 0): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.#net.close(() => resolve()))
+    const closed = new Promise<void>((resolve) => this.#net.listening ? this.#net.close(() => resolve()) : resolve())
     this.#http.closeIdleConnections()
     const deadline = Date.now() + graceMs
     while (this.#sockets.size > 0 && Date.now() < deadline) {

@@ -66,6 +66,11 @@ export interface Gateway {
   readonly certificates: CertificateWatch
   /** url builds https://<host>:<port><path> for the bound port. */
   url: (path?: string, host?: string) => string
+  /**
+   * retire stops accepting and lets every open connection end by itself, for up to `maxMs` (a
+   * cluster reload: workers with the new configuration take the new connections).
+   */
+  retire: (maxMs: number) => Promise<void>
   close: (graceMs?: number) => Promise<void>
 }
 
@@ -176,7 +181,9 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   })
   if (preauth) preauth.onLockout = (scope) => metrics.lockout(scope)
   const recentErrors = new RecentErrors()
+  let retiring = false
   await app.register(casgateProxy, {
+    retiring: () => retiring,
     metrics,
     recentErrors,
     guard,
@@ -274,7 +281,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   logger.info({ address: address.address, port: address.port, hosts: config.hosts.flatMap((h) => h.names), vdirs: [...new Set(vdirs.map((v) => v.path))] }, 'casgate listening')
 
   const defaultHost = config.defaultHost.names.find((name) => !name.startsWith('*')) ?? 'localhost'
-  return {
+  const gateway: Gateway = {
     config,
     app,
     frontDoor,
@@ -290,6 +297,11 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     drain,
     affinity,
     certificates,
+    async retire (maxMs) {
+      retiring = true
+      await frontDoor.retire(maxMs)
+      await gateway.close(0)
+    },
     async close (graceMs = 0) {
       health.stop()
       affinity.stop()
@@ -301,4 +313,5 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
       await app.close()
     }
   }
+  return gateway
 }

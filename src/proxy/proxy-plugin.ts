@@ -48,6 +48,12 @@ export interface ProxyPluginOptions {
   metrics: GatewayMetrics
   /** The last upstream failures, for /status and the status page. */
   recentErrors: RecentErrors
+  /**
+   * Whether this process is retiring (a cluster reload started workers with the new
+   * configuration): a request on a keep-alive connection is answered with Connection: close, so
+   * the client's next one reaches a new worker; a pinned NTLM connection keeps going.
+   */
+  retiring?: () => boolean
   /** Hears failures of live traffic that are the server's fault (passive health). */
   onBackendFailure: (backend: Server, vdir: string, reason: string) => void
 }
@@ -108,6 +114,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
     const res = reply.raw
     const socket = request.raw.socket
     const record: RequestRecord = { start: performance.now(), client: socket.remoteAddress, vdir: undefined, longPoll: false, site: '', lease: undefined, exchange: undefined, pin: undefined, user: undefined, preauth: undefined, host: '', refused: undefined, source: undefined }
+    if (options.retiring?.() === true && pins.get(socket) === undefined) res.shouldKeepAlive = false
     res.once('close', () => {
       record.lease?.release()
       record.exchange?.clientGone()
