@@ -99,7 +99,12 @@ export function demoBanner (run: DemoRun): string {
     `            curl --cacert ${ca} https://localhost:${port}/Microsoft-Server-ActiveSync -X OPTIONS -i`,
     `            curl --cacert ${ca} -u ${run.user.name}:${run.user.password} https://localhost:${port}/EWS/Exchange.asmx`,
     `  Backends  ${run.backends.map((b) => `${b.name} ${b.url}`).join(', ')}`,
-    ...(run.gateway.adminAddress ? [`  Admin     curl -H 'Authorization: Bearer ${run.gateway.config.admin!.token}' http://127.0.0.1:${run.gateway.adminAddress.port}/status   (and /affinity: who sticks where)`] : []),
+    ...(run.gateway.adminAddress
+      ? [
+          `  Admin     curl -H 'Authorization: Bearer ${run.gateway.config.admin!.token}' http://127.0.0.1:${run.gateway.adminAddress.port}/status   (and /affinity, /metrics)`,
+          `            http://127.0.0.1:${run.gateway.adminAddress.port}/ in a browser: the status page (sign in with that token)`
+        ]
+      : []),
     '',
     'Ctrl-C stops it.',
     ''
