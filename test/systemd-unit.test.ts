@@ -3,9 +3,10 @@ import { chmodSync, chownSync, mkdirSync, readFileSync, statSync, writeFileSync 
 import { createServer } from 'node:net'
 import { resolve } from 'node:path'
 import { connect } from 'node:tls'
-import { describe, expect, it, onTestFinished } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { labPki } from './helpers/lab.js'
 import { tempDir, writeFiles } from './helpers/tmp.js'
+import { watchCasgate } from './helpers/casgate-process.js'
 
 // deploy/casgate.service is checked by systemd's own parser (systemd-analyze verify, and its
 // offline security assessment), then run the way it tells systemd to run casgate — there is no
@@ -90,24 +91,10 @@ function startService (command: string[], stateDir: string, capabilities: '+net_
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { PATH: process.env.PATH, STATE_DIRECTORY: stateDir }
   })
-  const lines: Array<Record<string, unknown>> = []
-  let buffered = ''
-  child.stdout!.on('data', (chunk: Buffer) => {
-    buffered += chunk.toString()
-    const complete = buffered.split('\n')
-    buffered = complete.pop()!
-    for (const line of complete) if (line.startsWith('{')) lines.push(JSON.parse(line) as Record<string, unknown>)
+  const watched = watchCasgate(child, () => {
+    try { process.kill(-child.pid!, 'SIGKILL') } catch {}
   })
-  let stderr = ''
-  child.stderr!.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
-  onTestFinished(async () => {
-    if (child.exitCode === null) {
-      try { process.kill(-child.pid!, 'SIGKILL') } catch {}
-    }
-    await exited
-  })
-  return { child, lines, stderr: () => stderr, exited }
+  return { child, ...watched }
 }
 
 /** run runs one of the unit's other commands (ExecStartPost=) to its end, as systemd does, with $MAINPID. */

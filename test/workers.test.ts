@@ -7,6 +7,7 @@ import { issueCertificate } from '../src/certificates/lab-ca.js'
 import { labPki, startEmulators } from './helpers/lab.js'
 import { tempDir, writeFiles } from './helpers/tmp.js'
 import { usersFile } from './helpers/users.js'
+import { watchCasgate } from './helpers/casgate-process.js'
 import { handshake } from './helpers/tls-session.js'
 
 // `listen.workers: N` runs N processes that behave as one casgate: the real CLI is started with two
@@ -42,23 +43,9 @@ async function startCluster (servers: ExchangeEmulator[], extra: Record<string, 
   }
   writeFileSync(`${dir}/casgate.yaml`, JSON.stringify(config))
   const child = spawn(process.execPath, ['dist/src/cli.js', 'start', '-c', `${dir}/casgate.yaml`], { stdio: ['ignore', 'pipe', 'pipe'] })
-  const lines: Array<Record<string, unknown>> = []
-  let buffered = ''
-  child.stdout!.on('data', (chunk: Buffer) => {
-    buffered += chunk.toString()
-    const complete = buffered.split('\n')
-    buffered = complete.pop()!
-    for (const line of complete) if (line.startsWith('{')) lines.push(JSON.parse(line) as Record<string, unknown>)
-  })
-  let stderr = ''
-  child.stderr!.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
-  onTestFinished(async () => {
-    if (child.exitCode === null) child.kill('SIGTERM')
-    await exited
-  })
+  const { lines, stderr, exited } = watchCasgate(child, () => child.kill('SIGTERM'))
   await expect.poll(() => lines.some((line) => line.msg === 'casgate listening' && line.role === 'primary') || child.exitCode !== null, { timeout: 20_000, interval: 100 }).toBe(true)
-  if (child.exitCode !== null) throw new Error(`casgate exited ${child.exitCode}: ${stderr}`)
+  if (child.exitCode !== null) throw new Error(`casgate exited ${child.exitCode}: ${stderr()}`)
   const port = Number(lines.find((line) => line.msg === 'casgate listening' && line.role === 'primary')!.port)
   const admin = Number(lines.find((line) => line.msg === 'admin listener on')!.port)
   return { child, port, admin, dir, files, lines, exited }

@@ -25,7 +25,6 @@ export type ToWorker =
   | { t: 'snapshot', id: number }
   /** Where a user's affinity keys point (and, with clear, forget them: every worker is asked). */
   | { t: 'user-affinity', id: number, user: string, clear: boolean }
-  | { t: 'reload' }
   /** Stop accepting and finish what is held (up to maxMs): workers of a newer configuration serve now. */
   | { t: 'retire', maxMs: number }
   | { t: 'stop', graceMs: number }

@@ -115,7 +115,6 @@ export async function runWorker (file: string, workers: number): Promise<void> {
           store.shareAssignment = share
         }
       }
-      case 'reload': return reload()
       case 'stop': return stop(message.graceMs)
       case 'retire':
         // Nothing new comes here; what is held finishes on the configuration it started with.

@@ -31,7 +31,7 @@ export interface RuleMatcher {
 
 /** GuardVerdict lets a request on, decoded and routed, or says what to answer. */
 export type GuardVerdict<V> =
-  | { ok: true, target: RequestTarget, vdir: V | undefined, host: string | undefined }
+  | { ok: true, target: RequestTarget, vdir: V | undefined, host: string | undefined, hostName: string | undefined }
   | { ok: false, error: CasgateError, reason: string }
 
 /** RequestGuardOptions wire the guard to the rule pack and the log. */
@@ -82,11 +82,13 @@ export class RequestGuard<V extends ResolvedVdir> {
     const twice = duplicated(request.rawHeaders)
     if (twice !== undefined) return refuse(`more than one ${twice} header`)
     let host: string | undefined
+    let hostName: string | undefined
     const hostHeader = request.headers.host
     if (hostHeader !== undefined) {
       const parsedHost = parseHostHeader(hostHeader)
       if (parsedHost === undefined) return refuse('malformed Host header')
       host = parsedHost.forward
+      hostName = parsedHost.name
     }
     const session = this.#options.sessionCookie
     if (session !== undefined && request.headers.cookie !== undefined && readCookies(request.headers.cookie, session).length > 1) {
@@ -94,13 +96,13 @@ export class RequestGuard<V extends ResolvedVdir> {
     }
     const vdir = vdirs.matchPath(parsed.target.path)
     // Unpublished paths are answered 404 and never forwarded: no rule needs to look at them.
-    if (vdir === undefined) return { ok: true, target: parsed.target, vdir, host }
+    if (vdir === undefined) return { ok: true, target: parsed.target, vdir, host, hostName }
     const rule = this.#options.rules.match({ method: request.method, target: request.target, headers: request.headers, vdir: vdir.path })
     if (rule !== undefined) {
       this.blocked.set(rule.id, (this.blocked.get(rule.id) ?? 0) + 1)
       this.#options.log.warn({ event: 'rule-block', rule: rule.id, client: request.client, method: request.method, url: request.target }, 'request blocked by rule')
       return { ok: false, error: new CasgateError('CASGATE_ERR_BLOCKED', [rule.id]), reason: `rule:${rule.id}` }
     }
-    return { ok: true, target: parsed.target, vdir, host }
+    return { ok: true, target: parsed.target, vdir, host, hostName }
   }
 }

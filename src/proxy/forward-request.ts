@@ -174,7 +174,11 @@ export function requestForwarder (options: ForwardOptions): (request: FastifyReq
       upstreams.dispatchAs(kind, dispatchOptions(lease.server), handler)
     }
 
-    const cut = (): void => { record.exchange?.cut() ?? res.destroy() }
+    // A drain deadline: the exchange aborts upstream and closes the client; before one exists, the client alone.
+    const cut = (): void => {
+      if (record.exchange !== undefined) record.exchange.cut()
+      else res.destroy()
+    }
     // A pinned connection is the client's own: it takes no place in the shared pools' budgets.
     if (pin !== undefined) return send(new Lease(server, 'request', vdir.path, cut))
     const lease = admission.lease(server, kind, vdir.path, vdir.serverPool.config.queueTimeoutMs, res, cut)

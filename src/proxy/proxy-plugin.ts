@@ -130,7 +130,7 @@ async function casgateProxy (fastify: FastifyInstance, options: ProxyPluginOptio
       record.refused = verdict.reason
       return sendError(reply, verdict.error)
     }
-    if (publications.misdirected(publication, verdict.host)) {
+    if (publications.misdirected(publication, verdict.hostName)) {
       record.refused = 'host of another connection'
       return sendError(reply, new CasgateError('CASGATE_ERR_MISDIRECTED', [verdict.host]))
     }

@@ -28,7 +28,7 @@ export function judgeRpcHead (head: RequestHead, client: TLSSocket, guard: Reque
   const publication = publications.forServerName(client.servername)
   const verdict = guard.check({ method: head.method, target: head.target, rawHeaders: head.rawHeaders, headers: head.headers, client: client.remoteAddress }, publication.vdirs)
   if (!verdict.ok) return { ok: false, error: verdict.error, reason: verdict.reason }
-  if (publications.misdirected(publication, verdict.host)) return { ok: false, error: new CasgateError('CASGATE_ERR_MISDIRECTED', [verdict.host]), reason: 'host of another connection' }
+  if (publications.misdirected(publication, verdict.hostName)) return { ok: false, error: new CasgateError('CASGATE_ERR_MISDIRECTED', [verdict.host]), reason: 'host of another connection' }
   const vdir = verdict.vdir
   if (vdir === undefined || vdir.path !== '/rpc') return { ok: false, error: new CasgateError('CASGATE_ERR_METHOD_NOT_ALLOWED', [head.method, vdir ? vdir.path : 'this path']), reason: 'rpc outside /rpc' }
   const certificate = hostCheck(client, verdict.host?.replace(/:\d+$/, ''))

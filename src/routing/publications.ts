@@ -1,6 +1,6 @@
 import type { ResolvedHost, TerminatedHost } from '../config/load.js'
 import type { ResolvedVdir } from '../config/vdir-tables.js'
-import { HostNameTable, parseHostHeader } from '../util/host-names.js'
+import { HostNameTable } from '../util/host-names.js'
 import { VdirTable } from './vdir-table.js'
 
 // Routing is by host first, then by vdir. A connection belongs to the host block its TLS server
@@ -50,14 +50,12 @@ export class Publications<V extends ResolvedVdir> {
   }
 
   /**
-   * misdirected says whether a request's Host (as the guard normalised it) names another
+   * misdirected says whether a request's Host name (normalised by the guard, without its port) names another
    * configured host than the publication it arrived on. A Host that names no configured host
    * (an address, a name casgate does not publish) stays with the connection's publication.
    */
-  misdirected (publication: Publication<V>, host: string | undefined): boolean {
-    if (host === undefined) return false
-    const name = parseHostHeader(host)?.name
-    const named = name === undefined ? undefined : this.#byName.get(name)
+  misdirected (publication: Publication<V>, hostName: string | undefined): boolean {
+    const named = hostName === undefined ? undefined : this.#byName.get(hostName)
     return named !== undefined && named !== publication.host
   }
 }
