@@ -30,10 +30,11 @@ Run \`casgate <command> --help\` for the options of a command.`,
   start: `Usage: casgate start [--config FILE] [--grace-ms N] [--ignore-extended-protection]
 
 Runs the gateway. The configuration is checked first; any problem is reported with its key
-path and casgate exits with status 2 before opening a port. SIGHUP reloads: with
-listen.workers, the whole configuration file (refused with its problems logged if it has any;
-otherwise new workers take new connections and the previous ones finish what they hold); with
-one process, the certificates (new handshakes get them; open connections keep theirs).
+path and casgate exits with status 2 before opening a port. SIGHUP (or POST /reload on the
+admin listener) re-reads the whole configuration file: a file with problems is refused (they
+are logged) and the running configuration stays; a good one takes the new connections, while
+open ones (held long polls, Outlook Anywhere tunnels, pinned NTLM connections) finish on the
+configuration they started with.
 
   -c, --config FILE   configuration file (default: $CASGATE_CONFIG or ./casgate.yaml)
       --grace-ms N    on SIGTERM/SIGINT, let requests in flight finish for up to N ms
@@ -190,11 +191,12 @@ export async function main (argv: string[]): Promise<number | undefined> {
           stopOnSignals(() => primary.stop())
           return undefined
         }
-        const gateway = await startGateway(config, { extendedProtection: values['ignore-extended-protection'] ? 'warn' : 'enforce' })
+        const gateway = await startGateway(config, { configFile: file, extendedProtection: values['ignore-extended-protection'] ? 'warn' : 'enforce' })
         const graceMs = values['grace-ms'] !== undefined ? Number(values['grace-ms']) : config.listen.shutdownGraceMs
         stopOnSignals(() => gateway.close(graceMs))
         process.on('SIGHUP', () => {
-          gateway.certificates.reload().catch((err) => gateway.logger.error({ err: err instanceof ConfigError ? err.message : err }, 'certificate reload refused; the running certificates stay'))
+          gateway.logger.info('SIGHUP: reloading the configuration')
+          gateway.reload().catch((err: unknown) => gateway.logger.error({ err }, 'configuration reload failed'))
         })
         return undefined
       }

@@ -115,7 +115,7 @@ describe('rendezvous placement with bounded loads', () => {
 describe('assignment store', () => {
   it('counts keys held per server through overwrites, evictions and expiry', async () => {
     const store = new AssignmentStore({ maxEntries: 3, idleTtlMs: 200 })
-    const owner = { held: new Int32Array(2) }
+    const owner = { held: new Int32Array(2), id: 'v', pool: { servers: [{ origin: 'https://a' }, { origin: 'https://b' }] } }
     const prefix = store.register(owner)
     store.set(`${prefix}a`, 0)
     store.set(`${prefix}b`, 0)

@@ -1,13 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process'
 import { readFileSync, writeFileSync } from 'node:fs'
-import { Client } from 'undici'
 import { describe, expect, it, onTestFinished } from 'vitest'
-import type { ExchangeEmulator } from '../src/emulator/exchange-server.js'
 import { issueCertificate } from '../src/certificates/lab-ca.js'
 import { labPki, startEmulators } from './helpers/lab.js'
-import { tempDir, writeFiles } from './helpers/tmp.js'
 import { usersFile } from './helpers/users.js'
-import { watchCasgate } from './helpers/casgate-process.js'
+import { adminJson, formsSession, fresh, startCasgate as startCluster, type Cluster } from './helpers/casgate-cli.js'
 import { handshake } from './helpers/tls-session.js'
 
 // `listen.workers: N` runs N processes that behave as one casgate: the real CLI is started with two
@@ -16,66 +12,8 @@ import { handshake } from './helpers/tls-session.js'
 
 const PASSWORDS = { jdoe: 'Correct-Horse-1', asmith: 'Battery-Staple-2' }
 
-interface Cluster {
-  child: ChildProcess
-  port: number
-  admin: number
-  dir: string
-  files: Record<string, string>
-  /** Every JSON log line printed so far, primary and workers. */
-  lines: Array<Record<string, unknown>>
-  exited: Promise<number | null>
-}
-
-/** startCluster writes a configuration and runs `casgate start` with it until the test ends. */
-async function startCluster (servers: ExchangeEmulator[], extra: Record<string, unknown> = {}, workers = 2): Promise<Cluster> {
-  const pki = await labPki()
-  const dir = tempDir()
-  const files = writeFiles(dir, { 'mail.crt': pki.server.certPem, 'mail.key': pki.server.keyPem, 'chain.pem': pki.intermediate.certPem, 'root.pem': pki.root.certPem })
-  const config = {
-    listen: { host: '127.0.0.1', port: 0, workers, shutdownGraceMs: 5_000 },
-    hosts: [{ names: ['mail.contoso.test'], certificate: { cert: files['mail.crt'], key: files['mail.key'], chain: files['chain.pem'], ca: files['root.pem'] }, mode: 'offload', extendedProtection: false }],
-    pools: { cas: { servers: servers.map((s) => s.url) } },
-    admin: { host: '127.0.0.1', port: 0 },
-    log: { level: 'info' },
-    stateDir: dir,
-    ...extra
-  }
-  writeFileSync(`${dir}/casgate.yaml`, JSON.stringify(config))
-  const child = spawn(process.execPath, ['dist/src/cli.js', 'start', '-c', `${dir}/casgate.yaml`], { stdio: ['ignore', 'pipe', 'pipe'] })
-  const { lines, stderr, exited } = watchCasgate(child, () => child.kill('SIGTERM'))
-  await expect.poll(() => lines.some((line) => line.msg === 'casgate listening' && line.role === 'primary') || child.exitCode !== null, { timeout: 20_000, interval: 100 }).toBe(true)
-  if (child.exitCode !== null) throw new Error(`casgate exited ${child.exitCode}: ${stderr()}`)
-  const port = Number(lines.find((line) => line.msg === 'casgate listening' && line.role === 'primary')!.port)
-  const admin = Number(lines.find((line) => line.msg === 'admin listener on')!.port)
-  return { child, port, admin, dir, files, lines, exited }
-}
-
-/** fresh sends one request on a connection of its own (so it may land on either worker). */
-async function fresh (cluster: Cluster, path: string, headers: Record<string, string> = {}, post?: string): Promise<{ status: number, backend: string, text: string, headers: Record<string, string | string[] | undefined> }> {
-  const pki = await labPki()
-  const client = new Client(`https://127.0.0.1:${cluster.port}`, { connect: { ca: pki.root.certPem, servername: 'mail.contoso.test' } })
-  try {
-    const response = await client.request({ path, method: post === undefined ? 'GET' : 'POST', headers: { host: 'mail.contoso.test', ...headers }, ...(post === undefined ? {} : { body: post }) })
-    return { status: response.statusCode, backend: String(response.headers['x-backend']), text: await response.body.text(), headers: response.headers }
-  } finally {
-    await client.close()
-  }
-}
-
 function workersThatServed (cluster: Cluster): Set<unknown> {
   return new Set(cluster.lines.filter((line) => line.msg === 'request').map((line) => line.worker))
-}
-
-/** adminJson asks the primary's admin listener with the token it generated in the state directory. */
-async function adminJson (cluster: Cluster, path: string, body?: object): Promise<Record<string, unknown>> {
-  const token = readFileSync(`${cluster.dir}/admin-token`, 'utf8').trim()
-  const response = await fetch(`http://127.0.0.1:${cluster.admin}${path}`, {
-    method: body === undefined ? 'GET' : 'POST',
-    headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) })
-  })
-  return { status: response.status, ...await response.json() as Record<string, unknown> }
 }
 
 function basic (user: string, password: string): string {
@@ -143,22 +81,7 @@ describe('several workers behave as one casgate', () => {
   it('signs in on one worker and out on another: the signed-out session is refused by every worker', async () => {
     const servers = await startEmulators(1)
     const cluster = await startCluster(servers, { preauth: { usersFile: await usersFile(PASSWORDS) } })
-    const cookies = new Map<string, string>()
-    const jar = (setCookie: string | string[] | undefined): void => {
-      for (const line of [setCookie ?? []].flat()) {
-        const [pair = ''] = line.split(';')
-        cookies.set(pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1))
-      }
-    }
-    const header = (): string => [...cookies].filter(([, value]) => value !== '').map(([name, value]) => `${name}=${value}`).join('; ')
-    const page = await fresh(cluster, '/casgate/logon?url=%2Fowa%2F')
-    jar(page.headers['set-cookie'])
-    const csrf = /name="csrf" value="([^"]+)"/.exec(page.text)![1]!
-    const form = new URLSearchParams({ csrf, url: '/owa/', username: 'jdoe', password: PASSWORDS.jdoe }).toString()
-    const signedIn = await fresh(cluster, '/casgate/logon', { cookie: header(), 'content-type': 'application/x-www-form-urlencoded', origin: 'https://mail.contoso.test' }, form)
-    expect(signedIn.status).toBe(303)
-    jar(signedIn.headers['set-cookie'])
-    const session = header()
+    const session = await formsSession(cluster, 'jdoe', PASSWORDS.jdoe)
     for (let i = 0; i < 4; i++) expect((await fresh(cluster, '/owa/', { cookie: session, accept: 'text/html' })).status).toBe(200)
     expect((await fresh(cluster, '/owa/logoff.owa', { cookie: session })).status).toBe(302)
     for (let i = 0; i < 4; i++) expect((await fresh(cluster, '/owa/', { cookie: session, accept: 'text/html' })).status).toBe(302)
@@ -196,18 +119,24 @@ describe('several workers behave as one casgate', () => {
     expect(again).toEqual([true, true, true, true])
   })
 
-  it('replaces a worker that dies and logs it; the instance keeps serving', async () => {
+  it('replaces a worker that dies and logs it; the instance keeps serving, and the replacement knows who is locked out', async () => {
     const servers = await startEmulators(1)
-    const cluster = await startCluster(servers)
+    const cluster = await startCluster(servers, { preauth: { usersFile: await usersFile(PASSWORDS), lockout: { userThreshold: 4, addressThreshold: 100, lockoutMs: 60_000 } } })
+    const path = '/Microsoft-Server-ActiveSync?Cmd=Sync&User=jdoe&DeviceId=D1&DeviceType=iPhone'
+    for (let i = 0; i < 4; i++) expect((await fresh(cluster, path, { authorization: basic('jdoe', `guess-${i}`) })).status).toBe(401)
     const workerLine = (): Record<string, unknown> | undefined => cluster.lines.find((line) => line.msg === 'casgate listening' && line.worker !== undefined)
     await expect.poll(workerLine).toBeDefined()
     const pid = Number(workerLine()!.pid)
     process.kill(pid, 'SIGKILL')
     await expect.poll(() => cluster.lines.some((line) => line.msg === 'worker exited; starting another' && line.pid === pid), { timeout: 10_000 }).toBe(true)
     await expect.poll(() => cluster.lines.filter((line) => line.msg === 'casgate listening' && line.worker !== undefined).length, { timeout: 15_000 }).toBe(3)
-    const answers = await Promise.all(Array.from({ length: 6 }, () => fresh(cluster, '/EWS/Exchange.asmx')))
-    expect(answers.every((answer) => answer.status === 200)).toBe(true)
     await expect.poll(async () => (await adminJson(cluster, '/status') as { workers: { serving: number } }).workers.serving).toBe(2)
+    const answers = await Promise.all(Array.from({ length: 6 }, () => fresh(cluster, '/EWS/Exchange.asmx', { authorization: basic('asmith', PASSWORDS.asmith) })))
+    expect(answers.every((answer) => answer.status === 200)).toBe(true)
+    // The replacement replayed the records still in force: jdoe is refused by both workers.
+    const replacement = Number(cluster.lines.filter((line) => line.msg === 'casgate listening' && line.worker !== undefined)[2]!.pid)
+    for (let i = 0; i < 6; i++) expect((await fresh(cluster, path, { authorization: basic('jdoe', PASSWORDS.jdoe) })).status).toBe(401)
+    await expect.poll(() => cluster.lines.some((line) => line.event === 'preauth-locked-out' && line.pid === replacement)).toBe(true)
   })
 
   it('passes SIGHUP to every worker (new certificates on both), and stops gracefully on SIGTERM', async () => {

@@ -70,7 +70,7 @@ export interface AdminSource {
   drain: Pick<DrainControl, 'drain' | 'enable' | 'snapshot' | 'setWeight'>
   /** The Prometheus text exposition (GET /metrics). */
   metrics: () => Promise<{ contentType: string, text: string }>
-  /** Re-reads the whole configuration (a cluster's primary); undefined where only certificates reload. */
+  /** Re-reads the whole configuration; undefined for a gateway started without a file (embedded, tests). */
   reload?: () => Promise<{ reloaded: boolean, problems?: unknown[] }>
   /** Forgets a user's failed logons (all sources): a locked-out user may try again at once. */
   clearLockout: (user: string) => void
@@ -144,7 +144,7 @@ export async function startAdminServer (config: AdminSettings, source: AdminSour
   })
   // The whole configuration, as SIGHUP does in a cluster.
   app.post('/reload', async (_request, reply) => {
-    if (source.reload === undefined) return reply.code(409).send({ error: 'whole-configuration reload needs a primary process: set listen.workers to 2 or more (or auto); with one process SIGHUP reloads the certificates' })
+    if (source.reload === undefined) return reply.code(409).send({ error: 'this gateway was started without a configuration file (embedded): there is nothing to re-read' })
     const result = await source.reload()
     return reply.code(result.reloaded ? 200 : 400).send(result)
   })

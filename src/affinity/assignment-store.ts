@@ -5,6 +5,21 @@ import { boundedCache } from '../util/bounded-cache.js'
 export interface AssignmentOwner {
   /** Keys held per server index of the vdir's pool. */
   readonly held: Int32Array
+  /** Names the vdir alike in every process of a site with this configuration (host, path, pool). */
+  readonly id: string
+  readonly pool: { readonly servers: ReadonlyArray<{ readonly origin: string }> }
+}
+
+/**
+ * SharedAssignment is an assignment as other processes read it: by vdir id and server origin, not
+ * by the indexes of this process (which a reload or another instance may order differently).
+ * server null: the key was forgotten.
+ */
+export interface SharedAssignment {
+  owner: string
+  /** The affinity key's keyed hash. */
+  key: string
+  server: string | null
 }
 
 // lru-cache forgets an idle entry only when it is next read, or in purgeStale(), which walks the
@@ -26,8 +41,9 @@ export class AssignmentStore {
   readonly maxEntries: number
   readonly idleTtlMs: number
   readonly #owners: AssignmentOwner[] = []
-  /** Hears each assignment made (or, server -1, deleted) here — keyed hashes and server indexes only — for the other processes of a site. */
-  shareAssignment: ((key: string, server: number) => void) | undefined
+  readonly #prefixes = new Map<string, string>()
+  /** Hears each assignment made (or deleted) here — keyed hashes and server origins only — for the other processes of a site. */
+  shareAssignment: ((assignment: SharedAssignment) => void) | undefined
   readonly #shards: Array<LRUCache<string, number>>
   readonly #shardMask: number
   #sweep: NodeJS.Timeout | undefined
@@ -53,7 +69,9 @@ export class AssignmentStore {
   /** register gives a vdir its key prefix (one character). */
   register (owner: AssignmentOwner): string {
     this.#owners.push(owner)
-    return String.fromCharCode(this.#owners.length - 1)
+    const prefix = String.fromCharCode(this.#owners.length - 1)
+    this.#prefixes.set(owner.id, prefix)
+    return prefix
   }
 
   get size (): number {
@@ -72,24 +90,36 @@ export class AssignmentStore {
 
   /** set assigns `key` to a server; the owner's count moves with it. */
   set (key: string, server: number): void {
-    if (this.#assign(key, server)) this.shareAssignment?.(key, server)
+    if (this.#assign(key, server)) this.#share(key, server)
+  }
+
+  #share (key: string, server: number | undefined): void {
+    if (this.shareAssignment === undefined) return
+    const owner = this.#owners[key.charCodeAt(0)]!
+    this.shareAssignment({ owner: owner.id, key: key.slice(1), server: server === undefined ? null : owner.pool.servers[server]!.origin })
   }
 
   /** delete forgets `key`'s server (the next request is placed anew); the owner's count moves with it. */
   delete (key: string): boolean {
     const deleted = this.#shard(key).delete(key)
-    if (deleted) this.shareAssignment?.(key, -1)
+    if (deleted) this.#share(key, undefined)
     return deleted
   }
 
-  /** applyShared takes an assignment another process made (server -1: a deletion): every process sends the key to one server. */
-  applyShared (key: string, server: number): void {
-    if (server === -1) {
+  /**
+   * applyShared takes an assignment another process made: every process sends the key to one
+   * server. One for a vdir or server this configuration does not have is ignored.
+   */
+  applyShared (assignment: SharedAssignment): void {
+    const prefix = this.#prefixes.get(assignment.owner)
+    if (prefix === undefined) return
+    const key = prefix + assignment.key
+    if (assignment.server === null) {
       this.#shard(key).delete(key)
       return
     }
-    if (this.#owners[key.charCodeAt(0)]?.held[server] === undefined) return
-    this.#assign(key, server)
+    const server = this.#owners[prefix.charCodeAt(0)]!.pool.servers.findIndex((candidate) => candidate.origin === assignment.server)
+    if (server !== -1) this.#assign(key, server)
   }
 
   #assign (key: string, server: number): boolean {

@@ -57,6 +57,7 @@ const ACTIVE_SYNC = '/microsoft-server-activesync'
 export class VdirAffinity implements AssignmentOwner {
   readonly vdir: string
   readonly host: string | undefined
+  readonly id: string
   readonly policy: AffinityPolicy
   readonly pool: ServerPool
   readonly held: Int32Array
@@ -84,6 +85,7 @@ export class VdirAffinity implements AssignmentOwner {
   constructor (options: VdirAffinityOptions) {
     this.vdir = options.vdir
     this.host = options.host
+    this.id = `${options.host ?? '*'} ${options.vdir} ${options.pool.name}`
     this.policy = options.policy
     this.pool = options.pool
     this.held = new Int32Array(options.pool.servers.length)

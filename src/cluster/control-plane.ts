@@ -42,11 +42,8 @@ export function controlPlane (config: GatewayConfig, logger: Logger): ControlPla
   }
 }
 
-/** carryOver gives the next plane the drains and weights of the running one, for the servers it still has. */
+/** carryOver gives the next plane the health, drains and weights of the running one, for the servers it still has. */
 export function carryOver (from: ControlPlane, to: ControlPlane): void {
-  for (const { backend, weight } of from.drain.weights()) to.drain.setWeight(backend, weight)
-  for (const state of from.drain.snapshot()) {
-    const deadlineMs = state.deadline === undefined ? 0 : Math.max(0, Date.parse(state.deadline) - Date.now())
-    for (const vdir of state.vdirs) to.drain.drain(state.backend, vdir === '*' ? undefined : vdir, deadlineMs)
-  }
+  to.health.adopt(from.health)
+  to.drain.adopt(from.drain)
 }

@@ -1,19 +1,9 @@
-import type { LockoutRecord } from '../preauth/lockout.js'
+import type { SharedRecord } from '../state/shared-record.js'
 
 // What the primary and its workers tell each other over the cluster's IPC channel (JSON). The
 // primary probes health, holds the drain state and serves the admin listener; workers serve
 // clients. State that must count site-wide is recorded where it happens and replayed by every
 // other worker, the primary relaying it: a lockout failure on one worker counts on all.
-
-/** SharedRecord is one piece of site-wide state a worker recorded. */
-export type SharedRecord =
-  | { kind: 'lockout', record: LockoutRecord }
-  /** A Basic logon the cache keeps: its keyed hash. */
-  | { kind: 'basic', key: string }
-  /** A forms sign-out: the session id's keyed hash and when it would have expired. */
-  | { kind: 'revocation', key: string, until: number }
-  /** An affinity key's server (vdir prefix and keyed hash; the server's index in the vdir's pool). */
-  | { kind: 'assignment', key: string, server: number }
 
 /** ToWorker is what the primary sends a worker. */
 export type ToWorker =

@@ -12,11 +12,15 @@ import { carryOver, controlPlane, type ControlPlane } from './control-plane.js'
 import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from 'prom-client'
 import { mergeAffinity, mergeStatus } from './merge-snapshots.js'
 import { isMessage, type ToPrimary, type ToWorker } from './messages.js'
+import { clearRecord } from '../preauth/lockout.js'
+import { RecordHistory } from '../state/record-history.js'
+import type { SharedRecord } from '../state/shared-record.js'
+import { keptUntil } from '../gateway/shared-state.js'
 
 // The primary of a cluster serves no client. It forks the workers and replaces one that dies,
 // probes health once for all of them, holds the drain state, relays what a worker records
 // site-wide to the others, serves the admin listener with the workers' figures merged, and passes
-// SIGHUP (certificate reload) and SIGTERM/SIGINT (graceful stop) on to every worker.
+// SIGTERM/SIGINT (graceful stop) on to every worker; SIGHUP reloads the whole configuration.
 
 /** SNAPSHOT_TIMEOUT_MS bounds how long /status waits for a worker's answer. */
 const SNAPSHOT_TIMEOUT_MS = 2_000
@@ -71,8 +75,13 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
 
   const send = (worker: Worker, message: ToWorker): void => { if (worker.isConnected()) worker.send(message) }
   const broadcast = (message: ToWorker, except?: Worker): void => { for (const worker of ready) if (worker !== except) send(worker, message) }
-  // What one worker records site-wide reaches every other, of the old configuration or the new.
-  const relay = (message: ToWorker, except: Worker): void => { for (const worker of [...ready, ...starting, ...retiring]) if (worker !== except) send(worker, message) }
+  // What one worker records site-wide reaches every other, of the old configuration or the new
+  // (once it listens: before, the history replays it), and is kept for workers that start later.
+  const history = new RecordHistory()
+  const share = (record: SharedRecord, except?: Worker): void => {
+    history.add(record, keptUntil(plane.config, record))
+    for (const worker of [...ready, ...listeningNew, ...retiring]) if (worker !== except) send(worker, { t: 'shared', record })
+  }
   const watchHealth = (next: ControlPlane): void => { next.health.onChange = (server, vdir, up) => broadcast({ t: 'health', origin: server.origin, vdir, down: !up }) }
   watchHealth(plane)
 
@@ -126,7 +135,7 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
         return { contentType: registry.contentType, text: await registry.metrics() }
       },
       reload: () => reload(),
-      clearLockout: (user) => broadcast({ t: 'shared', record: { kind: 'lockout', record: { kind: 'clear', user, address: undefined, device: undefined, at: Date.now() } } }),
+      clearLockout: (user) => { const preauth = plane.config.preauth; if (preauth) share({ kind: 'lockout', record: clearRecord(preauth.secret, user, Date.now()) }) },
       userAffinity: async (user, clear) => {
         const id = nextSnapshot++
         const answers: object[] = []
@@ -144,7 +153,15 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
     })
   if (admin) logger.info({ address: admin.address.address, port: admin.address.port }, 'admin listener on')
 
-  /** welcome brings a worker that starts late (a replacement) up to date: health and drains. */
+  /**
+   * replay gives a worker that starts late (a replacement, or one of a reload) the site-wide
+   * records still in force: without them it would start with no lockout counts and no sign-outs.
+   */
+  const replay = (worker: Worker): void => {
+    for (const record of history.records()) send(worker, { t: 'shared', record })
+  }
+
+  /** welcome brings a worker up to date with the plane: health and drains. */
   const welcome = (worker: Worker): void => {
     for (const { origin, vdir } of plane.health.down()) send(worker, { t: 'health', origin, vdir, down: true })
     for (const { backend, weight } of plane.drain.weights()) send(worker, { t: 'weight', name: backend, weight })
@@ -165,6 +182,7 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
     switch (message.t) {
       case 'ready':
         port = message.port
+        replay(worker)
         if (starting.has(worker)) {
           // A reload's worker: they join when all of them listen (reload() swaps them in).
           listeningNew.add(worker)
@@ -180,7 +198,7 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
         return
       }
       case 'shared':
-        relay({ t: 'shared', record: message.record }, worker)
+        share(message.record, worker)
         return
       case 'user-affinity': {
         const waiting = userQueries.get(message.id)

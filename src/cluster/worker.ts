@@ -3,7 +3,7 @@ import type { GatewayConfig, ResolvedPool } from '../config/load.js'
 import { loadConfigFile } from '../config/load.js'
 import { startGateway, type Gateway } from '../gateway/gateway.js'
 import { createLogger } from '../observe/logger.js'
-import { isMessage, type SharedRecord, type ToPrimary, type ToWorker } from './messages.js'
+import { isMessage, type ToPrimary, type ToWorker } from './messages.js'
 
 // A cluster worker serves clients like a single casgate, with three differences: the primary
 // probes health and holds the drain state (the worker applies what it is told), the primary serves
@@ -29,27 +29,6 @@ export function shareOf (config: GatewayConfig, workers: number): GatewayConfig 
   }
 }
 
-/** shareState sends what this worker records site-wide to the primary. */
-function shareState (gateway: Gateway, send: (message: ToPrimary) => void): void {
-  const share = (record: SharedRecord): void => send({ t: 'shared', record })
-  gateway.affinity.store.shareAssignment = (key, server) => share({ kind: 'assignment', key, server })
-  const preauth = gateway.preauth
-  if (preauth === undefined) return
-  preauth.lockout.share = (record) => share({ kind: 'lockout', record })
-  preauth.shareBasicSuccess = (key) => share({ kind: 'basic', key })
-  preauth.forms.sessions.shareRevocation = (key, until) => share({ kind: 'revocation', key, until })
-}
-
-/** applyShared takes what another worker recorded. */
-function applyShared (gateway: Gateway, record: SharedRecord): void {
-  switch (record.kind) {
-    case 'assignment': return gateway.affinity.store.applyShared(record.key, record.server)
-    case 'lockout': return gateway.preauth?.lockout.applyShared(record.record)
-    case 'basic': return gateway.preauth?.applyBasicSuccess(record.key)
-    case 'revocation': return gateway.preauth?.forms.sessions.applyRevocation(record.key, record.until)
-  }
-}
-
 /** applyHealth marks a (server, vdir) pair as the primary's probes found it, in every pool listing the server. */
 function applyHealth (gateway: Gateway, origin: string, vdir: string, down: boolean): void {
   for (const pool of gateway.pools.values()) {
@@ -69,9 +48,9 @@ export async function runWorker (file: string, workers: number): Promise<void> {
   const gateway = await startGateway(config, {
     logger,
     extendedProtection: 'checked',
-    worker: { reportFailure: (server, vdir, reason) => send({ t: 'failure', origin: server.origin, vdir, reason }) }
+    worker: { reportFailure: (server, vdir, reason) => send({ t: 'failure', origin: server.origin, vdir, reason }) },
+    share: (record) => send({ t: 'shared', record })
   })
-  shareState(gateway, send)
   let stopping = false
   const stop = (graceMs: number): void => {
     if (stopping) return
@@ -97,24 +76,16 @@ export async function runWorker (file: string, workers: number): Promise<void> {
       case 'weight':
         gateway.drain.setWeight(message.name, message.weight)
         return
-      case 'shared': return applyShared(gateway, message.record)
+      case 'shared': return gateway.applyShared(message.record)
       case 'snapshot':
         gateway.metrics.registry.getMetricsAsJSON().then(
           (metrics) => send({ t: 'snapshot', id: message.id, status: gateway.status(), affinity: gateway.affinity.snapshot(), metrics }),
           (err: unknown) => logger.error({ err }, 'metrics snapshot failed')
         )
         return
-      case 'user-affinity': {
-        // Every worker is told; each forgets its own copy without telling the others again.
-        const store = gateway.affinity.store
-        const share = store.shareAssignment
-        store.shareAssignment = undefined
-        try {
-          return send({ t: 'user-affinity', id: message.id, result: gateway.affinity.user(message.user, message.clear) })
-        } finally {
-          store.shareAssignment = share
-        }
-      }
+      case 'user-affinity':
+        // Every worker is asked; each forgets its own copy without telling the others again.
+        return send({ t: 'user-affinity', id: message.id, result: gateway.userAffinity(message.user, message.clear, false) })
       case 'stop': return stop(message.graceMs)
       case 'retire':
         // Nothing new comes here; what is held finishes on the configuration it started with.

@@ -1,5 +1,5 @@
 import type { Server as HttpServer } from 'node:http'
-import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls'
 import type { Logger } from 'pino'
 import type { PassthroughHost } from '../config/load.js'
@@ -7,6 +7,7 @@ import { certificateTlsPolicy, CLIENT_TLS_POLICY, type SniContexts } from '../tl
 import { MAX_CLIENT_HELLO, parseClientHello, type ClientHelloInfo } from './client-hello.js'
 import { peekSocket } from './peek.js'
 import { ConnectionLimits } from './connection-limits.js'
+import { ClientPort } from './client-port.js'
 
 /** SniRouting decides by the ClientHello's server name where a connection goes. */
 export interface SniRouting {
@@ -38,6 +39,11 @@ export interface FrontDoorOptions {
   httpServer: HttpServer
   /** Looks at a decrypted connection before the HTTP server does (the RPC over HTTP tunnel). */
   decrypted?: ((socket: TLSSocket, toHttp: (socket: Socket) => void) => void) | undefined
+  /**
+   * The port to serve, already listening when a reload hands it over from the previous front
+   * door; by default the door opens a port of its own.
+   */
+  listener?: ClientPort | undefined
   logger: Logger
 }
 
@@ -79,7 +85,8 @@ export interface FrontDoorCounters {
  * peek at all.
  */
 export class FrontDoor {
-  readonly #net: NetServer
+  readonly #port: ClientPort
+  readonly #accept = (socket: Socket): void => this.#admit(socket)
   readonly #tls: TlsServer | undefined
   /** The TLS server that asks for client certificates, for the hosts that require them. */
   readonly #tlsWithClientCertificate: TlsServer | undefined
@@ -112,11 +119,7 @@ export class FrontDoor {
       // with certificates installed would prompt their users on every site.
       if (options.routing?.hasClientCertificateHosts) this.#tlsWithClientCertificate = this.#tlsServer(options.sni, true)
     }
-    // Half-open: a passthrough client may send its FIN with the hello, before a backend is
-    // connected; the FIN must wait for the backend instead of closing the client. Terminated
-    // sockets are governed by their TLS socket, which is not half-open.
-    this.#net = createNetServer({ noDelay: true, allowHalfOpen: true }, (socket) => this.#accept(socket))
-    this.#net.on('error', (err) => this.#log.error({ err }, 'listener error'))
+    this.#port = options.listener ?? new ClientPort(options.logger)
   }
 
   #tlsServer (sni: SniContexts, requestCert: boolean): TlsServer {
@@ -205,7 +208,7 @@ export class FrontDoor {
     return this.counters.handshakeFailures
   }
 
-  #accept (socket: Socket): void {
+  #admit (socket: Socket): void {
     // Errors on a client socket are the client's problem; they must never reach the process.
     socket.on('error', () => socket.destroy())
     if (!this.#limits.admit(socket, this.#sockets.size)) return
@@ -249,15 +252,23 @@ export class FrontDoor {
     tls.emit('connection', socket)
   }
 
-  /** listen opens the port; resolves with the bound address (port 0 picks a free one). */
-  listen (): Promise<AddressInfo> {
-    return new Promise((resolve, reject) => {
-      this.#net.once('error', reject)
-      this.#net.listen({ host: this.options.host, port: this.options.port }, () => {
-        this.#net.off('error', reject)
-        resolve(this.#net.address() as AddressInfo)
-      })
-    })
+  /**
+   * listen opens the port, or takes it over when it is already open (a reload); resolves with
+   * the bound address (port 0 picks a free one).
+   */
+  async listen (): Promise<AddressInfo> {
+    if (this.#port.listening) {
+      this.#port.handTo(this.#accept)
+      return this.#port.address()
+    }
+    const address = await this.#port.listen(this.options.host, this.options.port)
+    this.#port.handTo(this.#accept)
+    return address
+  }
+
+  /** The port's listener stops only while it still hands its connections to this door. */
+  #stopAccepting (): Promise<void> {
+    return this.#port.servedBy(this.#accept) ? this.#port.close() : Promise.resolve()
   }
 
   /** connections is the number of open client connections. */
@@ -271,7 +282,7 @@ export class FrontDoor {
    * closing idle ones (a reload: the proxy answers their next request with Connection: close).
    */
   async retire (maxMs: number): Promise<void> {
-    this.#net.close()
+    await this.#stopAccepting()
     const deadline = Date.now() + maxMs
     while (this.#sockets.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 200))
   }
@@ -281,7 +292,7 @@ export class FrontDoor {
    * whatever is left.
    */
   async close (graceMs = 0): Promise<void> {
-    const closed = new Promise<void>((resolve) => this.#net.listening ? this.#net.close(() => resolve()) : resolve())
+    const closed = this.#stopAccepting()
     this.#http.closeIdleConnections()
     const deadline = Date.now() + graceMs
     while (this.#sockets.size > 0 && Date.now() < deadline) {

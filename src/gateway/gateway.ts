@@ -1,49 +1,28 @@
-import type { Server as HttpServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import type { TLSSocket } from 'node:tls'
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
-import offloadMode from '../modes/offload.js'
-import reencryptMode from '../modes/reencrypt.js'
-import passthroughMode from '../modes/passthrough.js'
-import type { GatewayConfig, PassthroughHost, TerminatedHost } from '../config/load.js'
-import { Affinity } from '../affinity/affinity.js'
-import { createCredentialProvider } from '../preauth/credential-provider.js'
-import { PreauthGate } from '../preauth/preauth-gate.js'
-import preauthRoutes from '../preauth/preauth-routes.js'
-import { DrainControl } from '../upstream/drain.js'
-import { HealthMonitor } from '../upstream/health-monitor.js'
-import { watchHealthTargets } from '../upstream/health-targets.js'
-import type { Server } from '../upstream/server.js'
-import { ConnectionPins } from '../upstream/connection-pins.js'
-import { addClientCertificateCheck, clientCertificateCheck } from '../front/client-certificate-check.js'
-import { FrontDoor } from '../front/front-door.js'
-import { createClientHttpServer } from '../front/client-http-server.js'
-import { hostOfConnection, sniRouting } from '../front/host-routing.js'
-import { startAdminServer, statusSnapshot } from '../admin/admin-server.js'
+import { loadConfigFile, type GatewayConfig } from '../config/load.js'
+import type { Affinity } from '../affinity/affinity.js'
+import type { PreauthGate } from '../preauth/preauth-gate.js'
+import type { DrainControl } from '../upstream/drain.js'
+import type { HealthMonitor } from '../upstream/health-monitor.js'
+import type { ServerPool } from '../upstream/server-pool.js'
+import type { FrontDoor } from '../front/front-door.js'
+import { ClientPort } from '../front/client-port.js'
+import { startAdminServer } from '../admin/admin-server.js'
 import { createLogger } from '../observe/logger.js'
-import { ServerPool } from '../upstream/server-pool.js'
-import { UpstreamDispatcher } from '../upstream/upstream-dispatcher.js'
-import { BudgetAdmission } from '../upstream/budget-admission.js'
-import casgateProxy from '../proxy/proxy-plugin.js'
-import type { RoutedVdir } from '../proxy/routed-vdir.js'
-import { clientAddress, trustedProxies } from '../proxy/headers.js'
-import { RpcChannels } from '../proxy/rpc-channels.js'
-import { Publications } from '../routing/publications.js'
-import { RequestGuard } from '../guard/request-guard.js'
-import { RulePack } from '../rules/rule-engine.js'
-import { EXCHANGE_RULE_PACK } from '../rules/exchange-pack.js'
-import { ConfigError } from '../errors/errors.js'
-import { certificateGauges, CertificateWatch } from '../tls/certificate-watch.js'
 import { GatewayMetrics } from '../observe/metrics.js'
 import { RecentErrors } from '../observe/recent-errors.js'
-import { checkExtendedProtection } from '../tls/extended-protection.js'
-import { SniContexts } from '../tls/sni-contexts.js'
-import { sendFrameworkError } from '../errors/error-reply.js'
-import { hstsValue, responseHardening } from '../proxy/response-hardening.js'
+import { ConfigError } from '../errors/errors.js'
+import { certificateGauges, type CertificateWatch } from '../tls/certificate-watch.js'
+import { RecordHistory } from '../state/record-history.js'
+import type { SharedRecord } from '../state/shared-record.js'
+import { buildGeneration, type Generation, type GatewayOptions as GenerationOptions } from './generation.js'
+import { applyShared, keptUntil, shareState } from './shared-state.js'
 
-/** Gateway is a running casgate: its listener, app and the pools behind it. */
+/** Gateway is a running casgate: its client port, the configuration it serves, the admin listener. */
 export interface Gateway {
+  /** The configuration served now (a reload replaces it). */
   readonly config: GatewayConfig
   readonly app: FastifyInstance
   readonly frontDoor: FrontDoor
@@ -52,7 +31,7 @@ export interface Gateway {
   /** Where the admin listener is, when configured. */
   readonly adminAddress: AddressInfo | undefined
   readonly logger: Logger
-  /** Counters and gauges of GET /metrics. */
+  /** Counters and gauges of GET /metrics (they carry on across reloads). */
   readonly metrics: GatewayMetrics
   /** Preauthentication, when configured (its lockout, Basic cache and sessions). */
   readonly preauth: PreauthGate | undefined
@@ -62,10 +41,21 @@ export interface Gateway {
   readonly drain: DrainControl
   /** Affinity policies per vdir, their assignments and tuning data. */
   readonly affinity: Affinity
-  /** Drift checks and certificate reload (SIGHUP). */
+  /** Drift checks and certificate reload. */
   readonly certificates: CertificateWatch
+  /** The site-wide records still in force, replayed into a reloaded configuration. */
+  readonly history: RecordHistory
   /** url builds https://<host>:<port><path> for the bound port. */
   url: (path?: string, host?: string) => string
+  /**
+   * reload re-reads the configuration file (GatewayOptions.configFile) and, when it is good,
+   * serves new connections with it while open ones finish on the configuration they started with.
+   */
+  reload: () => Promise<ReloadResult>
+  /** applyShared takes a record another process of the site made. */
+  applyShared: (record: SharedRecord) => void
+  /** userAffinity lists (and with clear, forgets) a user's affinity keys; share: false keeps a clear from other processes (they are asked themselves). */
+  userAffinity: (user: string, clear: boolean, share?: boolean) => object
   /**
    * retire stops accepting and lets every open connection end by itself, for up to `maxMs` (a
    * cluster reload: workers with the new configuration take the new connections).
@@ -74,243 +64,169 @@ export interface Gateway {
   close: (graceMs?: number) => Promise<void>
 }
 
-/** GatewayOptions override what the configuration says, for tests and embedding. */
-export interface GatewayOptions {
-  logger?: Logger
-  /**
-   * 'enforce' (default) refuses to start when a re-encrypting host's certificate differs from its
-   * backends' while Extended Protection is on; 'warn' starts anyway, logging each mismatch as an error;
-   * 'checked' skips the comparison (a cluster's primary made it before starting its workers).
-   */
-  extendedProtection?: 'enforce' | 'warn' | 'checked'
-  /**
-   * Set in a cluster worker (cluster/worker.ts): the primary probes health and serves the admin
-   * listener, so the worker does neither, and tells the primary what live traffic saw instead.
-   */
-  worker?: { reportFailure: (server: Server, vdir: string, reason: string) => void }
+/** ReloadResult is the answer of a reload: whether it happened, and what was wrong if not. */
+export interface ReloadResult {
+  reloaded: boolean
+  problems?: unknown[]
 }
+
+/** GatewayOptions override what the configuration says, for tests and embedding. */
+export interface GatewayOptions extends GenerationOptions {
+  /** The file a reload re-reads; without it, only certificates reload. */
+  configFile?: string
+  /** Hears each site-wide record made here, for the other processes of the site. */
+  share?: (record: SharedRecord) => void
+}
+
+/** A retiring configuration waits this much past its longest timeout before cutting what is left. */
+const RETIRE_MARGIN_MS = 5_000
 
 /** startGateway builds the app for a validated configuration and opens the client port. */
 export async function startGateway (config: GatewayConfig, options: GatewayOptions = {}): Promise<Gateway> {
   const logger = options.logger ?? createLogger(config.log)
-  for (const warning of config.warnings) logger.warn({ path: warning.path, fix: warning.fix }, warning.message)
-  const ep = options.extendedProtection === 'checked' ? { errors: [], warnings: [] } : await checkExtendedProtection(config)
-  for (const warning of ep.warnings) logger.warn({ path: warning.path, fix: warning.fix }, warning.message)
-  if (ep.errors.length > 0) {
-    if (options.extendedProtection !== 'warn') throw new ConfigError(config.source, ep.errors)
-    for (const error of ep.errors) logger.error({ path: error.path, fix: error.fix }, `STARTING ANYWAY (--ignore-extended-protection): ${error.message}`)
-  }
-
-  const trusted = trustedProxies(config.trustProxy, config.trustProxyEntries)
-  const pools = new Map([...config.pools.values()].map((pool) => [pool.name, new ServerPool(pool)]))
-  const terminated = config.hosts.filter((host): host is TerminatedHost => host.mode !== 'passthrough')
-  const affinity = new Affinity(config.affinity)
-  const hsts = hstsValue(config.hsts)
-  // Each table a host publishes gets its routed vdirs (pool, affinity policy, hardening) once:
-  // hosts that publish the site-wide table share them.
-  const publications = new Publications<RoutedVdir>(config.hosts, config.defaultHost, (table) => {
-    const owner = terminated.find((host) => host.vdirs === table && table !== config.vdirs)
-    return table.map((vdir) => ({
-      ...vdir,
-      serverPool: pools.get(vdir.pool)!,
-      selector: affinity.forVdir(vdir, pools.get(vdir.pool)!, owner?.names[0]),
-      hardening: responseHardening(hsts, vdir.cspScriptSrcAttrNone)
-    }))
-  })
-  const vdirs = publications.all().flatMap((publication) => [...publication.vdirs.values()])
-  const passthroughHosts = config.hosts.filter((host): host is PassthroughHost => host.mode === 'passthrough')
-  const poolsOf = (hosts: readonly TerminatedHost[]): ServerPool[] => [...new Set(hosts.flatMap((host) => host.vdirs.map((vdir) => pools.get(vdir.pool)!)))]
-  const upstreams = new UpstreamDispatcher()
-  const health = new HealthMonitor(config.health, upstreams, logger.child({ component: 'health' }))
-  const pins = new ConnectionPins(upstreams, config.listen.idleTimeoutMs)
-  const drain = new DrainControl(pools, logger.child({ component: 'drain' }))
-  // One door to the servers' upstream budgets for HTTP requests and Outlook Anywhere channels.
-  const admission = new BudgetAdmission(logger.child({ component: 'access' }))
-
-  let httpServer: HttpServer | undefined
-  const app: FastifyInstance = Fastify({
-    loggerInstance: logger.child({ component: 'app' }) as FastifyBaseLogger,
-    // One access line per request comes from the proxy plugin instead.
-    logController: new LogController({ disableRequestLogging: true }),
-    return503OnClosing: false,
-    // Exchange clients send long URLs (OWA deep links, EAS query strings).
-    routerOptions: { maxParamLength: 2048 },
-    // Malformed URLs and the like are answered in casgate's error shape, with its codes.
-    frameworkErrors: (err, _request, reply) => {
-      // Answered before any hook runs: HSTS is added here for these too.
-      if (hsts !== undefined) reply.header('strict-transport-security', hsts)
-      sendFrameworkError(reply, err)
-    },
-    // createClientHttpServer answers what Node's parser refuses, and closes in stages.
-    clientErrorHandler: () => undefined,
-    serverFactory: (handler) => {
-      httpServer = createClientHttpServer(config, handler)
-      return httpServer
-    }
-  })
-  // Each SSL mode is a plugin, registered for the hosts configured with it: it opens the
-  // transports of the pools those hosts publish (plain HTTP, TLS) or relays their connections.
-  const terminatedWith = (mode: TerminatedHost['mode']): TerminatedHost[] => terminated.filter((host) => host.mode === mode)
-  for (const [mode, plugin] of [['offload', offloadMode], ['reencrypt', reencryptMode]] as const) {
-    const hosts = terminatedWith(mode)
-    if (hosts.length > 0) await app.register(plugin, { hosts, pools: poolsOf(hosts), upstreams })
-  }
-  if (passthroughHosts.length > 0) {
-    const passthroughPools = [...new Set(passthroughHosts.map((host) => pools.get(host.pool)!))]
-    await app.register(passthroughMode, { hosts: passthroughHosts, pools: passthroughPools, upstreams, logger: logger.child({ component: 'passthrough' }) })
-  }
-  const preauth = config.preauth === undefined ? undefined : new PreauthGate(config.preauth, createCredentialProvider(config.preauth.credentials), logger.child({ component: 'preauth' }))
-  if (preauth) {
-    const formsVdir = vdirs.find((vdir) => vdir.preauth === 'forms')
-    await app.register(preauthRoutes, {
-      gate: preauth,
-      defaultReturnUrl: `${formsVdir?.path ?? '/owa'}/`,
-      clientOf: (request) => clientAddress(request, trusted),
-      servesForms: (request) => [...publications.forServerName((request.socket as TLSSocket).servername).vdirs.values()].some((vdir) => vdir.preauth === 'forms')
-    })
-  }
-  const rules = new RulePack(EXCHANGE_RULE_PACK, config.rules.disable)
-  for (const rule of rules.disabled) logger.warn({ rule: rule.id, cve: rule.cve }, 'exploit rule switched off by configuration (rules.disable)')
-  const guard = new RequestGuard<RoutedVdir>({ rules, sessionCookie: config.preauth?.cookieName, log: logger.child({ component: 'rules' }) })
-  const fallbackHost = hostOfConnection(terminated, config.defaultHost)
-  const metrics = new GatewayMetrics({
-    pools: () => pools.values(),
-    affinity: () => affinity.vdirs,
-    ruleBlocks: () => guard.blocked,
-    certificates: () => certificateGauges(config, certificates.status)
-  })
-  if (preauth) preauth.onLockout = (scope) => metrics.lockout(scope)
+  const listener = new ClientPort(logger.child({ component: 'front' }))
+  const history = new RecordHistory()
   const recentErrors = new RecentErrors()
-  let retiring = false
-  await app.register(casgateProxy, {
-    retiring: () => retiring,
-    metrics,
-    recentErrors,
-    guard,
-    publications,
-    fallbackHost,
-    hsts: config.hsts,
-    upstreams,
-    trusted,
-    idleTimeoutMs: config.listen.idleTimeoutMs,
-    accessLog: logger.child({ component: 'access' }),
-    pins,
-    admission,
-    preauth,
-    onBackendFailure: options.worker?.reportFailure ?? ((server, vdir, reason) => health.reportFailure(server, vdir, reason))
+  let current: Generation
+  const metrics = new GatewayMetrics({
+    pools: () => current.pools.values(),
+    affinity: () => current.affinity.vdirs,
+    ruleBlocks: () => current.ruleBlocks,
+    certificates: () => certificateGauges(current.config, current.certificates.status)
   })
-  // The check runs only once the front door exists (it is built after the app is ready).
-  const door: { current?: FrontDoor } = {}
-  const certificateCheck = clientCertificateCheck(terminated, () => door.current!, logger.child({ component: 'client-certificate' }))
-  addClientCertificateCheck(app, certificateCheck)
-  await app.ready()
+  const parts = { logger, listener, metrics, recentErrors }
+  /** Generations of earlier configurations, finishing what they hold. */
+  const retiring = new Set<Generation>()
+  const live = (): Generation[] => [current, ...retiring]
+  let quiet = false
 
-  watchHealthTargets(health, config, pools)
+  /** hook makes what `generation` records count everywhere: the other live generations, the history, the site. */
+  const hook = (generation: Generation): void => shareState(generation, (record) => {
+    history.add(record, keptUntil(generation.config, record))
+    for (const other of live()) if (other !== generation) applyShared(other, record)
+    if (!quiet) options.share?.(record)
+  })
 
-  // Outlook Anywhere needs the request-line peek only where /rpc is published.
-  const rpcChannels = vdirs.some((vdir) => vdir.path === '/rpc')
-    ? new RpcChannels({
-      guard,
-      publications,
-      upstreams,
-      trusted,
-      headersTimeoutMs: config.listen.headersTimeoutMs,
-      idleTimeoutMs: config.listen.idleTimeoutMs,
-      maxHeaderBytes: config.listen.maxHeaderBytes,
-      ownCookies: preauth?.forms.ownCookies ?? [],
-      accessLog: logger.child({ component: 'access' }),
-      admission,
-      hostCheck: (socket, hostName) => certificateCheck?.(socket, hostName),
-      lockedOut: (authorization, client, url) => preauth?.lockedAnswer(authorization, client, url),
-      upstreamRejected: preauth === undefined ? undefined : (authorization, client, url, elapsedMs) => preauth.upstreamRejected(authorization, client, url, elapsedMs)
-    })
-    : undefined
-  const frontDoor = new FrontDoor({
-    host: config.listen.host,
-    port: config.listen.port,
-    handshakeTimeoutMs: config.listen.handshakeTimeoutMs,
-    maxConnections: config.listen.maxConnections,
-    maxConnectionsPerAddress: config.listen.maxConnectionsPerAddress,
-    // A proxy in front carries many clients on its few addresses; the total limit still applies.
-    unlimitedAddress: trusted,
-    sni: terminated.length > 0 ? new SniContexts(terminated, config.defaultHost.mode === 'passthrough' ? undefined : config.defaultHost) : undefined,
-    // Without passthrough hosts no name routes to a relay: sniRouting only asks it for theirs.
-    routing: sniRouting(config, app.hasDecorator('passthrough') ? app.passthrough : { relay: (client) => client.destroy() }),
-    decrypted: rpcChannels ? (socket, toHttp) => rpcChannels.accept(socket, toHttp) : undefined,
-    httpServer: httpServer!,
-    logger: logger.child({ component: 'front' })
-  })
-  door.current = frontDoor
-  const status = (): object => statusSnapshot({
-    frontDoor,
-    pools,
-    health,
-    drain,
-    certificates: () => certificates.status,
-    rules: { version: rules.version, blocked: guard.blocked, disabled: rules.disabled.map((rule) => rule.id) },
-    rpcChannels: () => rpcChannels?.open ?? 0,
-    recentErrors: () => recentErrors.list()
-  })
+  current = await buildGeneration(config, options, parts)
+  hook(current)
   let address: AddressInfo
   let admin: Awaited<ReturnType<typeof startAdminServer>> | undefined
   try {
-    address = await frontDoor.listen()
+    address = await current.open()
     // A cluster worker's admin is the primary's (cluster/primary.ts), which merges the workers'.
     if (config.admin && options.worker === undefined) {
       admin = await startAdminServer(config.admin, {
-        status,
-        affinity: () => affinity.snapshot(),
-        drain,
+        status: () => current.status(),
+        affinity: () => current.affinity.snapshot(),
+        drain: {
+          // A drain reaches the connections a previous configuration still holds, too.
+          drain: (name, vdir, deadlineMs) => live().map((generation) => generation.drain.drain(name, vdir, deadlineMs)).some(Boolean),
+          enable: (name, vdir) => live().map((generation) => generation.drain.enable(name, vdir)).some(Boolean),
+          setWeight: (name, weight) => live().map((generation) => generation.drain.setWeight(name, weight)).some(Boolean),
+          snapshot: () => current.drain.snapshot()
+        },
         metrics: async () => ({ contentType: metrics.registry.contentType, text: await metrics.registry.metrics() }),
-        clearLockout: (user) => preauth?.lockout.clear(user),
-        userAffinity: (user, clear) => affinity.user(user, clear)
+        reload: options.configFile === undefined ? undefined : () => reload(),
+        clearLockout: (user) => current.preauth?.lockout.clear(user),
+        userAffinity: (user, clear) => gateway.userAffinity(user, clear)
       })
       logger.info({ address: admin.address.address, port: admin.address.port }, 'admin listener on')
     }
   } catch (err) {
-    await frontDoor.close()
-    await app.close()
+    await current.close()
+    await listener.close()
     throw err
   }
-  if (options.worker === undefined) health.start()
-  affinity.start()
-  await preauth?.start()
-  const certificates = new CertificateWatch(config, frontDoor, logger.child({ component: 'certificates' }))
-  certificates.status = { checkedAt: new Date().toISOString(), errors: ep.errors, warnings: ep.warnings }
-  certificates.start()
-  logger.info({ address: address.address, port: address.port, hosts: config.hosts.flatMap((h) => h.names), vdirs: [...new Set(vdirs.map((v) => v.path))] }, 'casgate listening')
 
-  const defaultHost = config.defaultHost.names.find((name) => !name.startsWith('*')) ?? 'localhost'
+  let reloading = false
+  let closing = false
+  /** refuse logs why a reload did not happen; the running configuration stays. */
+  const refuse = (problems: unknown[]): ReloadResult => {
+    logger.error({ problems }, 'configuration reload refused; the running configuration stays')
+    return { reloaded: false, problems }
+  }
+  const reload = async (): Promise<ReloadResult> => {
+    if (options.configFile === undefined) return { reloaded: false, problems: [{ message: 'no configuration file to re-read' }] }
+    if (reloading || closing) return { reloaded: false, problems: [{ message: 'a reload or a stop is already running' }] }
+    reloading = true
+    try {
+      let next: Generation
+      try {
+        next = await buildGeneration(loadConfigFile(options.configFile), options, parts)
+      } catch (err) {
+        return refuse(err instanceof ConfigError ? err.issues : [{ message: (err as Error).message }])
+      }
+      // What the running configuration knows: servers out, drains and weights, then every
+      // site-wide record still in force (lockout counts, the Basic cache, sign-outs, placements).
+      next.health.adopt(current.health)
+      next.drain.adopt(current.drain)
+      for (const record of history.records()) applyShared(next, record)
+      try {
+        await next.open()
+      } catch (err) {
+        await next.close()
+        return refuse([{ message: (err as Error).message }])
+      }
+      const previous = current
+      current = next
+      hook(next)
+      retiring.add(previous)
+      logger.info({ maxMs: previous.longestHoldMs + RETIRE_MARGIN_MS, connections: previous.frontDoor.connections }, 'the previous configuration finishes what it holds')
+      previous.retire(previous.longestHoldMs + RETIRE_MARGIN_MS).then(() => {
+        logger.info('the previous configuration finished')
+      }, (err: unknown) => logger.error({ err }, 'the previous configuration failed to finish')).finally(() => retiring.delete(previous))
+      const adminOf = (c: GatewayConfig): string => JSON.stringify(c.admin === undefined ? null : [c.admin.host, c.admin.port, c.admin.names, c.admin.token])
+      if (adminOf(next.config) !== adminOf(config)) logger.warn('the admin listener keeps its address and token until a restart')
+      if (next.config.listen.host !== config.listen.host || next.config.listen.port !== config.listen.port) logger.warn('the client port stays where it is until a restart')
+      logger.info({ hosts: next.config.hosts.flatMap((h) => h.names), pools: [...next.config.pools.keys()] }, 'configuration reloaded')
+      return { reloaded: true }
+    } finally {
+      reloading = false
+    }
+  }
+
+  const defaultHost = (): string => current.config.defaultHost.names.find((name) => !name.startsWith('*')) ?? 'localhost'
   const gateway: Gateway = {
-    config,
-    app,
-    frontDoor,
-    pools,
+    get config () { return current.config },
+    get app () { return current.app },
+    get frontDoor () { return current.frontDoor },
+    get pools () { return current.pools },
+    get preauth () { return current.preauth },
+    get health () { return current.health },
+    get drain () { return current.drain },
+    get affinity () { return current.affinity },
+    get certificates () { return current.certificates },
     address,
     logger,
-    url: (path = '/', host = defaultHost) => `https://${host}:${address.port}${path}`,
-    adminAddress: admin?.address,
-    preauth,
     metrics,
-    status,
-    health,
-    drain,
-    affinity,
-    certificates,
+    history,
+    adminAddress: admin?.address,
+    url: (path = '/', host = defaultHost()) => `https://${host}:${address.port}${path}`,
+    status: () => current.status(),
+    reload,
+    applyShared (record) {
+      history.add(record, keptUntil(current.config, record))
+      for (const generation of live()) applyShared(generation, record)
+    },
+    userAffinity (user, clear, share = true) {
+      quiet = !share
+      try {
+        return current.affinity.user(user, clear)
+      } finally {
+        quiet = false
+      }
+    },
     async retire (maxMs) {
-      retiring = true
-      await frontDoor.retire(maxMs)
-      await gateway.close(0)
+      closing = true
+      await Promise.all(live().map((generation) => generation.retire(maxMs)))
+      await admin?.app.close()
+      await listener.close()
     },
     async close (graceMs = 0) {
-      health.stop()
-      affinity.stop()
-      certificates.stop()
-      drain.stop()
-      preauth?.close()
+      closing = true
       await admin?.app.close()
-      await frontDoor.close(graceMs)
-      await app.close()
+      await Promise.all(live().map((generation) => generation.close(graceMs)))
+      await listener.close()
     }
   }
   return gateway

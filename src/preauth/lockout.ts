@@ -59,14 +59,25 @@ const MAX_COUNTERS = 100_000
 
 /**
  * LockoutRecord is one failure or success as counted, for the other processes of a site (cluster
- * workers, later instances sharing a store), which count it too: a sprayer meets one threshold.
+ * workers, other instances sharing a store), which count it too: a sprayer meets one threshold.
+ * It carries the keyed hashes of the counters it moves, never a user name, address or device ID.
  */
 export interface LockoutRecord {
   kind: 'failure' | 'success' | 'clear'
   user: string
-  address: string | undefined
-  device: string | undefined
+  address?: string | undefined
+  /** The familiar-table keys of (user, device) and (user, address). */
+  sources?: { device?: string, address?: string } | undefined
   at: number
+}
+
+/** clearRecord is the record of an admin clearing a user's failed logons, for processes that keep no Lockout (a cluster's primary). */
+export function clearRecord (secret: KeyObject, user: string, at: number): LockoutRecord {
+  return { kind: 'clear', user: userKeyOf(secret, normalizeUser(user)), at }
+}
+
+function userKeyOf (secret: KeyObject, user: string): string {
+  return keyedHash(secret, `lockout-user\0${user}`)
 }
 
 /** Lockout counts failed logons and says who is locked out of where. */
@@ -98,7 +109,7 @@ export class Lockout {
   }
 
   #userKey (user: string): string {
-    return keyedHash(this.#secret, `lockout-user\0${user}`)
+    return userKeyOf(this.#secret, user)
   }
 
   #addressKey (address: string): string {
@@ -147,37 +158,40 @@ export class Lockout {
     return this.lockedFor(user, address, now, device) !== undefined
   }
 
+  /** #record is a logon's counters, by keyed hash. */
+  #record (kind: LockoutRecord['kind'], user: string, address: string | undefined, now: number, device: string | undefined): LockoutRecord {
+    const name = normalizeUser(user)
+    const at = address === undefined ? undefined : addressKey(address)
+    return { kind, user: this.#userKey(name), address: at === undefined ? undefined : this.#addressKey(at), sources: this.#sourceKeys(name, at, device), at: now }
+  }
+
   /** recordFailure counts one failed logon where it belongs; returns the lockouts it started. */
   recordFailure (user: string, address: string | undefined, now = this.clock.now(), device?: string): LockoutEvent {
-    this.share?.({ kind: 'failure', user, address, device, at: now })
-    return this.#recordFailure(user, address, now, device)
+    const record = this.#record('failure', user, address, now, device)
+    this.share?.(record)
+    return this.#recordFailure(record)
   }
 
   /** applyShared counts a failure or success another process recorded, or clears as it did. */
   applyShared (record: LockoutRecord): void {
-    if (record.kind === 'failure') this.#recordFailure(record.user, record.address, record.at, record.device)
-    else if (record.kind === 'success') this.#recordSuccess(record.user, record.address, record.at, record.device)
-    else this.#clear(record.user)
+    if (record.kind === 'failure') this.#recordFailure(record)
+    else if (record.kind === 'success') this.#recordSuccess(record)
+    else this.#users.delete(record.user)
   }
 
   /** clear forgets a user's failed logons, from every source (an admin's decision, on the admin listener). */
   clear (user: string): void {
-    this.share?.({ kind: 'clear', user, address: undefined, device: undefined, at: this.clock.now() })
-    this.#clear(user)
+    const record = this.#record('clear', user, undefined, this.clock.now(), undefined)
+    this.share?.(record)
+    this.#users.delete(record.user)
   }
 
-  #clear (user: string): void {
-    this.#users.delete(this.#userKey(normalizeUser(user)))
-  }
-
-  #recordFailure (user: string, address: string | undefined, now: number, device: string | undefined): LockoutEvent {
-    const name = normalizeUser(user)
-    const at = address === undefined ? undefined : addressKey(address)
-    const userKey = this.#userKey(name)
-    const byUser = this.#users.get(userKey) ?? { ...newCounter(now), sources: undefined }
+  #recordFailure (record: LockoutRecord): LockoutEvent {
+    const now = record.at
+    const byUser = this.#users.get(record.user) ?? { ...newCounter(now), sources: undefined }
     // Set again on every failure: the entry's time to live starts over, so it outlives its lock.
-    this.#users.set(userKey, byUser)
-    const familiar = this.#familiarSource(this.#sourceKeys(name, at, device), now)
+    this.#users.set(record.user, byUser)
+    const familiar = this.#familiarSource(record.sources ?? {}, now)
     if (familiar !== undefined) {
       byUser.sources ??= new Map()
       let counter = byUser.sources.get(familiar.key)
@@ -188,10 +202,9 @@ export class Lockout {
     const event: LockoutEvent = {}
     const userLock = this.#count(byUser, this.#config.userThreshold, now)
     if (userLock !== undefined) event.userLockedForMs = userLock
-    if (at !== undefined) {
-      const addressKey = this.#addressKey(at)
-      const byAddress = this.#addresses.get(addressKey) ?? newCounter(now)
-      this.#addresses.set(addressKey, byAddress)
+    if (record.address !== undefined) {
+      const byAddress = this.#addresses.get(record.address) ?? newCounter(now)
+      this.#addresses.set(record.address, byAddress)
       const addressLock = this.#count(byAddress, this.#config.addressThreshold, now)
       if (addressLock !== undefined) event.addressLockedForMs = addressLock
     }
@@ -205,15 +218,15 @@ export class Lockout {
    * is never cleared (a spray succeeds now and then).
    */
   recordSuccess (user: string, address?: string, now = this.clock.now(), device?: string): void {
-    this.share?.({ kind: 'success', user, address, device, at: now })
-    this.#recordSuccess(user, address, now, device)
+    const record = this.#record('success', user, address, now, device)
+    this.share?.(record)
+    this.#recordSuccess(record)
   }
 
-  #recordSuccess (user: string, address: string | undefined, now: number, device: string | undefined): void {
-    const name = normalizeUser(user)
-    const keys = this.#sourceKeys(name, address === undefined ? undefined : addressKey(address), device)
-    const familiar = this.#familiarSource(keys, now)
-    const byUser = this.#users.get(this.#userKey(name))
+  #recordSuccess (record: LockoutRecord): void {
+    const keys = record.sources ?? {}
+    const familiar = this.#familiarSource(keys, record.at)
+    const byUser = this.#users.get(record.user)
     if (byUser !== undefined) {
       for (const key of [keys.device, keys.address]) if (key !== undefined) byUser.sources?.delete(key)
       if (familiar === undefined) {
@@ -221,7 +234,7 @@ export class Lockout {
         byUser.lockouts = 0
       }
     }
-    for (const key of [keys.device, keys.address]) if (key !== undefined) this.#familiar!.set(key, now)
+    for (const key of [keys.device, keys.address]) if (key !== undefined) this.#familiar!.set(key, record.at)
   }
 
   /**

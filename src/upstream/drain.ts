@@ -91,6 +91,18 @@ export class DrainControl {
     return [...seen].map(([backend, weight]) => ({ backend, weight }))
   }
 
+  /**
+   * adopt takes over the drains (their deadlines still running) and weights of the control that
+   * served the previous configuration, for the servers this one still has.
+   */
+  adopt (previous: DrainControl): void {
+    for (const { backend, weight } of previous.weights()) this.setWeight(backend, weight)
+    for (const state of previous.snapshot()) {
+      const deadlineMs = state.deadline === undefined ? 0 : Math.max(0, Date.parse(state.deadline) - Date.now())
+      for (const vdir of state.vdirs) this.drain(state.backend, vdir === '*' ? undefined : vdir, deadlineMs)
+    }
+  }
+
   snapshot (): DrainState[] {
     const seen = new Map<string, DrainState>()
     for (const pool of this.#pools.values()) {

@@ -63,6 +63,20 @@ export class HealthMonitor {
     this.#targets.set(key, { backend, vdir, path, host, up: true, known: false, streak: 0, since: Date.now(), reason: 'not probed yet', timer: undefined })
   }
 
+  /**
+   * adopt takes the state of the pairs the monitor of the previous configuration also watched
+   * (a reload): a server known to be out stays out until probes bring it back.
+   */
+  adopt (previous: HealthMonitor): void {
+    for (const [key, target] of this.#targets) {
+      const before = previous.#targets.get(key)
+      if (before === undefined) continue
+      Object.assign(target, { up: before.up, known: before.known, streak: before.streak, since: before.since, reason: before.reason })
+      if (before.up) target.backend.down.delete(target.vdir)
+      else target.backend.down.add(target.vdir)
+    }
+  }
+
   /** start probes every pair once right away, then every intervalMs (jittered so probes do not align). */
   start (): void {
     if (!this.#config.enabled || this.#running) return
