@@ -134,7 +134,9 @@ function issueToLines (issue: RawIssue, schema: z.ZodType, input: unknown): Conf
     case 'unrecognized_keys':
       return (issue.keys ?? []).map((key) => {
         const suggestion = closest(key, knownKeysAt(schema, path))
-        const fix = unknownKeyHints[key] ??
+        // Blocks with a password of their own (state.redis) name their keys: passwordFile, passwordEnv.
+        const fix = (key === 'password' && knownKeysAt(schema, path).includes('passwordFile') ? 'passwords are never read from the YAML; use passwordFile (a file readable by casgate only) or passwordEnv (an environment variable)' : undefined) ??
+          unknownKeyHints[key] ??
           (suggestion ? `did you mean "${suggestion}"? Rename or remove the key` : `remove it; accepted keys here: ${knownKeysAt(schema, path).join(', ')}`)
         return { path: formatPath([...path, key]), message: 'unknown key', fix }
       })
@@ -181,6 +183,7 @@ const formatFixes: Record<string, string> = {
   urls: 'write ldaps://dc1.contoso.local:636 (no path: the bind name says where users are)',
   secretEnv: 'use a variable name such as CASGATE_AFFINITY_SECRET',
   passphraseEnv: 'use a variable name such as CASGATE_PFX_PASSPHRASE',
+  passwordEnv: 'use a variable name such as CASGATE_REDIS_PASSWORD',
   bindName: 'write {user}@contoso.com for Active Directory, or uid={user},ou=people,dc=contoso,dc=com for a DN',
   realm: 'use plain text such as Exchange'
 }

@@ -17,6 +17,7 @@ import type { ResolvedVdir } from './vdir-tables.js'
 import { resolveSecret, resolveStateDir, type SecretSource } from './secrets.js'
 import { resolveAdmin, type AdminSettings } from './admin-config.js'
 import { resolvePreauth, type PreauthSettings } from './preauth-config.js'
+import { resolveState, type StateSettings } from './state-config.js'
 import { configSchema, type AffinityConfig, type CertificateConfig, type HealthConfig, type HstsConfig, type RulesConfig, type PoolConfig, type RawConfig, type SslMode } from './schema.js'
 
 /** TerminatedHost is an offload or reencrypt host block with its certificate loaded. */
@@ -96,6 +97,8 @@ export interface GatewayConfig {
   rules: RulesConfig
   /** Strict-Transport-Security on the terminated hosts' responses, when configured. */
   hsts: HstsConfig | undefined
+  /** State shared with the site's other instances (Redis); undefined: this instance keeps its own. */
+  state: StateSettings | undefined
   /** Things that work but deserve the admin's attention, logged at start and shown by check. */
   warnings: ConfigIssue[]
 }
@@ -213,6 +216,7 @@ export function buildConfig (input: unknown, options: { source: string, baseDir:
   if (admin !== undefined && !/^(127\.\d+\.\d+\.\d+|::1|localhost)$/i.test(admin.host)) {
     warnings.push({ path: 'admin.host', message: `the admin listener is plain HTTP on ${admin.host}: its token and the status page's cookie cross that network in clear`, fix: 'keep it on 127.0.0.1 (reach it over SSH or a management VPN), or on a network only admins reach' })
   }
+  const state = resolveState(raw.state, options.baseDir, issues)
   const rulePack = new RulePack(EXCHANGE_RULE_PACK, raw.rules.disable)
   for (const id of rulePack.unknownIds) {
     issues.push({ path: `rules.disable[${raw.rules.disable.indexOf(id)}]`, message: `${JSON.stringify(id)} is not a rule of pack ${rulePack.version}`, fix: `use one of ${EXCHANGE_RULE_PACK.rules.map((rule) => rule.id).join(', ')}` })
@@ -238,6 +242,7 @@ export function buildConfig (input: unknown, options: { source: string, baseDir:
     log: raw.log,
     rules: raw.rules,
     hsts: raw.hsts,
+    state,
     warnings
   })
 }

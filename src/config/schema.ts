@@ -259,6 +259,38 @@ export const logSchema = z.strictObject({
   pretty: z.boolean().default(false).describe('Human-readable coloured lines instead of JSON (default false).')
 })
 
+const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name')
+
+export const redisSchema = z.strictObject({
+  url: z.string().optional()
+    .describe('One Valkey/Redis server: redis://host[:port][/db], or rediss://… for TLS. A user name (Redis 6 ACL) may be written in it (redis://casgate@host), never a password: passwordFile or passwordEnv. Either url or sentinels.'),
+  sentinels: z.array(z.strictObject({
+    host: z.string().min(1).describe('Sentinel host name or address.'),
+    port: z.number().int().min(1).max(65535).default(26379).describe('Sentinel port (default 26379).')
+  })).min(1).optional()
+    .describe('Redis Sentinels that name the current master (with name); casgate follows a failover. Either url or sentinels.'),
+  name: z.string().min(1).optional().describe('sentinels: the master\'s name as the Sentinels know it (sentinel monitor <name> …).'),
+  username: z.string().min(1).optional().describe('ACL user (Redis 6+) casgate authenticates as (default: none, or the one in url).'),
+  passwordFile: filePath.optional().describe('File holding the password (requirepass, or the ACL user\'s), first line. Never written in the YAML or the URL.'),
+  passwordEnv: envName.optional().describe('Environment variable holding the password.'),
+  tls: z.union([z.boolean(), z.strictObject({
+    caFile: filePath.optional().describe('PEM CA certificate(s) that signed the server\'s certificate (default: the system roots).'),
+    serverName: z.string().min(1).optional().describe('Name checked against the server\'s certificate and sent as SNI (default: the host connected to).'),
+    certFile: filePath.optional().describe('PEM client certificate, when the server requires one (tls-auth-clients).'),
+    keyFile: filePath.optional().describe('PEM private key of certFile.')
+  })]).optional()
+    .describe('TLS to the server (and to the Sentinels): true, or { caFile, serverName, certFile, keyFile }. A url says it with rediss:// (default off). State records carry keyed hashes, never passwords, but TLS keeps them and the Redis password off the network.'),
+  keyPrefix: z.string().min(1).default('casgate:').describe('Prefix of every key casgate uses, so that several sites (or other applications) can share one server (default casgate:).'),
+  historyMs: z.number().int().positive().default(8 * 60 * 60_000)
+    .describe('How long recorded state stays in Redis for an instance that starts or comes back to catch up on (default 8 h, a forms session\'s absolute lifetime and twice the longest lockout); at most 200,000 records are kept whatever their age.'),
+  timeoutMs: z.number().int().positive().max(60_000).default(1_000)
+    .describe('Longest wait for one Redis command or connection: beyond it Redis counts as unreachable, state is kept and counted locally and re-synced when Redis answers again (default 1 s; requests never wait for Redis).')
+})
+
+export const stateSchema = z.strictObject({
+  redis: redisSchema.optional().describe('Share site-wide state (lockout, the Basic cache, sign-outs, drains, spilled affinity) with the other casgate instances through a Valkey/Redis server.')
+})
+
 export const configSchema = z.strictObject({
   listen: listenSchema.default(listenSchema.parse({})),
   hosts: z.array(hostSchema).min(1).describe('Published host names, their certificates and SSL mode.'),
@@ -280,7 +312,9 @@ export const configSchema = z.strictObject({
     .describe('Directory where casgate keeps what must survive a restart (the generated session secret), relative to the configuration file. Default: $STATE_DIRECTORY (systemd StateDirectory=), else "state" next to the configuration file.'),
   trustProxy: z.array(z.string()).default([])
     .describe('Addresses of proxies in front of casgate whose X-Forwarded-For is trusted (default none).'),
-  log: logSchema.default(logSchema.parse({}))
+  log: logSchema.default(logSchema.parse({})),
+  state: stateSchema.optional()
+    .describe('State shared by several casgate instances of one site. Without it each instance keeps its own (one instance, or instances that need not agree).')
 })
 
 /** RawConfig is the validated configuration as written, before paths and profiles are resolved. */
@@ -297,5 +331,6 @@ export type LdapConfig = z.infer<typeof ldapSchema>
 export type LockoutConfig = z.infer<typeof lockoutSchema>
 export type RulesConfig = z.infer<typeof rulesSchema>
 export type HstsConfig = z.infer<typeof hstsSchema>
+export type RedisConfig = z.infer<typeof redisSchema>
 export type PreauthPolicy = NonNullable<z.infer<typeof vdirSchema>['preauth']>
 export type AffinityPolicy = NonNullable<z.infer<typeof vdirSchema>['affinity']>

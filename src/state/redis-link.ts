@@ -1,0 +1,546 @@
+import { randomBytes } from 'node:crypto'
+import { hostname } from 'node:os'
+import type { ConnectionOptions } from 'node:tls'
+import { Redis, type RedisOptions } from 'ioredis'
+import type { Logger } from 'pino'
+import type { RedisSettings } from '../config/state-config.js'
+
+// The Redis transport of site-wide state (issue 16). Each process keeps its own tables and
+// replays what the others recorded, as cluster workers already do over IPC; this carries the same
+// records between instances through one Redis Stream, so that every instance reads one order.
+//
+// Traffic never waits for Redis: publish() queues and returns, a writer connection sends the
+// queue in batches, a reader connection follows the stream. Every command and connection attempt
+// is bounded by settings.timeoutMs; past it the connection is dropped (a hung server must not
+// pile up commands) and the link is 'local' until both connections work again, while records
+// keep queueing (bounded, oldest dropped and counted) and are sent in order on return.
+//
+// A batch is one XADD, or one MULTI/EXEC of several: it lands whole or not at all. One that timed out may still have
+// landed, and is sent again; each entry carries its sender's boot id and sequence number, so
+// readers apply the first copy and drop the second, and every instance applies the same entries
+// in the same stream order.
+
+/** STREAM_MAX_LENGTH caps the stream whatever the age of its entries (approximate trimming). */
+export const STREAM_MAX_LENGTH = 200_000
+/** MAX_QUEUED is how many records wait for Redis before the oldest are dropped. */
+export const MAX_QUEUED = 100_000
+const BATCH = 1_000
+/** Records sent between two checks of the stream's length cap. */
+const TRIM_EVERY = 1_000
+/** Boots remembered for de-duplication; the first seen are forgotten first (long gone, most likely). */
+const MAX_SENDERS = 10_000
+
+/** RedisLinkState is 'shared' while records travel both ways, 'local' otherwise. */
+export type RedisLinkState = 'shared' | 'local'
+
+/** RedisLinkStatus is what /status and the log show of the link. */
+export interface RedisLinkStatus {
+  state: RedisLinkState
+  /** When the state last changed (ISO 8601). */
+  since: string
+  /** Records waiting for Redis. */
+  queued: number
+  /** Records dropped because the queue was full, since start. */
+  dropped: number
+  /** The last Redis error, for the admin (no secrets: Redis error texts name none). */
+  lastError?: string
+  instance: string
+  /** Whether every instance seen in Redis derives the same fingerprint from its shared secrets. */
+  fingerprint: 'match' | 'mismatch' | 'unknown'
+  /** Where Redis is (no credentials). */
+  where: string
+}
+
+/** RedisLinkOptions are the link's own settings; the defaults suit production, tests shorten them. */
+export interface RedisLinkOptions {
+  logger: Logger
+  /** This instance's name in Redis and the log (default: the host name). */
+  instance?: string
+  /** A keyed hash of the secrets instances must share; instances that differ are reported. */
+  fingerprint?: string
+  /** Records kept while Redis is away (default MAX_QUEUED). */
+  maxQueued?: number
+  /** Stream length cap (default STREAM_MAX_LENGTH). */
+  maxStreamLength?: number
+  /** How long one XREAD waits for new entries (default 2 s); a hung server is noticed after this plus timeoutMs. */
+  blockMs?: number
+  /** How often an idle writer checks that Redis answers and re-checks fingerprints (default 5 s). */
+  heartbeatMs?: number
+  /** Longest pause between connection attempts (default 5 s; they start at 100 ms and double). */
+  retryMaxMs?: number
+  /** Longest wait of start() for Redis (default 5 s); it resolves anyway, the link keeps trying. */
+  startTimeoutMs?: number
+}
+
+interface Queued {
+  seq: number
+  json: string
+}
+
+/** RedisTimeoutError is a Redis command or connection that took longer than timeoutMs. */
+export class RedisTimeoutError extends Error {}
+
+function bounded<T> (promise: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new RedisTimeoutError(`${what}: no answer within ${ms} ms`)), ms)
+    promise.then((value) => { clearTimeout(timer); resolve(value) }, (err: unknown) => { clearTimeout(timer); reject(err instanceof Error ? err : new Error(String(err))) })
+  })
+}
+
+function messageOf (err: unknown): string {
+  return err instanceof Error ? err.message : String(err)
+}
+
+function tlsOptions (settings: RedisSettings): ConnectionOptions | undefined {
+  const tls = settings.tls
+  if (tls === undefined) return undefined
+  return {
+    ...(tls.ca !== undefined ? { ca: tls.ca } : {}),
+    ...(tls.serverName !== undefined ? { servername: tls.serverName } : {}),
+    ...(tls.cert !== undefined && tls.key !== undefined ? { cert: tls.cert, key: tls.key } : {})
+  }
+}
+
+/**
+ * RedisLink carries records (JSON-serialisable objects) between the instances of a site through
+ * the Redis Stream `<keyPrefix>records`. Every record of the stream reaches onRecord in stream
+ * order on every instance, this instance's own included (own: true), so that "last in stream
+ * order wins" converges everywhere.
+ */
+export class RedisLink<R extends object> {
+  /** onRecord receives each record of the stream once, in stream order; own is true for this link's. */
+  onRecord: ((record: R, own: boolean) => void) | undefined
+
+  readonly instance: string
+  private readonly settings: RedisSettings
+  private readonly log: Logger
+  private readonly fingerprint: string | undefined
+  private readonly boot = randomBytes(8).toString('base64url')
+  private readonly streamKey: string
+  private readonly fingerprintKey: string
+  private readonly maxQueued: number
+  private readonly maxStreamLength: number
+  private readonly blockMs: number
+  private readonly heartbeatMs: number
+  private readonly retryMaxMs: number
+  private readonly startTimeoutMs: number
+
+  private queue: Queued[] = []
+  private head = 0
+  private seq = 0
+  private dropped = 0
+  private flushing = false
+  private flushScheduled = false
+  private untrimmed = 0
+
+  private writer: Redis | undefined
+  private writerUp = false
+  private writerDown: ((err: unknown) => void) | undefined
+  private readerClient: Redis | undefined
+  private readerUp = false
+  private lastId = '0-0'
+  private readonly senders = new Map<string, number>()
+  /** Redis's clock minus ours (ms), learnt from TIME: stream IDs and fingerprint expiries are Redis's time. */
+  private clockOffset = 0
+
+  private state: RedisLinkState = 'local'
+  private since = new Date()
+  private lastError: string | undefined
+  private readonly causes = new WeakMap<Redis, string>()
+  private fingerprintState: 'match' | 'mismatch' | 'unknown' = 'unknown'
+  private started = false
+  private announced = false
+  private closed = false
+  private closing: Promise<void> | undefined
+  private readonly sleeps = new Set<{ timer: NodeJS.Timeout, wake: () => void }>()
+  private readonly loops: Array<Promise<void>> = []
+  private onShared: (() => void) | undefined
+
+  constructor (settings: RedisSettings, options: RedisLinkOptions) {
+    this.settings = settings
+    this.instance = options.instance ?? hostname()
+    this.fingerprint = options.fingerprint
+    this.log = options.logger.child({ component: 'redis', redis: settings.where })
+    this.streamKey = `${settings.keyPrefix}records`
+    this.fingerprintKey = `${settings.keyPrefix}fingerprints`
+    this.maxQueued = options.maxQueued ?? MAX_QUEUED
+    this.maxStreamLength = options.maxStreamLength ?? STREAM_MAX_LENGTH
+    this.blockMs = options.blockMs ?? 2_000
+    this.heartbeatMs = options.heartbeatMs ?? 5_000
+    this.retryMaxMs = options.retryMaxMs ?? 5_000
+    this.startTimeoutMs = options.startTimeoutMs ?? 5_000
+  }
+
+  /** publish queues a record for the other instances; it never waits and never throws. */
+  publish (record: R): void {
+    if (this.closed) {
+      this.dropped++
+      return
+    }
+    this.queue.push({ seq: ++this.seq, json: JSON.stringify(record) })
+    if (this.queue.length - this.head > this.maxQueued) {
+      this.head++
+      this.dropped++
+      if (this.head > 1_024 && this.head * 2 > this.queue.length) {
+        this.queue = this.queue.slice(this.head)
+        this.head = 0
+      }
+    }
+    if (this.writerUp && !this.flushing && !this.flushScheduled) {
+      this.flushScheduled = true
+      // Everything published in this turn of the event loop goes in one batch.
+      setImmediate(() => {
+        this.flushScheduled = false
+        this.flush().catch(() => {})
+      })
+    }
+  }
+
+  /**
+   * start connects, reads the history still in the stream, then follows it. It resolves once
+   * caught up, or after startTimeoutMs when Redis does not answer (never rejects: traffic must
+   * not wait for Redis); the link keeps trying in the background.
+   */
+  async start (): Promise<void> {
+    if (this.started) return
+    this.started = true
+    const shared = new Promise<void>((resolve) => { this.onShared = resolve })
+    this.loops.push(this.writerLoop(), this.readerLoop())
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([shared, new Promise<void>((resolve) => { timer = setTimeout(resolve, this.startTimeoutMs) })])
+    clearTimeout(timer)
+    this.onShared = undefined
+    this.announced = true
+    if (this.state === 'local' && !this.closed) {
+      this.log.warn({ err: this.lastError, queued: this.queued }, 'Redis unreachable: state kept and counted locally, will re-sync')
+    }
+  }
+
+  /** status says whether state is shared, since when, and what waits. */
+  status (): RedisLinkStatus {
+    return {
+      state: this.state,
+      since: this.since.toISOString(),
+      queued: this.queued,
+      dropped: this.dropped,
+      ...(this.lastError !== undefined ? { lastError: this.lastError } : {}),
+      instance: this.instance,
+      fingerprint: this.fingerprintState,
+      where: this.settings.where
+    }
+  }
+
+  /** close sends what it can within timeoutMs, then disconnects; no timer or socket is left. */
+  close (): Promise<void> {
+    this.closing ??= this.shutdown()
+    return this.closing
+  }
+
+  private get queued (): number {
+    return this.queue.length - this.head
+  }
+
+  private async shutdown (): Promise<void> {
+    const writer = this.writerUp ? this.writer : undefined
+    if (writer !== undefined) {
+      const deadline = Date.now() + this.settings.timeoutMs
+      while (this.queued > 0 && this.writerUp && Date.now() < deadline) {
+        if (this.flushing) await new Promise((resolve) => setTimeout(resolve, 5))
+        else await this.flush()
+      }
+      await bounded(writer.hdel(this.fingerprintKey, this.field), Math.max(1, deadline - Date.now()), 'HDEL').catch(() => {})
+    }
+    this.closed = true
+    this.onShared?.()
+    if (this.queued > 0) this.log.warn({ queued: this.queued }, 'closing with records Redis did not take: the other instances will not see them')
+    for (const sleep of this.sleeps) {
+      clearTimeout(sleep.timer)
+      sleep.wake()
+    }
+    this.sleeps.clear()
+    this.writerDown?.(new Error('closed'))
+    await Promise.all([this.writer, this.readerClient].map((client) => client && this.release(client)))
+    await Promise.all(this.loops)
+    this.setState(false)
+  }
+
+  private get field (): string {
+    return `${this.instance}/${this.boot}`
+  }
+
+  private newClient (role: 'writer' | 'reader'): Redis {
+    const { settings } = this
+    const tls = tlsOptions(settings)
+    const common: RedisOptions = {
+      lazyConnect: true,
+      // The link queues and retries itself: ioredis must neither hold commands nor reconnect.
+      enableOfflineQueue: false,
+      retryStrategy: () => null,
+      maxRetriesPerRequest: 0,
+      autoResendUnfulfilledCommands: false,
+      connectTimeout: settings.timeoutMs,
+      // A hung server never acknowledges the close: its socket is destroyed after this.
+      disconnectTimeout: settings.timeoutMs,
+      protocol: 2,
+      connectionName: `casgate:${this.instance.replace(/[^\w.-]/g, '_')}:${role}`,
+      ...(settings.username !== undefined ? { username: settings.username } : {}),
+      ...(settings.password !== undefined ? { password: settings.password } : {})
+    }
+    const target = settings.target
+    const client = target.kind === 'server'
+      ? new Redis({ ...common, host: target.host, port: target.port, db: target.db, ...(tls ? { tls } : {}) })
+      : new Redis({
+        ...common,
+        sentinels: target.sentinels,
+        name: target.name,
+        sentinelRetryStrategy: () => null,
+        ...(tls ? { tls, enableTLSForSentinelMode: true, sentinelTLS: tls } : {})
+      })
+    // ioredis reports connection errors as events too; the link acts on rejected commands.
+    // ioredis reports why a connection failed (WRONGPASS, ECONNREFUSED, a TLS error) as an event,
+    // and rejects the pending command with a plain "Connection is closed.": keep the reason.
+    client.on('error', (err: Error) => { if (!this.causes.has(client)) this.causes.set(client, err.message) })
+    return client
+  }
+
+  /**
+   * release closes a connection and waits (bounded) until it is gone. ioredis's disconnect() on a
+   * connection that already ended would arm a timer of its own that nothing clears.
+   */
+  private async release (client: Redis): Promise<void> {
+    if (client.status === 'end') return
+    const ended = new Promise<void>((resolve) => client.once('end', resolve))
+    client.disconnect()
+    await bounded(ended, this.settings.timeoutMs + 100, 'disconnect').catch(() => {})
+  }
+
+  private sleep (ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const sleep = { timer: setTimeout(() => { this.sleeps.delete(sleep); resolve() }, ms), wake: resolve }
+      this.sleeps.add(sleep)
+    })
+  }
+
+  private backoff (attempt: number): number {
+    const base = Math.min(this.retryMaxMs, 100 * 2 ** Math.min(attempt, 16))
+    return base / 2 + Math.random() * base / 2
+  }
+
+  private setState (shared: boolean): void {
+    const state: RedisLinkState = shared && !this.closed ? 'shared' : 'local'
+    if (state === this.state) return
+    this.state = state
+    this.since = new Date()
+    if (state === 'shared') {
+      this.log.info({ instance: this.instance }, this.announced ? 'Redis reachable again: state shared, records re-synced' : 'state shared through Redis')
+      this.announced = true
+      this.onShared?.()
+    } else if (this.announced && !this.closed) {
+      this.log.warn({ err: this.lastError, queued: this.queued }, 'Redis unreachable: state kept and counted locally, will re-sync')
+    }
+  }
+
+  private updateState (): void {
+    this.setState(this.writerUp && this.readerUp)
+  }
+
+  /** writerLoop keeps one writer connection: connect, check in, flush, heartbeat; on failure back off and again. */
+  private async writerLoop (): Promise<void> {
+    let attempt = 0
+    while (!this.closed) {
+      const client = this.newClient('writer')
+      this.writer = client
+      try {
+        await bounded(client.connect(), this.settings.timeoutMs, 'connect')
+        await this.checkIn(client)
+        if (this.closed) throw new Error('closed')
+        const down = new Promise<unknown>((resolve) => {
+          this.writerDown = resolve
+          client.once('close', () => resolve(new Error('connection closed')))
+        })
+        this.writerUp = true
+        attempt = 0
+        this.updateState()
+        this.flush().catch(() => {})
+        let checking = false
+        const heartbeat = setInterval(() => {
+          if (this.flushing || checking) return
+          checking = true
+          this.checkIn(client).catch((err: unknown) => this.writerDown?.(err)).finally(() => { checking = false })
+        }, this.heartbeatMs)
+        const err = await down
+        clearInterval(heartbeat)
+        if (!this.closed) this.lastError = this.causes.get(client) ?? messageOf(err)
+      } catch (err) {
+        if (!this.closed) this.lastError = this.causes.get(client) ?? messageOf(err)
+      }
+      this.writerUp = false
+      this.writerDown = undefined
+      await this.release(client)
+      this.updateState()
+      if (!this.closed) await this.sleep(this.backoff(attempt++))
+    }
+  }
+
+  /** checkIn learns Redis's clock and registers this instance's fingerprint, comparing it with the others'. */
+  private async checkIn (client: Redis): Promise<void> {
+    const started = Date.now()
+    const [seconds, micros] = await bounded(client.time(), this.settings.timeoutMs, 'TIME')
+    this.clockOffset = Number(seconds) * 1_000 + Math.floor(Number(micros) / 1_000) - Math.round((started + Date.now()) / 2)
+    const now = Date.now() + this.clockOffset
+    // Each instance states its fingerprint with an expiry (Redis's clock): one that stopped drops
+    // out, so that after a rotation of the secrets on every instance the old value does not linger.
+    const reply = await bounded(client.multi()
+      .hset(this.fingerprintKey, this.field, JSON.stringify({ fp: this.fingerprint ?? '', until: now + 3 * this.heartbeatMs }))
+      .hgetall(this.fingerprintKey)
+      .exec(), this.settings.timeoutMs, 'fingerprint check')
+    if (reply === null) throw new Error('fingerprint check aborted')
+    const [, all] = reply[1] ?? []
+    const stale: string[] = []
+    const differing: string[] = []
+    for (const [field, text] of Object.entries((all ?? {}) as Record<string, string>)) {
+      let entry: { fp?: unknown, until?: unknown }
+      try {
+        entry = JSON.parse(text) as { fp?: unknown, until?: unknown }
+      } catch {
+        stale.push(field)
+        continue
+      }
+      if (typeof entry.until !== 'number' || entry.until < now) stale.push(field)
+      else if (this.fingerprint !== undefined && typeof entry.fp === 'string' && entry.fp !== '' && entry.fp !== this.fingerprint) differing.push(field.replace(/\/[^/]*$/, ''))
+    }
+    if (stale.length > 0) await bounded(client.hdel(this.fingerprintKey, ...stale), this.settings.timeoutMs, 'HDEL')
+    const state = this.fingerprint === undefined ? 'unknown' : differing.length > 0 ? 'mismatch' : 'match'
+    if (state === 'mismatch' && this.fingerprintState !== 'mismatch') {
+      this.log.error({ instance: this.instance, others: [...new Set(differing)] }, 'instances disagree on their shared secrets (session, affinity): lockout keys, sessions and placements will not match; give every instance the same secret files')
+    } else if (state === 'match' && this.fingerprintState === 'mismatch') {
+      this.log.info({ instance: this.instance }, 'instances agree on their shared secrets again')
+    }
+    this.fingerprintState = state
+  }
+
+  /** flush sends the queue in order, one MULTI/EXEC batch at a time, while the writer works. */
+  private async flush (): Promise<void> {
+    const client = this.writer
+    if (this.flushing || client === undefined || !this.writerUp) return
+    this.flushing = true
+    try {
+      while (this.queued > 0 && this.writer === client && this.writerUp) {
+        const batch = this.queue.slice(this.head, this.head + BATCH)
+        const minId = String(Math.max(0, Date.now() + this.clockOffset - this.settings.historyMs))
+        // The length cap is checked every so many records: MINID trims by age on every XADD.
+        const trim = this.untrimmed + batch.length >= TRIM_EVERY
+        if (batch.length === 1 && !trim) {
+          // One XADD is atomic by itself: a trickle of records costs one command each.
+          const entry = batch[0]!
+          await bounded(client.xadd(this.streamKey, 'MINID', '~', minId, '*', 'i', this.instance, 'b', this.boot, 's', String(entry.seq), 'r', entry.json), this.settings.timeoutMs, 'XADD')
+        } else {
+          const multi = client.multi()
+          for (const entry of batch) {
+            multi.xadd(this.streamKey, 'MINID', '~', minId, '*', 'i', this.instance, 'b', this.boot, 's', String(entry.seq), 'r', entry.json)
+          }
+          if (trim) multi.xtrim(this.streamKey, 'MAXLEN', '~', this.maxStreamLength)
+          const results = await bounded(multi.exec(), this.settings.timeoutMs, 'XADD')
+          if (results === null) throw new Error('XADD batch aborted')
+          const failed = results.find(([err]) => err !== null)
+          if (failed) throw failed[0] instanceof Error ? failed[0] : new Error(String(failed[0]))
+        }
+        this.untrimmed = trim ? 0 : this.untrimmed + batch.length
+        // Entries dropped while the batch was in flight moved head already.
+        const last = batch[batch.length - 1]!.seq
+        while (this.queued > 0 && this.queue[this.head]!.seq <= last) this.head++
+        if (this.head === this.queue.length) {
+          this.queue = []
+          this.head = 0
+        }
+      }
+    } catch (err) {
+      if (this.writer === client) this.writerDown?.(err)
+    } finally {
+      this.flushing = false
+    }
+  }
+
+  /** readerLoop keeps one reader connection: catch up from the last ID seen (or the start), then follow. */
+  private async readerLoop (): Promise<void> {
+    let attempt = 0
+    while (!this.closed) {
+      const client = this.newClient('reader')
+      this.readerClient = client
+      try {
+        await bounded(client.connect(), this.settings.timeoutMs, 'connect')
+        await this.resync(client)
+        let caughtUp = false
+        while (!this.closed) {
+          const block = caughtUp ? ['BLOCK', this.blockMs] : []
+          const reply = await bounded(client.call('XREAD', 'COUNT', BATCH, ...block, 'STREAMS', this.streamKey, this.lastId), (caughtUp ? this.blockMs : 0) + this.settings.timeoutMs, 'XREAD') as Array<[string, Array<[string, string[]]>]> | null
+          const entries = reply?.[0]?.[1] ?? []
+          this.deliver(entries)
+          // An idle turn checks that the stream still holds the last ID: it may have been deleted
+          // and begun again (FLUSHALL, a failover to a replica that had not got it) without this
+          // connection dropping.
+          if (caughtUp && entries.length === 0) await this.resync(client)
+          if (!caughtUp && entries.length < BATCH) {
+            caughtUp = true
+            attempt = 0
+            this.readerUp = true
+            this.updateState()
+          }
+        }
+      } catch (err) {
+        if (!this.closed) this.lastError = this.causes.get(client) ?? messageOf(err)
+      }
+      this.readerUp = false
+      await this.release(client)
+      this.updateState()
+      if (!this.closed) await this.sleep(this.backoff(attempt++))
+    }
+  }
+
+  /**
+   * resync decides where to continue after a (re)connection. The last ID seen is still in the
+   * stream: from there. It is not: either the stream was trimmed past it (everything left is
+   * newer, so reading from the start is the same), or Redis lost the stream (restarted without
+   * persistence; the new stream's IDs may even be older than ours if its clock went back), whose
+   * every entry is new to us. Either way, from the start.
+   */
+  private async resync (client: Redis): Promise<void> {
+    if (this.lastId === '0-0') return
+    const found = await bounded(client.xrange(this.streamKey, this.lastId, this.lastId), this.settings.timeoutMs, 'XRANGE')
+    if (found.length === 0) this.lastId = '0-0'
+  }
+
+  private deliver (entries: Array<[string, string[]]>): void {
+    for (const [id, fields] of entries) {
+      this.lastId = id
+      let boot: string | undefined
+      let seq = Number.NaN
+      let json: string | undefined
+      for (let i = 0; i + 1 < fields.length; i += 2) {
+        const value = fields[i + 1]!
+        switch (fields[i]) {
+          case 'b': boot = value; break
+          case 's': seq = Number(value); break
+          case 'r': json = value; break
+        }
+      }
+      if (boot === undefined || json === undefined || !Number.isSafeInteger(seq)) continue
+      // A batch sent again after a timeout that had in fact landed: the first copy counts.
+      const seen = this.senders.get(boot)
+      if (seen !== undefined && seq <= seen) continue
+      this.senders.set(boot, seq)
+      if (seen === undefined && this.senders.size > MAX_SENDERS) this.senders.delete(this.senders.keys().next().value!)
+      let record: R
+      try {
+        record = JSON.parse(json) as R
+      } catch {
+        continue
+      }
+      try {
+        this.onRecord?.(record, boot === this.boot)
+      } catch (err) {
+        this.log.error({ err }, 'applying a shared record failed')
+      }
+    }
+  }
+}
