@@ -16,6 +16,7 @@ import { clearRecord } from '../preauth/lockout.js'
 import { RecordHistory } from '../state/record-history.js'
 import type { SharedRecord } from '../state/shared-record.js'
 import { keptUntil } from '../gateway/shared-state.js'
+import { openSiteLink } from '../state/site-link.js'
 
 // The primary of a cluster serves no client. It forks the workers and replaces one that dies,
 // probes health once for all of them, holds the drain state, relays what a worker records
@@ -82,6 +83,17 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
     history.add(record, keptUntil(plane.config, record))
     for (const worker of [...ready, ...listeningNew, ...retiring]) if (worker !== except) send(worker, { t: 'shared', record })
   }
+  // Other instances of the site, through Valkey/Redis (state.redis): the primary speaks for its workers.
+  const link = openSiteLink(config, logger, (record) => {
+    if (record.kind === 'drain') plane.drain.applyState(record.backend, record.vdirs, record.deadlineAt)
+    if (record.kind === 'weight') plane.drain.setWeight(record.backend, record.weight)
+    share(record)
+  })
+  /** publishDrain tells the other instances a server's maintenance state after an admin changed it. */
+  const publishDrain = (name: string): void => {
+    const state = plane.drain.stateOf(name)
+    if (state !== undefined) link?.publish({ kind: 'drain', backend: name, ...state })
+  }
   const watchHealth = (next: ControlPlane): void => { next.health.onChange = (server, vdir, up) => broadcast({ t: 'health', origin: server.origin, vdir, down: !up }) }
   watchHealth(plane)
 
@@ -111,6 +123,7 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
     }
     return {
       ...merged,
+      ...(link === undefined ? {} : { sharedState: link.status() }),
       workers: { configured: options.workers, serving: ready.size, answered: parts.length },
       primary: { pid: process.pid, rssBytes: memory.rss, heapUsedBytes: memory.heapUsed },
       health: plane.health.snapshot(),
@@ -124,9 +137,9 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
       status,
       affinity: async () => mergeAffinity((await snapshot()).map((part) => part.affinity)),
       drain: {
-        drain: (name, vdir, deadlineMs) => plane.drain.drain(name, vdir, deadlineMs) && (broadcast({ t: 'drain', name, vdir, deadlineMs }), true),
-        enable: (name, vdir) => plane.drain.enable(name, vdir) && (broadcast({ t: 'enable', name, vdir }), true),
-        setWeight: (name, weight) => plane.drain.setWeight(name, weight) && (broadcast({ t: 'weight', name, weight }), true),
+        drain: (name, vdir, deadlineMs) => plane.drain.drain(name, vdir, deadlineMs) && (broadcast({ t: 'drain', name, vdir, deadlineMs }), publishDrain(name), true),
+        enable: (name, vdir) => plane.drain.enable(name, vdir) && (broadcast({ t: 'enable', name, vdir }), publishDrain(name), true),
+        setWeight: (name, weight) => plane.drain.setWeight(name, weight) && (broadcast({ t: 'weight', name, weight }), link?.publish({ kind: 'weight', backend: name, weight }), true),
         snapshot: () => plane.drain.snapshot()
       },
       metrics: async () => {
@@ -135,7 +148,13 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
         return { contentType: registry.contentType, text: await registry.metrics() }
       },
       reload: () => reload(),
-      clearLockout: (user) => { const preauth = plane.config.preauth; if (preauth) share({ kind: 'lockout', record: clearRecord(preauth.secret, user, Date.now()) }) },
+      clearLockout: (user) => {
+        const preauth = plane.config.preauth
+        if (preauth === undefined) return
+        const record: SharedRecord = { kind: 'lockout', record: clearRecord(preauth.secret, user, Date.now()) }
+        share(record)
+        link?.publish(record)
+      },
       userAffinity: async (user, clear) => {
         const id = nextSnapshot++
         const answers: object[] = []
@@ -199,6 +218,7 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
       }
       case 'shared':
         share(message.record, worker)
+        link?.publish(message.record)
         return
       case 'user-affinity': {
         const waiting = userQueries.get(message.id)
@@ -263,6 +283,7 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
     clearTimeout(deadline)
     await admin?.app.close()
     await plane.close()
+    await link?.close()
   }
 
   /**
@@ -331,6 +352,9 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
     return { reloaded: true }
   }
 
+  // What the other instances recorded is known before the workers start (they replay it), or
+  // Redis is given up on for now, after a bounded wait.
+  await link?.start()
   for (let i = 0; i < options.workers; i++) fork()
   try {
     await listening

@@ -217,6 +217,15 @@ export function buildConfig (input: unknown, options: { source: string, baseDir:
     warnings.push({ path: 'admin.host', message: `the admin listener is plain HTTP on ${admin.host}: its token and the status page's cookie cross that network in clear`, fix: 'keep it on 127.0.0.1 (reach it over SSH or a management VPN), or on a network only admins reach' })
   }
   const state = resolveState(raw.state, options.baseDir, issues)
+  if (state !== undefined) {
+    // Instances sharing state must hash users, sessions and affinity keys alike (checked again at run time: /status sharedState.fingerprint).
+    if (preauth !== undefined && (preauth.secretSource === 'generated' || preauth.secretSource === 'state-file')) {
+      warnings.push({ path: 'preauth.secretFile', message: 'the session secret is this instance\'s own (its state directory): instances sharing state (state.redis) that do not have the very same file disagree — a session from one is refused by the others, and lockout counts and sign-outs do not meet', fix: 'give every instance one secret: generate it once (openssl rand -base64 48), copy it to each, and name it in preauth.secretFile (or secretEnv)' })
+    }
+    if (affinity.secretSource === 'random') {
+      warnings.push({ path: 'affinity.secretFile', message: 'the affinity secret is random per start: instances sharing state (state.redis) place the same user on different servers', fix: 'give every instance one secret in affinity.secretFile (or secretEnv)' })
+    }
+  }
   const rulePack = new RulePack(EXCHANGE_RULE_PACK, raw.rules.disable)
   for (const id of rulePack.unknownIds) {
     issues.push({ path: `rules.disable[${raw.rules.disable.indexOf(id)}]`, message: `${JSON.stringify(id)} is not a rule of pack ${rulePack.version}`, fix: `use one of ${EXCHANGE_RULE_PACK.rules.map((rule) => rule.id).join(', ')}` })

@@ -19,6 +19,8 @@ import { RecordHistory } from '../state/record-history.js'
 import type { SharedRecord } from '../state/shared-record.js'
 import { buildGeneration, type Generation, type GatewayOptions as GenerationOptions } from './generation.js'
 import { applyShared, keptUntil, shareState } from './shared-state.js'
+import { openSiteLink } from '../state/site-link.js'
+import type { RedisLink } from '../state/redis-link.js'
 
 /** Gateway is a running casgate: its client port, the configuration it serves, the admin listener. */
 export interface Gateway {
@@ -99,16 +101,35 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   const retiring = new Set<Generation>()
   const live = (): Generation[] => [current, ...retiring]
   let quiet = false
+  /** applyEverywhere takes a record another process made, in every live generation (and the history). */
+  const applyEverywhere = (record: SharedRecord): void => {
+    history.add(record, keptUntil(current.config, record))
+    for (const generation of live()) applyShared(generation, record)
+  }
+  // Other instances of the site, through Valkey/Redis (state.redis); a cluster's workers go through their primary.
+  const link: RedisLink<SharedRecord> | undefined = options.worker === undefined ? openSiteLink(config, logger, applyEverywhere) : undefined
 
   /** hook makes what `generation` records count everywhere: the other live generations, the history, the site. */
   const hook = (generation: Generation): void => shareState(generation, (record) => {
     history.add(record, keptUntil(generation.config, record))
     for (const other of live()) if (other !== generation) applyShared(other, record)
-    if (!quiet) options.share?.(record)
+    if (!quiet) {
+      options.share?.(record)
+      link?.publish(record)
+    }
   })
 
   current = await buildGeneration(config, options, parts)
   hook(current)
+  // What the other instances recorded is known before the first client is served (or Redis
+  // is given up on for now, after a bounded wait: traffic never waits for it).
+  await link?.start()
+  /** publishDrain tells the other instances a server's maintenance state and weight after an admin changed them. */
+  const publishDrain = (name: string): void => {
+    const state = current.drain.stateOf(name)
+    if (link === undefined || state === undefined) return
+    link.publish({ kind: 'drain', backend: name, ...state })
+  }
   let address: AddressInfo
   let admin: Awaited<ReturnType<typeof startAdminServer>> | undefined
   try {
@@ -116,13 +137,25 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     // A cluster worker's admin is the primary's (cluster/primary.ts), which merges the workers'.
     if (config.admin && options.worker === undefined) {
       admin = await startAdminServer(config.admin, {
-        status: () => current.status(),
+        status: () => gateway.status(),
         affinity: () => current.affinity.snapshot(),
         drain: {
           // A drain reaches the connections a previous configuration still holds, too.
-          drain: (name, vdir, deadlineMs) => live().map((generation) => generation.drain.drain(name, vdir, deadlineMs)).some(Boolean),
-          enable: (name, vdir) => live().map((generation) => generation.drain.enable(name, vdir)).some(Boolean),
-          setWeight: (name, weight) => live().map((generation) => generation.drain.setWeight(name, weight)).some(Boolean),
+          drain: (name, vdir, deadlineMs) => {
+            const found = live().map((generation) => generation.drain.drain(name, vdir, deadlineMs)).some(Boolean)
+            if (found) publishDrain(name)
+            return found
+          },
+          enable: (name, vdir) => {
+            const found = live().map((generation) => generation.drain.enable(name, vdir)).some(Boolean)
+            if (found) publishDrain(name)
+            return found
+          },
+          setWeight: (name, weight) => {
+            const found = live().map((generation) => generation.drain.setWeight(name, weight)).some(Boolean)
+            if (found) link?.publish({ kind: 'weight', backend: name, weight })
+            return found
+          },
           snapshot: () => current.drain.snapshot()
         },
         metrics: async () => ({ contentType: metrics.registry.contentType, text: await metrics.registry.metrics() }),
@@ -135,6 +168,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   } catch (err) {
     await current.close()
     await listener.close()
+    await link?.close()
     throw err
   }
 
@@ -178,6 +212,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
       const adminOf = (c: GatewayConfig): string => JSON.stringify(c.admin === undefined ? null : [c.admin.host, c.admin.port, c.admin.names, c.admin.token])
       if (adminOf(next.config) !== adminOf(config)) logger.warn('the admin listener keeps its address and token until a restart')
       if (next.config.listen.host !== config.listen.host || next.config.listen.port !== config.listen.port) logger.warn('the client port stays where it is until a restart')
+      if (JSON.stringify(next.config.state) !== JSON.stringify(config.state)) logger.warn('the shared state (state.redis) stays as it was until a restart')
       logger.info({ hosts: next.config.hosts.flatMap((h) => h.names), pools: [...next.config.pools.keys()] }, 'configuration reloaded')
       return { reloaded: true }
     } finally {
@@ -202,12 +237,9 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     history,
     adminAddress: admin?.address,
     url: (path = '/', host = defaultHost()) => `https://${host}:${address.port}${path}`,
-    status: () => current.status(),
+    status: () => link === undefined ? current.status() : { ...current.status(), sharedState: link.status() },
     reload,
-    applyShared (record) {
-      history.add(record, keptUntil(current.config, record))
-      for (const generation of live()) applyShared(generation, record)
-    },
+    applyShared: applyEverywhere,
     userAffinity (user, clear, share = true) {
       quiet = !share
       try {
@@ -221,12 +253,14 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
       await Promise.all(live().map((generation) => generation.retire(maxMs)))
       await admin?.app.close()
       await listener.close()
+      await link?.close()
     },
     async close (graceMs = 0) {
       closing = true
       await admin?.app.close()
       await Promise.all(live().map((generation) => generation.close(graceMs)))
       await listener.close()
+      await link?.close()
     }
   }
   return gateway

@@ -1,6 +1,7 @@
 import type { GatewayConfig } from '../config/load.js'
 import type { Affinity } from '../affinity/affinity.js'
 import type { PreauthGate } from '../preauth/preauth-gate.js'
+import type { DrainControl } from '../upstream/drain.js'
 import type { SharedRecord } from '../state/shared-record.js'
 
 /** SharingParts are the stores of one configuration that hold site-wide state. */
@@ -8,6 +9,7 @@ export interface SharingParts {
   readonly config: GatewayConfig
   readonly affinity: Affinity
   readonly preauth: PreauthGate | undefined
+  readonly drain: Pick<DrainControl, 'applyState' | 'setWeight'>
 }
 
 /** shareState sends each record the stores make to `sink` (replaces what was hooked before). */
@@ -27,6 +29,9 @@ export function applyShared (parts: SharingParts, record: SharedRecord): void {
     case 'lockout': return parts.preauth?.lockout.applyShared(record.record)
     case 'basic': return parts.preauth?.applyBasicSuccess(record.key)
     case 'revocation': return parts.preauth?.forms.sessions.applyRevocation(record.key, record.until)
+    case 'drain': return parts.drain.applyState(record.backend, record.vdirs, record.deadlineAt)
+    case 'weight':
+      parts.drain.setWeight(record.backend, record.weight)
   }
 }
 
@@ -39,6 +44,9 @@ export function keptUntil (config: GatewayConfig, record: SharedRecord, now = Da
     case 'assignment': return now + config.affinity.idleTtlMs
     case 'basic': return now + (config.preauth?.basicCacheTtlMs ?? 0)
     case 'revocation': return record.until
+    // Not kept: a reload adopts the drain state whole, and a cluster's primary sends it to late workers.
+    case 'drain':
+    case 'weight': return now
     case 'lockout': {
       const lockout = config.preauth?.lockout
       if (lockout === undefined) return now

@@ -70,11 +70,19 @@ export interface RedisLinkOptions {
   retryMaxMs?: number
   /** Longest wait of start() for Redis (default 5 s); it resolves anyway, the link keeps trying. */
   startTimeoutMs?: number
+  /**
+   * Names what a record sets outright (a drain, a weight): its last value is kept in the hash
+   * `<keyPrefix>state` too, which outlives the stream's history, and is read first by a link that
+   * reads the stream from its start.
+   */
+  stateKey?: (record: object) => string | undefined
 }
 
 interface Queued {
   seq: number
   json: string
+  /** Set for a record that sets a state outright (RedisLinkOptions.stateKey). */
+  state: string | undefined
 }
 
 /** RedisTimeoutError is a Redis command or connection that took longer than timeoutMs. */
@@ -124,6 +132,8 @@ export class RedisLink<R extends object> {
   private readonly heartbeatMs: number
   private readonly retryMaxMs: number
   private readonly startTimeoutMs: number
+  private readonly stateHashKey: string
+  private readonly stateKey: ((record: object) => string | undefined) | undefined
 
   private queue: Queued[] = []
   private head = 0
@@ -169,6 +179,8 @@ export class RedisLink<R extends object> {
     this.heartbeatMs = options.heartbeatMs ?? 5_000
     this.retryMaxMs = options.retryMaxMs ?? 5_000
     this.startTimeoutMs = options.startTimeoutMs ?? 5_000
+    this.stateHashKey = `${settings.keyPrefix}state`
+    this.stateKey = options.stateKey
   }
 
   /** publish queues a record for the other instances; it never waits and never throws. */
@@ -177,7 +189,7 @@ export class RedisLink<R extends object> {
       this.dropped++
       return
     }
-    this.queue.push({ seq: ++this.seq, json: JSON.stringify(record) })
+    this.queue.push({ seq: ++this.seq, json: JSON.stringify(record), state: this.stateKey?.(record) })
     if (this.queue.length - this.head > this.maxQueued) {
       this.head++
       this.dropped++
@@ -430,7 +442,7 @@ export class RedisLink<R extends object> {
         const minId = String(Math.max(0, Date.now() + this.clockOffset - this.settings.historyMs))
         // The length cap is checked every so many records: MINID trims by age on every XADD.
         const trim = this.untrimmed + batch.length >= TRIM_EVERY
-        if (batch.length === 1 && !trim) {
+        if (batch.length === 1 && !trim && batch[0]!.state === undefined) {
           // One XADD is atomic by itself: a trickle of records costs one command each.
           const entry = batch[0]!
           await bounded(client.xadd(this.streamKey, 'MINID', '~', minId, '*', 'i', this.instance, 'b', this.boot, 's', String(entry.seq), 'r', entry.json), this.settings.timeoutMs, 'XADD')
@@ -438,6 +450,7 @@ export class RedisLink<R extends object> {
           const multi = client.multi()
           for (const entry of batch) {
             multi.xadd(this.streamKey, 'MINID', '~', minId, '*', 'i', this.instance, 'b', this.boot, 's', String(entry.seq), 'r', entry.json)
+            if (entry.state !== undefined) multi.hset(this.stateHashKey, entry.state, entry.json)
           }
           if (trim) multi.xtrim(this.streamKey, 'MAXLEN', '~', this.maxStreamLength)
           const results = await bounded(multi.exec(), this.settings.timeoutMs, 'XADD')
@@ -470,6 +483,7 @@ export class RedisLink<R extends object> {
       try {
         await bounded(client.connect(), this.settings.timeoutMs, 'connect')
         await this.resync(client)
+        if (this.lastId === '0-0') await this.readStates(client)
         let caughtUp = false
         while (!this.closed) {
           const block = caughtUp ? ['BLOCK', this.blockMs] : []
@@ -508,6 +522,29 @@ export class RedisLink<R extends object> {
     if (this.lastId === '0-0') return
     const found = await bounded(client.xrange(this.streamKey, this.lastId, this.lastId), this.settings.timeoutMs, 'XRANGE')
     if (found.length === 0) this.lastId = '0-0'
+  }
+
+  /**
+   * readStates delivers the states kept outright (drains, weights) before the stream is read from
+   * its start: a state set longer ago than the stream's history still reaches this instance, and
+   * the stream's entries, read next in order, end on the same last value.
+   */
+  private async readStates (client: Redis): Promise<void> {
+    if (this.stateKey === undefined) return
+    const states = await bounded(client.hgetall(this.stateHashKey), this.settings.timeoutMs, 'HGETALL')
+    for (const json of Object.values(states)) {
+      let record: R
+      try {
+        record = JSON.parse(json) as R
+      } catch {
+        continue
+      }
+      try {
+        this.onRecord?.(record, false)
+      } catch (err) {
+        this.log.error({ err }, 'applying a shared record failed')
+      }
+    }
   }
 
   private deliver (entries: Array<[string, string[]]>): void {

@@ -15,3 +15,15 @@ export type SharedRecord =
   | { kind: 'revocation', key: string, until: number }
   /** An affinity key's server, by vdir id and server origin. */
   | { kind: 'assignment', assignment: SharedAssignment }
+  /** A server's maintenance state (vdirs drained, '*' for all; none: enabled) and its deadline. */
+  | { kind: 'drain', backend: string, vdirs: string[], deadlineAt: number | null }
+  /** A server's share of new work. */
+  | { kind: 'weight', backend: string, weight: number }
+
+/**
+ * stateKey names what a record sets outright (a drain, a weight): its last value is all that
+ * matters, and a store keeps it apart from the stream, for processes that start much later.
+ */
+export function stateKey (record: SharedRecord): string | undefined {
+  return record.kind === 'drain' || record.kind === 'weight' ? `${record.kind}:${record.backend}` : undefined
+}

@@ -103,6 +103,26 @@ export class DrainControl {
     }
   }
 
+  /** stateOf is one server's maintenance state as a whole: vdirs drained ('*': all) and the deadline. */
+  stateOf (name: string): { vdirs: string[], deadlineAt: number | null } | undefined {
+    const backend = this.backendsNamed(name)[0]
+    if (backend === undefined) return undefined
+    return { vdirs: [...backend.drained].sort(), deadlineAt: this.#deadlines.get(backend)?.at ?? null }
+  }
+
+  /**
+   * applyState makes a server's maintenance state what another process set (the same vdirs, the
+   * same deadline); nothing changes, and nothing is logged, when it is so already.
+   */
+  applyState (name: string, vdirs: readonly string[], deadlineAt: number | null): void {
+    const now = this.stateOf(name)
+    if (now === undefined) return
+    if (JSON.stringify(now.vdirs) === JSON.stringify([...vdirs].sort()) && (vdirs.length === 0 || Math.abs((now.deadlineAt ?? 0) - (deadlineAt ?? 0)) < 1_000)) return
+    this.enable(name, undefined)
+    const deadlineMs = deadlineAt === null ? 0 : Math.max(0, deadlineAt - Date.now())
+    for (const vdir of vdirs) this.drain(name, vdir === '*' ? undefined : vdir, deadlineMs)
+  }
+
   snapshot (): DrainState[] {
     const seen = new Map<string, DrainState>()
     for (const pool of this.#pools.values()) {
