@@ -7,6 +7,7 @@ import { tempDir } from './helpers/tmp.js'
 import { usersFile } from './helpers/users.js'
 import { adminJson, formsSession, fresh, startCasgate, type Cluster } from './helpers/casgate-cli.js'
 import { startRedis, type RedisServer } from './helpers/redis-server.js'
+import { Redis } from 'ioredis'
 
 // Two casgate instances of one site share state through a real redis-server (state.redis): the
 // real CLI twice, instance A one process and instance B a primary with two workers (the primary
@@ -135,5 +136,30 @@ describe('two instances share state through Valkey/Redis', () => {
     // What A recorded meanwhile reached B: the session is refused there, and jdoe is locked there.
     await expect.poll(async () => (await fresh(b, '/owa/', { cookie: session, accept: 'text/html' })).status, { timeout: 2_000, interval: 100 }).toBe(302)
     expect((await fresh(b, ACTIVE_SYNC('jdoe'), { authorization: basic('jdoe', PASSWORDS.jdoe) })).status).toBe(401)
+  })
+
+  it('drops records of a shape no instance writes (anything with access to Redis can write them), and keeps serving', async () => {
+    const servers = await startEmulators(1)
+    const { a, b, redis } = await startSite(servers)
+    const client = new Redis({ host: '127.0.0.1', port: redis.port, lazyConnect: true })
+    await client.connect()
+    try {
+      const forged = [
+        { kind: 'lockout', record: null },
+        { kind: 'lockout', record: { kind: 'clear' } },
+        { kind: 'drain', backend: new URL(servers[0]!.url).host, vdirs: 'all', deadlineAt: 0 },
+        { kind: 'assignment', assignment: { owner: 1, key: [], server: {} } },
+        { kind: 'revocation' },
+        'not an object'
+      ]
+      for (const [n, record] of forged.entries()) await client.xadd('site-test:records', '*', 'i', 'intruder', 'b', 'forged', 's', String(n + 1), 'r', JSON.stringify(record))
+      await client.xadd('site-test:records', '*', 'i', 'intruder', 'b', 'forged', 's', '99', 'r', '{not json')
+    } finally {
+      client.disconnect()
+    }
+    for (const instance of [a, b]) await expect.poll(() => instance.lines.some((line) => line.msg === 'malformed shared records in Valkey/Redis were dropped (another program writing under state.redis.keyPrefix?)'), { timeout: 3_000 }).toBe(true)
+    for (const instance of [a, b]) expect((await fresh(instance, '/EWS/Exchange.asmx', { authorization: basic('asmith', PASSWORDS.asmith) })).status).toBe(200)
+    expect(b.lines.some((line) => line.msg === 'worker exited; starting another')).toBe(false)
+    expect(((await adminJson(a, '/status')) as { drained: unknown[] }).drained).toEqual([])
   })
 })

@@ -1,3 +1,4 @@
+import { z } from 'zod'
 import type { SharedAssignment } from '../affinity/assignment-store.js'
 import type { LockoutRecord } from '../preauth/lockout.js'
 
@@ -26,4 +27,36 @@ export type SharedRecord =
  */
 export function stateKey (record: SharedRecord): string | undefined {
   return record.kind === 'drain' || record.kind === 'weight' ? `${record.kind}:${record.backend}` : undefined
+}
+
+const hashed = z.string().min(1).max(64)
+const name = z.string().min(1).max(512)
+const time = z.number().finite()
+/** What a record read from outside (Valkey/Redis) must look like before any store sees it. */
+const sharedRecordSchema = z.discriminatedUnion('kind', [
+  z.object({
+    kind: z.literal('lockout'),
+    record: z.object({
+      kind: z.enum(['failure', 'success', 'clear']),
+      user: hashed,
+      address: hashed.optional(),
+      sources: z.object({ device: hashed.optional(), address: hashed.optional() }).optional(),
+      at: time
+    })
+  }),
+  z.object({ kind: z.literal('basic'), key: hashed }),
+  z.object({ kind: z.literal('revocation'), key: hashed, until: time }),
+  z.object({ kind: z.literal('assignment'), assignment: z.object({ owner: name, key: hashed, server: name.nullable() }) }),
+  z.object({ kind: z.literal('drain'), backend: name, vdirs: z.array(name).max(64), deadlineAt: time.nullable() }),
+  z.object({ kind: z.literal('weight'), backend: name, weight: z.number().int().min(0).max(256) })
+])
+
+/**
+ * parseSharedRecord checks a record that came from outside this process tree: one another
+ * instance wrote, or anything else with access to the store. A malformed one is dropped, so that
+ * no store (nor a cluster worker it is relayed to) meets a shape it does not expect.
+ */
+export function parseSharedRecord (value: unknown): SharedRecord | undefined {
+  const parsed = sharedRecordSchema.safeParse(value)
+  return parsed.success ? parsed.data as SharedRecord : undefined
 }

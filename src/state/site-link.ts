@@ -2,7 +2,7 @@ import { createHmac } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { GatewayConfig } from '../config/load.js'
 import { RedisLink } from './redis-link.js'
-import { stateKey, type SharedRecord } from './shared-record.js'
+import { parseSharedRecord, stateKey, type SharedRecord } from './shared-record.js'
 
 /**
  * siteFingerprint is what instances compare to know they share their secrets: a keyed hash of a
@@ -29,6 +29,15 @@ export function openSiteLink (config: GatewayConfig, logger: Logger, apply: (rec
     stateKey: (record) => stateKey(record as SharedRecord),
     ...(process.env.CASGATE_INSTANCE ? { instance: process.env.CASGATE_INSTANCE } : {})
   })
-  link.onRecord = (record, own) => { if (!own || record.kind === 'assignment') apply(record) }
+  let malformed = 0
+  link.onRecord = (value, own) => {
+    const record = parseSharedRecord(value)
+    if (record === undefined) {
+      // Logged once in a while: whatever writes them must not flood the log.
+      if (malformed++ % 1_000 === 0) logger.warn({ malformed }, 'malformed shared records in Valkey/Redis were dropped (another program writing under state.redis.keyPrefix?)')
+      return
+    }
+    if (!own || record.kind === 'assignment') apply(record)
+  }
   return link
 }
