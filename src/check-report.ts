@@ -63,6 +63,10 @@ export function checkReport (config: GatewayConfig): string {
     const count = workers === 'auto' ? `one per core (${availableParallelism()} here)` : String(workers)
     lines.push(`  workers: ${count}, behind one port; a primary probes health, serves the admin listener and shares lockout, the Basic cache, sign-outs and affinity placements; connection limits and upstream budgets below are totals, divided among the workers`)
   }
+  if (config.state !== undefined) {
+    const redis = config.state.redis
+    lines.push(`  shared state: Valkey/Redis ${redis.where}${redis.tls ? ' over TLS' : ''}, keys ${redis.keyPrefix}*; lockout counts, the Basic cache, sign-outs, affinity placements, drains and weights are shared with every instance using it (history kept ${Math.round(redis.historyMs / 3_600_000)} h); when it is unreachable each instance keeps counting alone and re-syncs on its return`)
+  }
   const shown = new Set<ConfigIssue>()
   const warningsUnder = (prefix: string): string[] => config.warnings.filter((w) => w.path.startsWith(prefix)).map((w) => {
     shown.add(w)

@@ -64,4 +64,20 @@ describe('casgate check shows the edge', () => {
     const loopback = await labConfig({ mode: 'offload', servers: ['http://127.0.0.1:1'], extra: { stateDir: dir, admin: { host: '127.0.0.1', port: 9090 } } }, { writeState: false })
     expect(loopback.warnings.some((w) => w.path === 'admin.host')).toBe(false)
   })
+
+  it('says where shared state lives, and warns when instances sharing it would disagree (secrets of their own)', async () => {
+    const dir = tempDir()
+    const files = writeFiles(dir, { 'users.txt': `jdoe:${await hashPassword('Correct-Horse-1', 14)}\n`, 'site-session-secret': 'k'.repeat(48), 'affinity-secret': 'a'.repeat(48) })
+    const state = { redis: { url: 'redis://redis.contoso.local:6379/2', keyPrefix: 'mail:' } }
+    const own = await labConfig({ mode: 'offload', servers: ['http://127.0.0.1:1'], extra: { stateDir: dir, state, preauth: { usersFile: files['users.txt'] } } }, { writeState: false })
+    expect(own.warnings.map((w) => w.path)).toEqual(expect.arrayContaining(['preauth.secretFile']))
+    const report = checkReport(own)
+    expect(report).toContain('  shared state: Valkey/Redis redis://redis.contoso.local:6379/2, keys mail:*; lockout counts, the Basic cache, sign-outs, affinity placements, drains and weights are shared with every instance using it (history kept 8 h)')
+    expect(report).toContain('warning preauth.secretFile: the session secret is this instance\'s own (its state directory)')
+    const shared = await labConfig({ mode: 'offload', servers: ['http://127.0.0.1:1'], extra: { stateDir: dir, state, affinity: { secretFile: files['affinity-secret'] }, preauth: { usersFile: files['users.txt'], secretFile: files['site-session-secret'] } } }, { writeState: false })
+    expect(shared.warnings.filter((w) => w.path === 'preauth.secretFile' || w.path === 'affinity.secretFile')).toEqual([])
+    // Without shared state, a secret of the instance's own is no problem.
+    const alone = await labConfig({ mode: 'offload', servers: ['http://127.0.0.1:1'], extra: { stateDir: dir, preauth: { usersFile: files['users.txt'] } } }, { writeState: false })
+    expect(alone.warnings.some((w) => w.path === 'preauth.secretFile')).toBe(false)
+  })
 })
