@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process'
+import { promtool } from './helpers/promtool.js'
 import { describe, expect, it } from 'vitest'
 import type { Gateway } from '../src/gateway/gateway.js'
 import { labClient, rawExchange, send, startEmulators, startLabGateway } from './helpers/lab.js'
@@ -9,19 +9,6 @@ import { labClient, rawExchange, send, startEmulators, startLabGateway } from '.
 async function scrape (gateway: Gateway): Promise<{ status: number, type: string | null, text: string }> {
   const response = await fetch(`http://127.0.0.1:${gateway.adminAddress!.port}/metrics`, { headers: { authorization: `Bearer ${gateway.config.admin!.token}` } })
   return { status: response.status, type: response.headers.get('content-type'), text: await response.text() }
-}
-
-/** promtool runs `promtool check metrics` on an exposition and returns its exit status and output. */
-function promtool (text: string): Promise<{ code: number | null, output: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('promtool', ['check', 'metrics'], { stdio: ['pipe', 'pipe', 'pipe'] })
-    let output = ''
-    child.stdout.on('data', (chunk: Buffer) => { output += chunk.toString() })
-    child.stderr.on('data', (chunk: Buffer) => { output += chunk.toString() })
-    child.on('error', reject)
-    child.on('close', (code) => resolve({ code, output }))
-    child.stdin.end(text)
-  })
 }
 
 /** value reads one sample of the exposition: the metric with exactly these labels. */

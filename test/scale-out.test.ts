@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { describe, expect, it } from 'vitest'
 import type { ExchangeEmulator } from '../src/emulator/exchange-server.js'
 import { startEmulators } from './helpers/lab.js'
@@ -8,6 +8,7 @@ import { usersFile } from './helpers/users.js'
 import { adminJson, formsSession, fresh, startCasgate, type Cluster } from './helpers/casgate-cli.js'
 import { startRedis, type RedisServer } from './helpers/redis-server.js'
 import { Redis } from 'ioredis'
+import { promtool } from './helpers/promtool.js'
 
 // Two casgate instances of one site share state through a real redis-server (state.redis): the
 // real CLI twice, instance A one process and instance B a primary with two workers (the primary
@@ -41,6 +42,15 @@ async function startSite (servers: ExchangeEmulator[], extra: Record<string, unk
   }
   const [a, b] = await Promise.all([startCasgate(servers, site, 1), startCasgate(servers, site, 2)])
   return { a: a!, b: b!, redis }
+}
+
+/** sharedStateUp reads casgate_shared_state_up from an instance's /metrics (a cluster's primary adds its own to its workers'), linted by promtool. */
+async function sharedStateUp (instance: Cluster): Promise<string | undefined> {
+  const token = readFileSync(`${instance.dir}/admin-token`, 'utf8').trim()
+  const text = await (await fetch(`http://127.0.0.1:${instance.admin}/metrics`, { headers: { authorization: `Bearer ${token}` } })).text()
+  const lint = await promtool(text)
+  expect(lint.code, lint.output).toBe(0)
+  return /^casgate_shared_state_up (\d)$/m.exec(text)?.[1]
 }
 
 async function sharedState (instance: Cluster): Promise<string> {
@@ -124,6 +134,8 @@ describe('two instances share state through Valkey/Redis', () => {
     await expect.poll(() => sharedState(a), { timeout: 5_000 }).toBe('local')
     await expect.poll(() => sharedState(b), { timeout: 5_000 }).toBe('local')
     expect(a.lines.some((line) => line.msg === 'Redis unreachable: state kept and counted locally, will re-sync')).toBe(true)
+    expect(await sharedStateUp(a)).toBe('0')
+    expect(await sharedStateUp(b)).toBe('0')
 
     // While Redis is away: a sign-out and four wrong guesses on A, kept and counted there.
     expect((await fresh(a, '/owa/logoff.owa', { cookie: session })).status).toBe(302)
@@ -133,6 +145,8 @@ describe('two instances share state through Valkey/Redis', () => {
     await redis.restart()
     await expect.poll(() => sharedState(a), { timeout: 15_000 }).toBe('shared')
     await expect.poll(() => sharedState(b), { timeout: 15_000 }).toBe('shared')
+    expect(await sharedStateUp(a)).toBe('1')
+    expect(await sharedStateUp(b)).toBe('1')
     // What A recorded meanwhile reached B: the session is refused there, and jdoe is locked there.
     await expect.poll(async () => (await fresh(b, '/owa/', { cookie: session, accept: 'text/html' })).status, { timeout: 2_000, interval: 100 }).toBe(302)
     expect((await fresh(b, ACTIVE_SYNC('jdoe'), { authorization: basic('jdoe', PASSWORDS.jdoe) })).status).toBe(401)

@@ -9,7 +9,8 @@ import { startAdminServer } from '../admin/admin-server.js'
 import { createLogger } from '../observe/logger.js'
 import { checkExtendedProtection } from '../tls/extended-protection.js'
 import { carryOver, controlPlane, type ControlPlane } from './control-plane.js'
-import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from 'prom-client'
+import { AggregatorRegistry, Registry, type MetricObjectWithValues, type MetricValue, type PrometheusContentType } from 'prom-client'
+import { sharedStateGauges } from '../observe/shared-state-metrics.js'
 import { mergeAffinity, mergeStatus } from './merge-snapshots.js'
 import { isMessage, type ToPrimary, type ToWorker } from './messages.js'
 import { clearRecord } from '../preauth/lockout.js'
@@ -89,6 +90,9 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
     if (record.kind === 'weight') plane.drain.setWeight(record.backend, record.weight)
     share(record)
   })
+  // The primary's own figures, beside its workers': the link to the other instances is here.
+  const own = link === undefined ? undefined : new Registry()
+  if (link !== undefined && own !== undefined) sharedStateGauges(own, () => link.status())
   /** publishDrain tells the other instances a server's maintenance state after an admin changed it. */
   const publishDrain = (name: string): void => {
     const state = plane.drain.stateOf(name)
@@ -144,7 +148,8 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
       },
       metrics: async () => {
         // prom-client's aggregation: counters add up; gauges as each declares (server_up min, affinity keys max).
-        const registry = AggregatorRegistry.aggregate((await snapshot()).map((part) => part.metrics as MetricObjectWithValues<MetricValue<string>>[]))
+        const aggregated = AggregatorRegistry.aggregate<PrometheusContentType>((await snapshot()).map((part) => part.metrics as MetricObjectWithValues<MetricValue<string>>[]))
+        const registry = own === undefined ? aggregated : Registry.merge([aggregated, own])
         return { contentType: registry.contentType, text: await registry.metrics() }
       },
       reload: () => reload(),

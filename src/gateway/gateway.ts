@@ -13,6 +13,7 @@ import { startAdminServer } from '../admin/admin-server.js'
 import { createLogger } from '../observe/logger.js'
 import { GatewayMetrics } from '../observe/metrics.js'
 import { RecentErrors } from '../observe/recent-errors.js'
+import { sharedStateGauges } from '../observe/shared-state-metrics.js'
 import { ConfigError } from '../errors/errors.js'
 import { certificateGauges, type CertificateWatch } from '../tls/certificate-watch.js'
 import { RecordHistory } from '../state/record-history.js'
@@ -123,6 +124,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   hook(current)
   // What the other instances recorded is known before the first client is served (or Redis
   // is given up on for now, after a bounded wait: traffic never waits for it).
+  if (link !== undefined) sharedStateGauges(metrics.registry, () => link.status())
   await link?.start()
   /** publishDrain tells the other instances a server's maintenance state and weight after an admin changed them. */
   const publishDrain = (name: string): void => {
