@@ -79,4 +79,19 @@ describe('one process reloads its whole configuration', () => {
     expect(new Set(answers.map((answer) => answer.backend))).toEqual(new Set(['ex2']))
     expect((await adminJson(casgate, '/status') as { drained: Array<{ backend: string }> }).drained.map((state) => state.backend)).toEqual([new URL(servers[0]!.url).host])
   })
+
+  it('keeps affinity placements across a reload, those that spilled off their first choice included', async () => {
+    const servers = await startEmulators(3)
+    const casgate = await startCasgate(servers, { health: { enabled: false }, affinity: { balanceFactor: 1.05 } }, 1)
+    const sync = (user: number): string => `/Microsoft-Server-ActiveSync?Cmd=Sync&User=user${user}&DeviceId=D${user}&DeviceType=iPhone`
+    const before = await Promise.all(Array.from({ length: 60 }, async (_, user) => (await fresh(casgate, sync(user))).backend))
+    const spilled = ((await adminJson(casgate, '/affinity')) as { vdirs: Array<{ vdir: string, spilled: number }> }).vdirs.find((vdir) => vdir.vdir === '/Microsoft-Server-ActiveSync')!.spilled
+    expect(spilled).toBeGreaterThan(0)
+    rewrite(casgate, (config) => ({ ...config, hsts: { maxAgeSeconds: 600 } }))
+    expect(await adminJson(casgate, '/reload', {})).toMatchObject({ status: 200, reloaded: true })
+    // In the other order: placed anew, bounded loads would spill other keys.
+    const after: string[] = []
+    for (let user = 59; user >= 0; user--) after[user] = (await fresh(casgate, sync(user))).backend
+    expect(after.map((backend, user) => [user, backend]).filter(([user, backend]) => before[user as number] !== backend)).toEqual([])
+  })
 })

@@ -132,6 +132,17 @@ export class AssignmentStore {
     return true
   }
 
+  /** shared lists every assignment as other processes read it (a reload hands them to the next configuration). */
+  * shared (): Generator<SharedAssignment> {
+    for (const shard of this.#shards) {
+      for (const [key, server] of shard.entries()) {
+        const owner = this.#owners[key.charCodeAt(0)]
+        const origin = owner?.pool.servers[server]?.origin
+        if (owner !== undefined && origin !== undefined) yield { owner: owner.id, key: key.slice(1), server: origin }
+      }
+    }
+  }
+
   /** purgeStale drops every expired entry now (all shards): for tests and small stores. */
   purgeStale (): void {
     for (const shard of this.#shards) shard.purgeStale()

@@ -102,9 +102,16 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   const retiring = new Set<Generation>()
   const live = (): Generation[] => [current, ...retiring]
   let quiet = false
+  /**
+   * remember keeps a record for the next configuration. Placements are not kept: the store hands
+   * its own over on reload (AssignmentStore.shared), which spares a second copy of every key.
+   */
+  const remember = (record: SharedRecord, config: GatewayConfig): void => {
+    if (record.kind !== 'assignment') history.add(record, keptUntil(config, record))
+  }
   /** applyEverywhere takes a record another process made, in every live generation (and the history). */
   const applyEverywhere = (record: SharedRecord): void => {
-    history.add(record, keptUntil(current.config, record))
+    remember(record, current.config)
     for (const generation of live()) applyShared(generation, record)
   }
   // Other instances of the site, through Valkey/Redis (state.redis); a cluster's workers go through their primary.
@@ -112,7 +119,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
 
   /** hook makes what `generation` records count everywhere: the other live generations, the history, the site. */
   const hook = (generation: Generation): void => shareState(generation, (record) => {
-    history.add(record, keptUntil(generation.config, record))
+    remember(record, generation.config)
     for (const other of live()) if (other !== generation) applyShared(other, record)
     if (!quiet) {
       options.share?.(record)
@@ -197,6 +204,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
       next.health.adopt(current.health)
       next.drain.adopt(current.drain)
       for (const record of history.records()) applyShared(next, record)
+      for (const assignment of current.affinity.store.shared()) next.affinity.store.applyShared(assignment)
       try {
         await next.open()
       } catch (err) {
