@@ -99,7 +99,9 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   const parts = { logger, listener, metrics, recentErrors }
   /** Generations of earlier configurations, finishing what they hold. */
   const retiring = new Set<Generation>()
-  const live = (): Generation[] => [current, ...retiring]
+  /** The generation a reload is opening: it takes connections from its first moment in open(). */
+  let opening: Generation | undefined
+  const live = (): Generation[] => [current, ...(opening === undefined ? [] : [opening]), ...retiring]
   let quiet = false
   /** applyEverywhere takes a record another process made, in every live generation (and the history). */
   const applyEverywhere = (record: SharedRecord): void => {
@@ -194,16 +196,23 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
       // site-wide record still in force (lockout counts, the Basic cache, sign-outs, placements).
       next.health.adopt(current.health)
       next.drain.adopt(current.drain)
+      // Live from here on: open() takes the port before it resolves (a key set fetch may take
+      // seconds), so what either side records meanwhile (a sign-out, a failed logon) must reach
+      // the other, the history and the site.
+      hook(next)
+      opening = next
       for (const record of history.records()) applyShared(next, record)
       try {
         await next.open()
       } catch (err) {
+        opening = undefined
+        shareState(next, undefined)
         await next.close()
         return refuse([{ message: (err as Error).message }])
       }
       const previous = current
       current = next
-      hook(next)
+      opening = undefined
       retiring.add(previous)
       logger.info({ maxMs: previous.longestHoldMs + RETIRE_MARGIN_MS, connections: previous.frontDoor.connections }, 'the previous configuration finishes what it holds')
       previous.retire(previous.longestHoldMs + RETIRE_MARGIN_MS).then(() => {
