@@ -1,6 +1,8 @@
 import { writeFileSync } from 'node:fs'
 import { createServer, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { connect as netConnect } from 'node:net'
+import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import { Client } from 'undici'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import { loadConfigFile } from '../src/config/load.js'
@@ -149,5 +151,53 @@ describe('ATTACK REVIEW: one-process reload', () => {
     // ... and so must the configuration after the next reload.
     expect(await lab.gateway.reload()).toMatchObject({ reloaded: true })
     expect((await fresh(lab.gateway, '/owa/', { cookie: session, accept: 'text/html' })).status).toBe(302)
+  })
+
+  it('a retired configuration leaves no handle behind (ten reloads in a row)', async () => {
+    const [server] = await startEmulators(1)
+    const lab = await startFromFile([server!.url], { preauth: { usersFile: await usersFile(PASSWORDS) }, affinity: {} })
+    const finished = (): number => lab.logs.lines.filter((line) => line.msg === 'the previous configuration finished').length
+    const handles = (): Record<string, number> => {
+      const count: Record<string, number> = {}
+      for (const kind of process.getActiveResourcesInfo()) count[kind] = (count[kind] ?? 0) + 1
+      return count
+    }
+    // One request on each configuration, on a connection that ends before the reload.
+    expect((await fresh(lab.gateway, '/EWS/Exchange.asmx', { authorization: `Basic ${Buffer.from(`jdoe:${PASSWORDS.jdoe}`).toString('base64')}` })).status).toBe(200)
+    expect(await lab.gateway.reload()).toMatchObject({ reloaded: true })
+    await expect.poll(finished, { timeout: 10_000 }).toBe(1)
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    const before = handles()
+    for (let i = 0; i < 10; i++) {
+      expect((await fresh(lab.gateway, '/EWS/Exchange.asmx', { authorization: `Basic ${Buffer.from(`jdoe:${PASSWORDS.jdoe}`).toString('base64')}` })).status).toBe(200)
+      expect(await lab.gateway.reload()).toMatchObject({ reloaded: true })
+    }
+    await expect.poll(finished, { timeout: 20_000 }).toBe(11)
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    const after = handles()
+    for (const kind of new Set([...Object.keys(before), ...Object.keys(after)])) expect({ kind, count: after[kind] ?? 0 }).toEqual({ kind, count: before[kind] ?? 0 })
+  })
+
+  it('listen.maxConnectionsPerAddress and maxConnections hold across a reload (the retiring door\'s connections count)', async () => {
+    const [server] = await startEmulators(1)
+    const lab = await startFromFile([server!.url], { listen: { host: '127.0.0.1', port: 0, maxConnectionsPerAddress: 3, maxConnections: 5 } })
+    const pki = await labPki()
+    const open = (localAddress: string): Promise<'served' | 'closed'> => new Promise((resolve) => {
+      const raw = netConnect({ host: '127.0.0.1', port: lab.gateway.address.port, localAddress })
+      const socket: TLSSocket = tlsConnect({ socket: raw, servername: 'mail.contoso.test', ca: pki.root.certPem }, () => socket.write('GET /owa/ HTTP/1.1\r\nHost: mail.contoso.test\r\n\r\n'))
+      onTestFinished(() => { socket.destroy() })
+      raw.on('error', () => undefined)
+      socket.on('error', () => undefined)
+      socket.once('data', () => resolve('served'))
+      socket.once('close', () => resolve('closed'))
+    })
+    // Idle keep-alive connections, as many as one address may hold.
+    expect(await Promise.all([1, 2, 3].map(() => open('127.0.0.1')))).toEqual(['served', 'served', 'served'])
+    expect(await lab.gateway.reload()).toMatchObject({ reloaded: true })
+    // They are still open (the previous door lets them end by themselves): the address is at its limit.
+    expect(await open('127.0.0.1')).toBe('closed')
+    // And in total: 3 + 2 from another address is 5, the total limit.
+    expect(await Promise.all([1, 2].map(() => open('127.0.0.2')))).toEqual(['served', 'served'])
+    expect(await open('127.0.0.3')).toBe('closed')
   })
 })
