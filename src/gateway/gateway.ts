@@ -78,6 +78,8 @@ export interface GatewayOptions extends GenerationOptions {
   configFile?: string
   /** Hears each site-wide record made here, for the other processes of the site. */
   share?: (record: SharedRecord) => void
+  /** Site-wide records in force to apply before the client port opens (a cluster worker's, from its primary). */
+  replay?: () => SharedRecord[]
 }
 
 /** A retiring configuration waits this much past its longest timeout before cutting what is left. */
@@ -123,6 +125,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
 
   current = await buildGeneration(config, options, parts)
   hook(current)
+  for (const record of options.replay?.() ?? []) applyEverywhere(record)
   // What the other instances recorded is known before the first client is served (or Redis
   // is given up on for now, after a bounded wait: traffic never waits for it).
   await link?.start()
