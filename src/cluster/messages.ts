@@ -12,6 +12,8 @@ export type ToWorker =
   | { t: 'enable', name: string, vdir: string | undefined }
   | { t: 'weight', name: string, weight: number }
   | { t: 'shared', record: SharedRecord }
+  /** Every site-wide record in force was sent before this: the worker may open the client port. */
+  | { t: 'replayed' }
   | { t: 'snapshot', id: number }
   /** Where a user's affinity keys point (and, with clear, forget them: every worker is asked). */
   | { t: 'user-affinity', id: number, user: string, clear: boolean }
@@ -21,6 +23,8 @@ export type ToWorker =
 
 /** ToPrimary is what a worker sends the primary. */
 export type ToPrimary =
+  /** Built nothing yet: asks for the site-wide records in force (answered by 'replayed'). */
+  | { t: 'starting' }
   | { t: 'ready', port: number }
   | { t: 'failure', origin: string, vdir: string, reason: string }
   | { t: 'shared', record: SharedRecord }

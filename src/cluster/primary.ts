@@ -67,6 +67,8 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
   const starting = new Set<Worker>()
   const retiring = new Set<Worker>()
   const listeningNew = new Set<Worker>()
+  /** Workers that got the history and have not said ready yet: they hear every record too. */
+  const relaying = new Set<Worker>()
   let reloading: { resolve: () => void, reject: (err: Error) => void } | undefined
   const started = new Map<Worker, number>()
   const snapshots = new Map<number, { pending: Set<Worker>, parts: Snapshot[], done: () => void }>()
@@ -82,7 +84,7 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
   const history = new RecordHistory()
   const share = (record: SharedRecord, except?: Worker): void => {
     history.add(record, keptUntil(plane.config, record))
-    for (const worker of [...ready, ...listeningNew, ...retiring]) if (worker !== except) send(worker, { t: 'shared', record })
+    for (const worker of [...ready, ...relaying, ...listeningNew, ...retiring]) if (worker !== except) send(worker, { t: 'shared', record })
   }
   // Other instances of the site, through Valkey/Redis (state.redis): the primary speaks for its workers.
   const link = openSiteLink(config, logger, (record) => {
@@ -204,9 +206,16 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
   const onMessage = (worker: Worker, message: unknown): void => {
     if (!isMessage<ToPrimary>(message)) return
     switch (message.t) {
+      case 'starting':
+        // Before the worker opens the client port: it must not serve a locked-out user or a
+        // signed-out session in the meantime.
+        replay(worker)
+        relaying.add(worker)
+        send(worker, { t: 'replayed' })
+        return
       case 'ready':
         port = message.port
-        replay(worker)
+        if (!relaying.delete(worker)) replay(worker)
         if (starting.has(worker)) {
           // A reload's worker: they join when all of them listen (reload() swaps them in).
           listeningNew.add(worker)
@@ -251,6 +260,7 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
   cluster.on('exit', (worker, code, signal) => {
     const lived = Date.now() - (started.get(worker) ?? 0)
     const wasReady = ready.delete(worker)
+    relaying.delete(worker)
     started.delete(worker)
     for (const [id, waiting] of snapshots) if (waiting.pending.delete(worker) && waiting.pending.size === 0) snapshots.get(id)?.done()
     if (retiring.delete(worker)) {

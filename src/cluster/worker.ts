@@ -1,5 +1,6 @@
 import cluster from 'node:cluster'
 import type { GatewayConfig, ResolvedPool } from '../config/load.js'
+import type { SharedRecord } from '../state/shared-record.js'
 import { loadConfigFile } from '../config/load.js'
 import { startGateway, type Gateway } from '../gateway/gateway.js'
 import { createLogger } from '../observe/logger.js'
@@ -45,12 +46,29 @@ export async function runWorker (file: string, workers: number): Promise<void> {
   const send = (message: ToPrimary): void => { if (process.connected) process.send!(message) }
   const config = shareOf(loadConfigFile(file), workers)
   const logger = createLogger(config.log).child({ worker: cluster.worker?.id, pid: process.pid })
+  // The site-wide records in force (lockout counts, sign-outs) come before the client port opens:
+  // once it listens, the primary hands this worker connections.
+  const early: SharedRecord[] = []
+  let started = false
+  const replayed = new Promise<void>((resolve) => {
+    process.on('message', (message: unknown) => {
+      if (!isMessage<ToWorker>(message) || started) return
+      if (message.t === 'shared') early.push(message.record)
+      if (message.t === 'replayed') resolve()
+    })
+  })
+  send({ t: 'starting' })
+  await replayed
   const gateway = await startGateway(config, {
     logger,
+    replay: () => early.splice(0),
     extendedProtection: 'checked',
     worker: { reportFailure: (server, vdir, reason) => send({ t: 'failure', origin: server.origin, vdir, reason }) },
     share: (record) => send({ t: 'shared', record })
   })
+  // Records that came while the port opened; from here on the handler below applies them.
+  started = true
+  for (const record of early.splice(0)) gateway.applyShared(record)
   let stopping = false
   const stop = (graceMs: number): void => {
     if (stopping) return

@@ -13,6 +13,13 @@ export type Accept = (socket: Socket) => void
 export class ClientPort {
   readonly #net: NetServer
   #accept: Accept | undefined
+  /**
+   * The connections every door of this port holds, and how many per address: the connection
+   * limits count them all, so that a reload's new door does not start from zero while the
+   * previous one still holds its connections.
+   */
+  readonly open = new Set<Socket>()
+  readonly perAddress = new Map<string, number>()
 
   constructor (logger: Logger) {
     // Half-open: a passthrough client may send its FIN with the hello, before a backend is

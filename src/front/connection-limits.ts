@@ -11,6 +11,8 @@ export interface ConnectionLimitOptions {
   maxConnectionsPerAddress: number
   /** Addresses exempt from the per-address limit: trusted proxies, which carry many clients. */
   unlimitedAddress?: ((address: string) => boolean) | undefined
+  /** Open connections per address, shared by the front doors of one port (client-port.ts). */
+  perAddress?: Map<string, number> | undefined
 }
 
 /** ConnectionLimits keeps the open connections per address and refuses those over a limit. */
@@ -19,12 +21,13 @@ export class ConnectionLimits {
   readonly #counters: { refusedAtTotalLimit: number, refusedAtAddressLimit: number }
   readonly #log: Logger
   /** Open connections per addressKey. */
-  readonly #perAddress = new Map<string, number>()
+  readonly #perAddress: Map<string, number>
   /** When each limit last logged (addressKey, or '' for the total), in insertion order of time. */
   readonly #warnedAt = new Map<string, number>()
 
   constructor (options: ConnectionLimitOptions, counters: { refusedAtTotalLimit: number, refusedAtAddressLimit: number }, log: Logger) {
     this.#options = options
+    this.#perAddress = options.perAddress ?? new Map()
     this.#counters = counters
     this.#log = log
   }

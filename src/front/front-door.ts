@@ -110,7 +110,6 @@ export class FrontDoor {
 
   constructor (readonly options: FrontDoorOptions) {
     this.#log = options.logger
-    this.#limits = new ConnectionLimits(options, this.counters, options.logger)
     this.#http = options.httpServer
     this.#sni = options.sni
     if (options.sni) {
@@ -120,6 +119,7 @@ export class FrontDoor {
       if (options.routing?.hasClientCertificateHosts) this.#tlsWithClientCertificate = this.#tlsServer(options.sni, true)
     }
     this.#port = options.listener ?? new ClientPort(options.logger)
+    this.#limits = new ConnectionLimits({ ...options, perAddress: this.#port.perAddress }, this.counters, options.logger)
   }
 
   #tlsServer (sni: SniContexts, requestCert: boolean): TlsServer {
@@ -211,9 +211,14 @@ export class FrontDoor {
   #admit (socket: Socket): void {
     // Errors on a client socket are the client's problem; they must never reach the process.
     socket.on('error', () => socket.destroy())
-    if (!this.#limits.admit(socket, this.#sockets.size)) return
+    // Counted with the connections a previous configuration's door still holds (a reload).
+    if (!this.#limits.admit(socket, this.#port.open.size)) return
     this.#sockets.add(socket)
-    socket.once('close', () => this.#sockets.delete(socket))
+    this.#port.open.add(socket)
+    socket.once('close', () => {
+      this.#sockets.delete(socket)
+      this.#port.open.delete(socket)
+    })
     const routing = this.options.routing
     if (!routing) {
       this.#terminate(socket, undefined)

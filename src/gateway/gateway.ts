@@ -79,6 +79,8 @@ export interface GatewayOptions extends GenerationOptions {
   configFile?: string
   /** Hears each site-wide record made here, for the other processes of the site. */
   share?: (record: SharedRecord) => void
+  /** Site-wide records in force to apply before the client port opens (a cluster worker's, from its primary). */
+  replay?: () => SharedRecord[]
 }
 
 /** A retiring configuration waits this much past its longest timeout before cutting what is left. */
@@ -100,7 +102,9 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   const parts = { logger, listener, metrics, recentErrors }
   /** Generations of earlier configurations, finishing what they hold. */
   const retiring = new Set<Generation>()
-  const live = (): Generation[] => [current, ...retiring]
+  /** The generation a reload is opening: it takes connections from its first moment in open(). */
+  let opening: Generation | undefined
+  const live = (): Generation[] => [current, ...(opening === undefined ? [] : [opening]), ...retiring]
   let quiet = false
   /**
    * remember keeps a record for the next configuration. Placements are not kept: the store hands
@@ -129,6 +133,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
 
   current = await buildGeneration(config, options, parts)
   hook(current)
+  for (const record of options.replay?.() ?? []) applyEverywhere(record)
   // What the other instances recorded is known before the first client is served (or Redis
   // is given up on for now, after a bounded wait: traffic never waits for it).
   if (link !== undefined) sharedStateGauges(metrics.registry, () => link.status())
@@ -203,17 +208,24 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
       // site-wide record still in force (lockout counts, the Basic cache, sign-outs, placements).
       next.health.adopt(current.health)
       next.drain.adopt(current.drain)
+      // Live from here on: open() takes the port before it resolves (a key set fetch may take
+      // seconds), so what either side records meanwhile (a sign-out, a failed logon) must reach
+      // the other, the history and the site.
+      hook(next)
+      opening = next
       for (const record of history.records()) applyShared(next, record)
       for (const assignment of current.affinity.store.shared()) next.affinity.store.applyShared(assignment)
       try {
         await next.open()
       } catch (err) {
+        opening = undefined
+        shareState(next, undefined)
         await next.close()
         return refuse([{ message: (err as Error).message }])
       }
       const previous = current
       current = next
-      hook(next)
+      opening = undefined
       retiring.add(previous)
       logger.info({ maxMs: previous.longestHoldMs + RETIRE_MARGIN_MS, connections: previous.frontDoor.connections }, 'the previous configuration finishes what it holds')
       previous.retire(previous.longestHoldMs + RETIRE_MARGIN_MS).then(() => {
