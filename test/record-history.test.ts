@@ -51,3 +51,22 @@ describe('shared assignments', () => {
     expect([...thereOwner.held]).toEqual([0, 0, 1])
   })
 })
+
+describe('records read from outside', () => {
+  it('are dropped when their shape or times are not what an instance writes', async () => {
+    const { parseSharedRecord } = await import('../src/state/shared-record.js')
+    const now = Date.now()
+    const failure = (at: number): unknown => ({ kind: 'lockout', record: { kind: 'failure', user: 'u'.repeat(12), at } })
+    expect(parseSharedRecord(failure(now))).toBeDefined()
+    expect(parseSharedRecord(failure(now - 60 * 60_000))).toBeDefined()
+    // A failure dated a year ahead would lock for as long; one from long ago would fill the history.
+    expect(parseSharedRecord(failure(now + 365 * 24 * 60 * 60_000))).toBeUndefined()
+    expect(parseSharedRecord(failure(now - 365 * 24 * 60 * 60_000))).toBeUndefined()
+    expect(parseSharedRecord({ kind: 'revocation', key: 'k'.repeat(12), until: now + 8 * 60 * 60_000 })).toBeDefined()
+    expect(parseSharedRecord({ kind: 'revocation', key: 'k'.repeat(12), until: Number.MAX_SAFE_INTEGER })).toBeUndefined()
+    expect(parseSharedRecord({ kind: 'drain', backend: 'ex1:443', vdirs: ['*'], deadlineAt: now + 3_600_000 })).toBeDefined()
+    expect(parseSharedRecord({ kind: 'drain', backend: 'ex1:443', vdirs: ['*'], deadlineAt: 1e15 })).toBeUndefined()
+    expect(parseSharedRecord({ kind: 'weight', backend: 'ex1:443', weight: 1e9 })).toBeUndefined()
+    expect(parseSharedRecord({ kind: 'basic', key: 'x'.repeat(10_000) })).toBeUndefined()
+  })
+})

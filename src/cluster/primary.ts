@@ -78,7 +78,9 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
   let restartDelayMs = 1_000
 
   const send = (worker: Worker, message: ToWorker): void => { if (worker.isConnected()) worker.send(message) }
-  const broadcast = (message: ToWorker, except?: Worker): void => { for (const worker of ready) if (worker !== except) send(worker, message) }
+  // Health, drains and weights reach the workers of a previous configuration too: what they still
+  // hold (keep-alive connections, held requests) must leave a drained server as well.
+  const broadcast = (message: ToWorker, except?: Worker): void => { for (const worker of [...ready, ...retiring]) if (worker !== except) send(worker, message) }
   // What one worker records site-wide reaches every other, of the old configuration or the new
   // (once it listens: before, the history replays it), and is kept for workers that start later.
   const history = new RecordHistory()
@@ -208,8 +210,13 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
     switch (message.t) {
       case 'starting':
         // Before the worker opens the client port: it must not serve a locked-out user or a
-        // signed-out session in the meantime.
+        // signed-out session in the meantime, nor send work to a drained server.
         replay(worker)
+        for (const { backend, weight } of plane.drain.weights()) send(worker, { t: 'shared', record: { kind: 'weight', backend, weight } })
+        for (const { backend } of plane.drain.snapshot()) {
+          const state = plane.drain.stateOf(backend)
+          if (state !== undefined) send(worker, { t: 'shared', record: { kind: 'drain', backend, ...state } })
+        }
         relaying.add(worker)
         send(worker, { t: 'replayed' })
         return

@@ -31,7 +31,13 @@ export function stateKey (record: SharedRecord): string | undefined {
 
 const hashed = z.string().min(1).max(64)
 const name = z.string().min(1).max(512)
-const time = z.number().finite()
+/** Longest a record may reach back or ahead: smart lockout remembers devices for 30 days. */
+const REACH_MS = 31 * 24 * 60 * 60_000
+/** Clocks of instances may differ this much; a record from further ahead is forged. */
+const SKEW_MS = 5 * 60_000
+/** A time a record may carry: not before its reach, not after now (with skew) — or, for an end, not past its reach. */
+const past = z.number().finite().refine((at) => at > Date.now() - REACH_MS && at < Date.now() + SKEW_MS, 'out of range')
+const end = z.number().finite().refine((at) => at < Date.now() + REACH_MS, 'out of range')
 /** What a record read from outside (Valkey/Redis) must look like before any store sees it. */
 const sharedRecordSchema = z.discriminatedUnion('kind', [
   z.object({
@@ -41,13 +47,13 @@ const sharedRecordSchema = z.discriminatedUnion('kind', [
       user: hashed,
       address: hashed.optional(),
       sources: z.object({ device: hashed.optional(), address: hashed.optional() }).optional(),
-      at: time
+      at: past
     })
   }),
   z.object({ kind: z.literal('basic'), key: hashed }),
-  z.object({ kind: z.literal('revocation'), key: hashed, until: time }),
+  z.object({ kind: z.literal('revocation'), key: hashed, until: end }),
   z.object({ kind: z.literal('assignment'), assignment: z.object({ owner: name, key: hashed, server: name.nullable() }) }),
-  z.object({ kind: z.literal('drain'), backend: name, vdirs: z.array(name).max(64), deadlineAt: time.nullable() }),
+  z.object({ kind: z.literal('drain'), backend: name, vdirs: z.array(name).max(64), deadlineAt: end.nullable() }),
   z.object({ kind: z.literal('weight'), backend: name, weight: z.number().int().min(0).max(256) })
 ])
 
