@@ -1,9 +1,11 @@
 import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
-import type { ConnectionOptions } from 'node:tls'
-import { Redis, type RedisOptions } from 'ioredis'
+import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import type { RedisSettings } from '../config/state-config.js'
+import { bounded, createRedisClient, messageOf, releaseRedisClient } from './redis-client.js'
+import { compareFingerprints } from './fingerprints.js'
+import { RecordQueue } from './record-queue.js'
 
 // The Redis transport of site-wide state (issue 16). Each process keeps its own tables and
 // replays what the others recorded, as cluster workers already do over IPC; this carries the same
@@ -78,37 +80,6 @@ export interface RedisLinkOptions {
   stateKey?: (record: object) => string | undefined
 }
 
-interface Queued {
-  seq: number
-  json: string
-  /** Set for a record that sets a state outright (RedisLinkOptions.stateKey). */
-  state: string | undefined
-}
-
-/** RedisTimeoutError is a Redis command or connection that took longer than timeoutMs. */
-export class RedisTimeoutError extends Error {}
-
-function bounded<T> (promise: Promise<T>, ms: number, what: string): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new RedisTimeoutError(`${what}: no answer within ${ms} ms`)), ms)
-    promise.then((value) => { clearTimeout(timer); resolve(value) }, (err: unknown) => { clearTimeout(timer); reject(err instanceof Error ? err : new Error(String(err))) })
-  })
-}
-
-function messageOf (err: unknown): string {
-  return err instanceof Error ? err.message : String(err)
-}
-
-function tlsOptions (settings: RedisSettings): ConnectionOptions | undefined {
-  const tls = settings.tls
-  if (tls === undefined) return undefined
-  return {
-    ...(tls.ca !== undefined ? { ca: tls.ca } : {}),
-    ...(tls.serverName !== undefined ? { servername: tls.serverName } : {}),
-    ...(tls.cert !== undefined && tls.key !== undefined ? { cert: tls.cert, key: tls.key } : {})
-  }
-}
-
 /**
  * RedisLink carries records (JSON-serialisable objects) between the instances of a site through
  * the Redis Stream `<keyPrefix>records`. Every record of the stream reaches onRecord in stream
@@ -126,7 +97,6 @@ export class RedisLink<R extends object> {
   private readonly boot = randomBytes(8).toString('base64url')
   private readonly streamKey: string
   private readonly fingerprintKey: string
-  private readonly maxQueued: number
   private readonly maxStreamLength: number
   private readonly blockMs: number
   private readonly heartbeatMs: number
@@ -135,10 +105,7 @@ export class RedisLink<R extends object> {
   private readonly stateHashKey: string
   private readonly stateKey: ((record: object) => string | undefined) | undefined
 
-  private queue: Queued[] = []
-  private head = 0
-  private seq = 0
-  private dropped = 0
+  private readonly queue: RecordQueue
   private flushing = false
   private flushScheduled = false
   private untrimmed = 0
@@ -173,7 +140,7 @@ export class RedisLink<R extends object> {
     this.log = options.logger.child({ component: 'redis', redis: settings.where })
     this.streamKey = `${settings.keyPrefix}records`
     this.fingerprintKey = `${settings.keyPrefix}fingerprints`
-    this.maxQueued = options.maxQueued ?? MAX_QUEUED
+    this.queue = new RecordQueue(options.maxQueued ?? MAX_QUEUED)
     this.maxStreamLength = options.maxStreamLength ?? STREAM_MAX_LENGTH
     this.blockMs = options.blockMs ?? 2_000
     this.heartbeatMs = options.heartbeatMs ?? 5_000
@@ -186,18 +153,10 @@ export class RedisLink<R extends object> {
   /** publish queues a record for the other instances; it never waits and never throws. */
   publish (record: R): void {
     if (this.closed) {
-      this.dropped++
+      this.queue.dropped++
       return
     }
-    this.queue.push({ seq: ++this.seq, json: JSON.stringify(record), state: this.stateKey?.(record) })
-    if (this.queue.length - this.head > this.maxQueued) {
-      this.head++
-      this.dropped++
-      if (this.head > 1_024 && this.head * 2 > this.queue.length) {
-        this.queue = this.queue.slice(this.head)
-        this.head = 0
-      }
-    }
+    this.queue.push(JSON.stringify(record), this.stateKey?.(record))
     if (this.writerUp && !this.flushing && !this.flushScheduled) {
       this.flushScheduled = true
       // Everything published in this turn of the event loop goes in one batch.
@@ -234,7 +193,7 @@ export class RedisLink<R extends object> {
       state: this.state,
       since: this.since.toISOString(),
       queued: this.queued,
-      dropped: this.dropped,
+      dropped: this.queue.dropped,
       ...(this.lastError !== undefined ? { lastError: this.lastError } : {}),
       instance: this.instance,
       fingerprint: this.fingerprintState,
@@ -249,7 +208,7 @@ export class RedisLink<R extends object> {
   }
 
   private get queued (): number {
-    return this.queue.length - this.head
+    return this.queue.size
   }
 
   private async shutdown (): Promise<void> {
@@ -281,49 +240,15 @@ export class RedisLink<R extends object> {
   }
 
   private newClient (role: 'writer' | 'reader'): Redis {
-    const { settings } = this
-    const tls = tlsOptions(settings)
-    const common: RedisOptions = {
-      lazyConnect: true,
-      // The link queues and retries itself: ioredis must neither hold commands nor reconnect.
-      enableOfflineQueue: false,
-      retryStrategy: () => null,
-      maxRetriesPerRequest: 0,
-      autoResendUnfulfilledCommands: false,
-      connectTimeout: settings.timeoutMs,
-      // A hung server never acknowledges the close: its socket is destroyed after this.
-      disconnectTimeout: settings.timeoutMs,
-      protocol: 2,
-      connectionName: `casgate:${this.instance.replace(/[^\w.-]/g, '_')}:${role}`,
-      ...(settings.username !== undefined ? { username: settings.username } : {}),
-      ...(settings.password !== undefined ? { password: settings.password } : {})
-    }
-    const target = settings.target
-    const client = target.kind === 'server'
-      ? new Redis({ ...common, host: target.host, port: target.port, db: target.db, ...(tls ? { tls } : {}) })
-      : new Redis({
-        ...common,
-        sentinels: target.sentinels,
-        name: target.name,
-        sentinelRetryStrategy: () => null,
-        ...(tls ? { tls, enableTLSForSentinelMode: true, sentinelTLS: tls } : {})
-      })
-    // ioredis reports connection errors as events too; the link acts on rejected commands.
+    const client = createRedisClient(this.settings, `casgate:${this.instance.replace(/[^\w.-]/g, '_')}:${role}`)
     // ioredis reports why a connection failed (WRONGPASS, ECONNREFUSED, a TLS error) as an event,
     // and rejects the pending command with a plain "Connection is closed.": keep the reason.
     client.on('error', (err: Error) => { if (!this.causes.has(client)) this.causes.set(client, err.message) })
     return client
   }
 
-  /**
-   * release closes a connection and waits (bounded) until it is gone. ioredis's disconnect() on a
-   * connection that already ended would arm a timer of its own that nothing clears.
-   */
-  private async release (client: Redis): Promise<void> {
-    if (client.status === 'end') return
-    const ended = new Promise<void>((resolve) => client.once('end', resolve))
-    client.disconnect()
-    await bounded(ended, this.settings.timeoutMs + 100, 'disconnect').catch(() => {})
+  private release (client: Redis): Promise<void> {
+    return releaseRedisClient(client, this.settings.timeoutMs)
   }
 
   private sleep (ms: number): Promise<void> {
@@ -400,28 +325,7 @@ export class RedisLink<R extends object> {
     const [seconds, micros] = await bounded(client.time(), this.settings.timeoutMs, 'TIME')
     this.clockOffset = Number(seconds) * 1_000 + Math.floor(Number(micros) / 1_000) - Math.round((started + Date.now()) / 2)
     const now = Date.now() + this.clockOffset
-    // Each instance states its fingerprint with an expiry (Redis's clock): one that stopped drops
-    // out, so that after a rotation of the secrets on every instance the old value does not linger.
-    const reply = await bounded(client.multi()
-      .hset(this.fingerprintKey, this.field, JSON.stringify({ fp: this.fingerprint ?? '', until: now + 3 * this.heartbeatMs }))
-      .hgetall(this.fingerprintKey)
-      .exec(), this.settings.timeoutMs, 'fingerprint check')
-    if (reply === null) throw new Error('fingerprint check aborted')
-    const [, all] = reply[1] ?? []
-    const stale: string[] = []
-    const differing: string[] = []
-    for (const [field, text] of Object.entries((all ?? {}) as Record<string, string>)) {
-      let entry: { fp?: unknown, until?: unknown }
-      try {
-        entry = JSON.parse(text) as { fp?: unknown, until?: unknown }
-      } catch {
-        stale.push(field)
-        continue
-      }
-      if (typeof entry.until !== 'number' || entry.until < now) stale.push(field)
-      else if (this.fingerprint !== undefined && typeof entry.fp === 'string' && entry.fp !== '' && entry.fp !== this.fingerprint) differing.push(field.replace(/\/[^/]*$/, ''))
-    }
-    if (stale.length > 0) await bounded(client.hdel(this.fingerprintKey, ...stale), this.settings.timeoutMs, 'HDEL')
+    const differing = await compareFingerprints(client, { key: this.fingerprintKey, field: this.field, fingerprint: this.fingerprint, until: now + 3 * this.heartbeatMs, now, timeoutMs: this.settings.timeoutMs })
     const state = this.fingerprint === undefined ? 'unknown' : differing.length > 0 ? 'mismatch' : 'match'
     if (state === 'mismatch' && this.fingerprintState !== 'mismatch') {
       this.log.error({ instance: this.instance, others: [...new Set(differing)] }, 'instances disagree on their shared secrets (session, affinity): lockout keys, sessions and placements will not match; give every instance the same secret files')
@@ -438,7 +342,7 @@ export class RedisLink<R extends object> {
     this.flushing = true
     try {
       while (this.queued > 0 && this.writer === client && this.writerUp) {
-        const batch = this.queue.slice(this.head, this.head + BATCH)
+        const batch = this.queue.peek(BATCH)
         const minId = String(Math.max(0, Date.now() + this.clockOffset - this.settings.historyMs))
         // The length cap is checked every so many records: MINID trims by age on every XADD.
         const trim = this.untrimmed + batch.length >= TRIM_EVERY
@@ -459,13 +363,7 @@ export class RedisLink<R extends object> {
           if (failed) throw failed[0] instanceof Error ? failed[0] : new Error(String(failed[0]))
         }
         this.untrimmed = trim ? 0 : this.untrimmed + batch.length
-        // Entries dropped while the batch was in flight moved head already.
-        const last = batch[batch.length - 1]!.seq
-        while (this.queued > 0 && this.queue[this.head]!.seq <= last) this.head++
-        if (this.head === this.queue.length) {
-          this.queue = []
-          this.head = 0
-        }
+        this.queue.sent(batch[batch.length - 1]!.seq)
       }
     } catch (err) {
       if (this.writer === client) this.writerDown?.(err)
