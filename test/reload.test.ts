@@ -94,4 +94,46 @@ describe('one process reloads its whole configuration', () => {
     for (let user = 59; user >= 0; user--) after[user] = (await fresh(casgate, sync(user))).backend
     expect(after.map((backend, user) => [user, backend]).filter(([user, backend]) => before[user as number] !== backend)).toEqual([])
   })
+
+  it('fails no request while it reloads three times under load (new connections and keep-alive ones)', async () => {
+    const servers = await startEmulators(2)
+    const casgate = await startCasgate(servers, { health: { enabled: false } }, 1)
+    const pki = await labPki()
+    const statuses: number[] = []
+    let reloads = 0
+    const load = { on: true }
+    // Two loops of new connections and one keep-alive client, bounded in count, while the file is re-read.
+    const fresher = async (): Promise<void> => {
+      for (let i = 0; i < 150 && load.on; i++) statuses.push((await fresh(casgate, '/EWS/Exchange.asmx')).status)
+    }
+    const keptAlive = async (): Promise<void> => {
+      let client = new Client(`https://127.0.0.1:${casgate.port}`, { connect: { ca: pki.root.certPem, servername: 'mail.contoso.test' } })
+      for (let i = 0; i < 150 && load.on; i++) {
+        const response = await client.request({ path: '/EWS/Exchange.asmx', method: 'GET', headers: { host: 'mail.contoso.test' } })
+        await response.body.text()
+        statuses.push(response.statusCode)
+        // A retiring configuration's connection says close after its answer: the client opens another.
+        if (response.headers.connection === 'close') {
+          await client.close()
+          client = new Client(`https://127.0.0.1:${casgate.port}`, { connect: { ca: pki.root.certPem, servername: 'mail.contoso.test' } })
+        }
+      }
+      await client.close()
+    }
+    const reloading = (async () => {
+      for (let i = 0; i < 3; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 300))
+        rewrite(casgate, (config) => ({ ...config, hsts: { maxAgeSeconds: 600 + i } }))
+        expect(await adminJson(casgate, '/reload', {})).toMatchObject({ status: 200, reloaded: true })
+        reloads++
+      }
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      load.on = false
+    })()
+    await Promise.all([fresher(), fresher(), keptAlive(), reloading])
+    expect(reloads).toBe(3)
+    expect(statuses.length).toBeGreaterThan(30)
+    expect(statuses.filter((status) => status !== 200)).toEqual([])
+    expect((await fresh(casgate, '/EWS/Exchange.asmx')).headers['strict-transport-security']).toBe('max-age=602')
+  })
 })
