@@ -19,7 +19,7 @@
 //
 // Every wrk run is bounded by --duration; redis-server and every proxy are stopped at the end.
 import { spawn, spawnSync, execFileSync } from 'node:child_process'
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -47,6 +47,8 @@ const ADMIN_PORT = PROXY_PORT + 7
 const PASSWORD = 'Correct-Horse-1'
 
 await prepareWork()
+// Where bench/mem-probe.mjs (part 3) writes its figures: the children inherit it.
+process.env.MEM_PROBE_DIR = work
 mkdirSync(join(work, 'www/EWS'), { recursive: true })
 writeFileSync(join(work, 'www/EWS/small'), 'ok\n'.repeat(30))
 // scrypt at the lowest cost the users file accepts (ln=14), as the tests use.
@@ -258,7 +260,7 @@ try {
     for (let round = 0; round < rounds; round++) {
       const children = ['casgate', 'casgate+redis'].map((proxy, i) => ({
         proxy,
-        child: start('node', ['dist/src/cli.js', 'start', '-c', casgateConfig(`idle-${proxy}`, { shared: proxy === 'casgate+redis', port: PROXY_PORT + 1 + i, adminPort: ADMIN_PORT + 1 + i })], join(work, `${proxy}-idle.log`)),
+        child: start('node', ['--expose-gc', '--import', './bench/mem-probe.mjs', 'dist/src/cli.js', 'start', '-c', casgateConfig(`idle-${proxy}`, { shared: proxy === 'casgate+redis', port: PROXY_PORT + 1 + i, adminPort: ADMIN_PORT + 1 + i })], join(work, `${proxy}-idle.log`)),
         adminPort: ADMIN_PORT + 1 + i
       }))
       try {
@@ -269,8 +271,14 @@ try {
           const status = await adminStatus(adminPort)
           row[proxy] = { rssMb: rssOf([child.pid]), heapMb: status.process.heapUsedBytes / 1048576, state: status.sharedState?.state ?? 'none' }
         }
+        // Then after a full GC (bench/mem-probe.mjs): live memory, whatever V8 had collected by itself.
+        for (const { proxy, child } of children) {
+          const probed = await probe(child.pid)
+          row[proxy].gcRssMb = probed.memory.rss / 1048576
+          row[proxy].gcHeapMb = probed.memory.heapUsed / 1048576
+        }
         idle.push(row)
-        process.stderr.write(`idle round ${round + 1}: ${Object.entries(row).map(([p, r]) => `${p} rss ${r.rssMb.toFixed(1)} MB heap ${r.heapMb.toFixed(1)} MB (${r.state})`).join(', ')}\n`)
+        process.stderr.write(`idle round ${round + 1}: ${Object.entries(row).map(([p, r]) => `${p} rss ${r.rssMb.toFixed(1)} MB heap ${r.heapMb.toFixed(1)} MB, after GC ${r.gcRssMb.toFixed(1)} / ${r.gcHeapMb.toFixed(1)} MB (${r.state})`).join(', ')}\n`)
       } finally {
         for (const { child } of children) await stop(child)
       }
@@ -292,8 +300,8 @@ try {
       return `| ${r.scenario.part} | ${r.scenario.label} | ${n ? fmt(n.cpuUs) : '—'} | ${fmt(a.cpuUs)} (${spread(a.cpuAll)}) | ${fmt(b.cpuUs)} (${spread(b.cpuAll)}) | **${fmt(b.cpuUs / a.cpuUs, 3)}×** | ${fmt(b.cpuUs - a.cpuUs)} | ${n ? `${fmt(a.cpuUs / n.cpuUs, 2)}× / ${fmt(b.cpuUs / n.cpuUs, 2)}×` : '—'} | ${fmt(b.recordsPerRequest, 3)} | ${b.recordsPerRequest > 0.01 ? fmt(b.commandsPerRecord, 2) : '—'} (${fmt(b.commandsPerSecond, 1)}) | ${fmt(b.redisUs, 2)} | ${b.recordsPerRequest > 0.01 ? fmt(b.redisPerRecordUs, 2) : '—'} | ${fmt(a.rps, 0)} / ${fmt(b.rps, 0)} |`
     }),
     ...(idle.length > 0
-      ? ['', '| part 3: idle (after ' + idleSeconds + ' s) | RSS MB, rounds | V8 heap used MB, rounds |', '| --- | ---: | ---: |',
-          ...['casgate', 'casgate+redis'].map((p) => `| ${p} | ${idle.map((row) => fmt(row[p].rssMb)).join(' / ')} | ${idle.map((row) => fmt(row[p].heapMb)).join(' / ')} |`)]
+      ? ['', '| part 3: idle (after ' + idleSeconds + ' s) | RSS MB, rounds | V8 heap used MB, rounds | after a full GC: RSS MB | after a full GC: V8 heap used MB |', '| --- | ---: | ---: | ---: | ---: |',
+          ...['casgate', 'casgate+redis'].map((p) => `| ${p} | ${idle.map((row) => fmt(row[p].rssMb)).join(' / ')} | ${idle.map((row) => fmt(row[p].heapMb)).join(' / ')} | ${idle.map((row) => fmt(row[p].gcRssMb)).join(' / ')} | ${idle.map((row) => fmt(row[p].gcHeapMb, 2)).join(' / ')} |`)]
       : [])
   ]
   console.log(lines.join('\n'))
@@ -302,6 +310,18 @@ try {
   await stop(origin)
   admin.disconnect()
   redis.kill('SIGKILL')
+}
+
+/** probe asks bench/mem-probe.mjs inside casgate for its memory figures after a full GC. */
+async function probe (pid) {
+  const before = new Set(readdirSync(work))
+  process.kill(pid, 'SIGUSR2')
+  for (let i = 0; i < 100; i++) {
+    await sleep(50)
+    const file = readdirSync(work).find((f) => f.startsWith(`probe-${pid}-`) && f.endsWith('.json') && !before.has(f))
+    if (file) return JSON.parse(readFileSync(join(work, file), 'utf8'))
+  }
+  throw new Error('casgate did not answer the memory probe')
 }
 
 function loadAverage () {
