@@ -1,4 +1,5 @@
-import { readdirSync, readFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { dirname, join, normalize, relative } from 'node:path'
 import { describe, expect, it } from 'vitest'
 
@@ -78,5 +79,16 @@ describe('layering of src/', () => {
   it('detects a cycle when there is one', () => {
     const graph = new Map([['a', new Map([['b', 'a/x imports b/y']])], ['b', new Map([['a', 'b/y imports a/x']])], ['c', new Map([['a', '']])]])
     expect(cycles(graph)).toEqual([['b', 'a']])
+  })
+
+  it('loads the Redis client only where the configuration asks for it (2 MB of heap an instance alone does not need)', () => {
+    const dist = join(import.meta.dirname, '..', 'dist', 'src')
+    expect(existsSync(join(dist, 'cli.js')), 'run npm run build first').toBe(true)
+    const script = `
+      import { createRequire } from 'node:module'
+      await import(${JSON.stringify(join(dist, 'cli.js'))})
+      const loaded = Object.keys(createRequire(import.meta.url).cache)
+      console.log(JSON.stringify(loaded.filter((path) => path.includes('/node_modules/ioredis/'))))`
+    expect(JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' }))).toEqual([])
   })
 })

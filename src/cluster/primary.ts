@@ -89,7 +89,7 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
     for (const worker of [...ready, ...relaying, ...listeningNew, ...retiring]) if (worker !== except) send(worker, { t: 'shared', record })
   }
   // Other instances of the site, through Valkey/Redis (state.redis): the primary speaks for its workers.
-  const link = openSiteLink(config, logger, (record) => {
+  const link = await openSiteLink(config, logger, (record) => {
     if (record.kind === 'drain') plane.drain.applyState(record.backend, record.vdirs, record.deadlineAt)
     if (record.kind === 'weight') plane.drain.setWeight(record.backend, record.weight)
     share(record)

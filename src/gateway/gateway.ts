@@ -119,7 +119,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     for (const generation of live()) applyShared(generation, record)
   }
   // Other instances of the site, through Valkey/Redis (state.redis); a cluster's workers go through their primary.
-  const link: RedisLink<SharedRecord> | undefined = options.worker === undefined ? openSiteLink(config, logger, applyEverywhere) : undefined
+  const link: RedisLink<SharedRecord> | undefined = options.worker === undefined ? await openSiteLink(config, logger, applyEverywhere) : undefined
 
   /** hook makes what `generation` records count everywhere: the other live generations, the history, the site. */
   const hook = (generation: Generation): void => shareState(generation, (record) => {

@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { GatewayConfig } from '../config/load.js'
-import { RedisLink } from './redis-link.js'
+import type { RedisLink } from './redis-link.js'
 import { parseSharedRecord, stateKey, type SharedRecord } from './shared-record.js'
 
 /**
@@ -21,8 +21,10 @@ export function siteFingerprint (config: GatewayConfig): string {
  * instance made is handed to `apply`. An affinity placement of this instance's own comes back in
  * stream order too, so that every instance ends on the same last placement of a key.
  */
-export function openSiteLink (config: GatewayConfig, logger: Logger, apply: (record: SharedRecord) => void): RedisLink<SharedRecord> | undefined {
+export async function openSiteLink (config: GatewayConfig, logger: Logger, apply: (record: SharedRecord) => void): Promise<RedisLink<SharedRecord> | undefined> {
   if (config.state === undefined) return undefined
+  // Loaded only where state.redis is configured: ioredis is 2 MB of heap an instance alone does not need.
+  const { RedisLink } = await import('./redis-link.js')
   const link = new RedisLink<SharedRecord>(config.state.redis, {
     logger,
     fingerprint: siteFingerprint(config),
