@@ -208,3 +208,18 @@ describe('listen.maxHeaderBytes', () => {
     expect(emulator!.requests).toBe(0)
   })
 })
+
+describe('retiring', () => {
+  it('retire(maxMs) ends at its deadline while a client still holds a connection (it does not wait for the client)', async () => {
+    const gateway = await limitedGateway({ handshakeTimeoutMs: 120_000 })
+    // A client that connects and says nothing: only the handshake timeout (2 min) would end it.
+    const raw = netConnect({ host: '127.0.0.1', port: gateway.address.port })
+    onTestFinished(() => { raw.destroy() })
+    raw.on('error', () => undefined)
+    const closed = new Promise<void>((resolve) => raw.once('close', () => resolve()))
+    await expect.poll(() => gateway.frontDoor.connections).toBe(1)
+    await gateway.retire(300)
+    // Past the deadline the retiring configuration cut what was left.
+    await closed
+  }, 15_000)
+})

@@ -61,7 +61,10 @@ export class ClientPort {
     })
   }
 
-  /** close stops accepting; connections already accepted are their door's. */
+  /**
+   * close stops accepting at once; connections already accepted are their door's, and the
+   * promise resolves only once they have all ended too.
+   */
   close (): Promise<void> {
     this.#accept = undefined
     return new Promise((resolve) => this.#net.listening ? this.#net.close(() => resolve()) : resolve())

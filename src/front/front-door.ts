@@ -287,7 +287,9 @@ export class FrontDoor {
    * closing idle ones (a reload: the proxy answers their next request with Connection: close).
    */
   async retire (maxMs: number): Promise<void> {
-    await this.#stopAccepting()
+    // Not awaited: a listener's close resolves only once every connection it accepted has ended,
+    // which is what the deadline below bounds.
+    this.#stopAccepting().catch(() => undefined)
     const deadline = Date.now() + maxMs
     while (this.#sockets.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 200))
   }
