@@ -47,13 +47,18 @@ export async function runWorker (file: string, workers: number): Promise<void> {
   const config = shareOf(loadConfigFile(file), workers)
   const logger = createLogger(config.log).child({ worker: cluster.worker?.id, pid: process.pid })
   // The site-wide records in force (lockout counts, sign-outs) come before the client port opens:
-  // once it listens, the primary hands this worker connections.
+  // once it listens, the primary hands this worker connections. Those that come later are applied
+  // as they come, the moment the gateway can take them: the port may be open seconds before
+  // startGateway resolves (a key set fetch), and a sign-out made meanwhile must count here too.
   const early: SharedRecord[] = []
-  let started = false
+  let apply: ((record: SharedRecord) => void) | undefined
   const replayed = new Promise<void>((resolve) => {
     process.on('message', (message: unknown) => {
-      if (!isMessage<ToWorker>(message) || started) return
-      if (message.t === 'shared') early.push(message.record)
+      if (!isMessage<ToWorker>(message)) return
+      if (message.t === 'shared') {
+        if (apply === undefined) early.push(message.record)
+        else apply(message.record)
+      }
       if (message.t === 'replayed') resolve()
     })
   })
@@ -61,14 +66,14 @@ export async function runWorker (file: string, workers: number): Promise<void> {
   await replayed
   const gateway = await startGateway(config, {
     logger,
-    replay: () => early.splice(0),
+    feed: (applyShared) => {
+      for (const record of early.splice(0)) applyShared(record)
+      apply = applyShared
+    },
     extendedProtection: 'checked',
     worker: { reportFailure: (server, vdir, reason) => send({ t: 'failure', origin: server.origin, vdir, reason }) },
     share: (record) => send({ t: 'shared', record })
   })
-  // Records that came while the port opened; from here on the handler below applies them.
-  started = true
-  for (const record of early.splice(0)) gateway.applyShared(record)
   let stopping = false
   const stop = (graceMs: number): void => {
     if (stopping) return
@@ -94,7 +99,6 @@ export async function runWorker (file: string, workers: number): Promise<void> {
       case 'weight':
         gateway.drain.setWeight(message.name, message.weight)
         return
-      case 'shared': return gateway.applyShared(message.record)
       case 'snapshot':
         gateway.metrics.registry.getMetricsAsJSON().then(
           (metrics) => send({ t: 'snapshot', id: message.id, status: gateway.status(), affinity: gateway.affinity.snapshot(), metrics }),

@@ -79,8 +79,12 @@ export interface GatewayOptions extends GenerationOptions {
   configFile?: string
   /** Hears each site-wide record made here, for the other processes of the site. */
   share?: (record: SharedRecord) => void
-  /** Site-wide records in force to apply before the client port opens (a cluster worker's, from its primary). */
-  replay?: () => SharedRecord[]
+  /**
+   * Called once, before the client port opens, with what takes a record another process of the
+   * site made (a cluster worker's, from its primary): the caller applies what it holds, then every
+   * record that comes later, including while the port opens (which may take seconds).
+   */
+  feed?: (apply: (record: SharedRecord) => void) => void
 }
 
 /** A retiring configuration waits this much past its longest timeout before cutting what is left. */
@@ -133,7 +137,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
 
   current = await buildGeneration(config, options, parts)
   hook(current)
-  for (const record of options.replay?.() ?? []) applyEverywhere(record)
+  options.feed?.(applyEverywhere)
   // What the other instances recorded is known before the first client is served (or Redis
   // is given up on for now, after a bounded wait: traffic never waits for it).
   if (link !== undefined) sharedStateGauges(metrics.registry, () => link.status())
