@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import { startEmulators } from './helpers/lab.js'
 import { usersFile } from './helpers/users.js'
-import { fresh, startCasgate } from './helpers/casgate-cli.js'
+import { adminJson, fresh, startCasgate } from './helpers/casgate-cli.js'
 
 // ATTACK REVIEW (issues 15/16): a cluster's reload, probed through the real CLI (dist/: npm run
 // build first). Failed on main when written; see the report on branch attack-review.
@@ -75,5 +75,27 @@ describe('ATTACK REVIEW: cluster reload', () => {
     for (let i = 0; i < 4; i++) answers.push((await fresh(casgate, path, { authorization: basic('jdoe', PASSWORDS.jdoe) })).status)
     keys.release()
     expect(answers).toEqual(Array(4).fill(401))
+  })
+
+  it('a worker of the new configuration hears of a server enabled again while its port opened (not drained for good)', async () => {
+    const keys = await heldKeySet()
+    const servers = await startEmulators(2)
+    const casgate = await startCasgate(servers, { health: { enabled: false }, preauth: { usersFile: await usersFile(PASSWORDS), bearer: keys.bearer } }, 2)
+    const ex1 = new URL(servers[0]!.url).host
+    expect((await adminJson(casgate, `/backends/${ex1}/drain`, {})).status).toBe(200)
+    keys.hold = true
+    const file = `${casgate.dir}/casgate.yaml`
+    writeFileSync(file, JSON.stringify({ ...JSON.parse(readFileSync(file, 'utf8')) as object, hsts: { maxAgeSeconds: 600 } }))
+    const reload = adminJson(casgate, '/reload', {})
+    // The new workers have the drain (sent before they listen) and wait for the key set.
+    await expect.poll(() => keys.waiting.length, { timeout: 15_000 }).toBe(2)
+    expect((await adminJson(casgate, `/backends/${ex1}/enable`, {})).status).toBe(200)
+    keys.release()
+    expect(await reload).toMatchObject({ status: 200, reloaded: true })
+    // Both servers take new work again on the new workers.
+    await expect.poll(async () => {
+      const answers = await Promise.all(Array.from({ length: 10 }, () => fresh(casgate, '/EWS/Exchange.asmx', { authorization: basic('jdoe', PASSWORDS.jdoe) })))
+      return new Set(answers.map((answer) => `${answer.status} ${answer.backend}`))
+    }, { timeout: 5_000 }).toEqual(new Set(['200 ex1', '200 ex2']))
   })
 })

@@ -200,4 +200,30 @@ describe('ATTACK REVIEW: one-process reload', () => {
     expect(await Promise.all([1, 2].map(() => open('127.0.0.2')))).toEqual(['served', 'served'])
     expect(await open('127.0.0.3')).toBe('closed')
   })
+
+  it('a stop that comes while a reload opens the next configuration leaves nothing running (no port, no timer)', async () => {
+    const [server] = await startEmulators(1)
+    const keys = await slowKeys()
+    keys.release()
+    const bearer = { issuer: 'https://sts.windows.net/8eaef023-2b34-4da1-9baa-8bc8c9d6a490/', audience: 'https://mail.contoso.test', jwks: { url: keys.url } }
+    const before = process.getActiveResourcesInfo().filter((kind) => kind === 'Timeout').length
+    const lab = await startFromFile([server!.url], { preauth: { usersFile: await usersFile(PASSWORDS), bearer }, health: { enabled: true, intervalMs: 60_000 } })
+    const port = lab.gateway.address.port
+    const reopened = await slowKeys()
+    lab.config.preauth = { ...(lab.config.preauth as object), bearer: { ...bearer, jwks: { url: reopened.url } } }
+    writeFileSync(lab.file, JSON.stringify(lab.config))
+    const reload = lab.gateway.reload()
+    await expect.poll(() => reopened.held(), { timeout: 10_000 }).toBeGreaterThan(0)
+    await lab.gateway.close()
+    reopened.release()
+    expect(await reload).toMatchObject({ reloaded: false, problems: [{ message: 'stopping' }] })
+    // Nothing listens, and the next configuration's probes and timers were stopped with it.
+    const refused = await new Promise<boolean>((resolve) => {
+      const socket = netConnect({ host: '127.0.0.1', port })
+      socket.once('connect', () => { socket.destroy(); resolve(false) })
+      socket.once('error', () => resolve(true))
+    })
+    expect(refused).toBe(true)
+    await expect.poll(() => process.getActiveResourcesInfo().filter((kind) => kind === 'Timeout').length, { timeout: 5_000 }).toBeLessThanOrEqual(before)
+  })
 })

@@ -203,12 +203,10 @@ describe('RedisLink without Redis: traffic goes on, state is kept locally and re
     await Promise.all([a.link.start(), b.link.start()])
     redis.pause()
     onTestFinished(() => redis.resume())
-    const paused = Date.now()
     a.link.publish({ from: 'a', n: 1 })
     // timeoutMs 300 for a command; the reader notices within blockMs + timeoutMs.
     await until('a local', () => a.link.status().state === 'local', 3_000)
     await until('b local', () => b.link.status().state === 'local', 3_000)
-    expect(Date.now() - paused).toBeLessThan(3_000)
     // The event loop keeps turning and publish never waits.
     for (let n = 2; n <= 1_000; n++) a.link.publish({ from: 'a', n })
     expect(a.link.status().queued).toBe(1_000)

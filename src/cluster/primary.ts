@@ -189,14 +189,23 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
     for (const record of history.records()) send(worker, { t: 'shared', record })
   }
 
-  /** welcome brings a worker up to date with the plane: health and drains. */
+  /**
+   * maintenance sends every server's whole maintenance state and weight, enabled ones and weight 1
+   * included: a worker that heard of a drain before it listened must also hear of its end.
+   */
+  const maintenance = (worker: Worker): void => {
+    const servers = new Map([...plane.pools.values()].flatMap((pool) => pool.servers.map((server) => [server.name, server] as const)))
+    for (const [backend, server] of servers) {
+      const state = plane.drain.stateOf(backend)
+      if (state !== undefined) send(worker, { t: 'shared', record: { kind: 'drain', backend, ...state } })
+      send(worker, { t: 'shared', record: { kind: 'weight', backend, weight: server.weight } })
+    }
+  }
+
+  /** welcome brings a worker that listens up to date with the plane: health, drains and weights. */
   const welcome = (worker: Worker): void => {
     for (const { origin, vdir } of plane.health.down()) send(worker, { t: 'health', origin, vdir, down: true })
-    for (const { backend, weight } of plane.drain.weights()) send(worker, { t: 'weight', name: backend, weight })
-    for (const state of plane.drain.snapshot()) {
-      const deadlineMs = state.deadline === undefined ? 0 : Math.max(0, Date.parse(state.deadline) - Date.now())
-      for (const vdir of state.vdirs) send(worker, { t: 'drain', name: state.backend, vdir: vdir === '*' ? undefined : vdir, deadlineMs })
-    }
+    maintenance(worker)
   }
 
   // One set of session-ticket keys for every worker: a client resumes whichever worker takes it.
@@ -212,17 +221,13 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
         // Before the worker opens the client port: it must not serve a locked-out user or a
         // signed-out session in the meantime, nor send work to a drained server.
         replay(worker)
-        for (const { backend, weight } of plane.drain.weights()) send(worker, { t: 'shared', record: { kind: 'weight', backend, weight } })
-        for (const { backend } of plane.drain.snapshot()) {
-          const state = plane.drain.stateOf(backend)
-          if (state !== undefined) send(worker, { t: 'shared', record: { kind: 'drain', backend, ...state } })
-        }
+        maintenance(worker)
         relaying.add(worker)
         send(worker, { t: 'replayed' })
         return
       case 'ready':
         port = message.port
-        if (!relaying.delete(worker)) replay(worker)
+        relaying.delete(worker)
         if (starting.has(worker)) {
           // A reload's worker: they join when all of them listen (reload() swaps them in).
           listeningNew.add(worker)
@@ -327,7 +332,6 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
       return { reloaded: false, problems: err.issues }
     }
     const nextPlane = controlPlane(next, logger)
-    carryOver(plane, nextPlane)
     const count = next.listen.workers === 'auto' ? availableParallelism() : Math.max(1, next.listen.workers)
     const previousCount = workerCount
     workerCount = count
@@ -361,6 +365,9 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
     starting.clear()
     listeningNew.clear()
     const previous = plane
+    // Taken over now, not when the next plane was built: a drain or an enable while the new
+    // workers started went to the running plane (and to the new workers, as records).
+    carryOver(previous, nextPlane)
     plane = nextPlane
     watchHealth(plane)
     plane.health.start()

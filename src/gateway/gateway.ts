@@ -115,7 +115,8 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
    * its own over on reload (AssignmentStore.shared), which spares a second copy of every key.
    */
   const remember = (record: SharedRecord, config: GatewayConfig): void => {
-    if (record.kind !== 'assignment') history.add(record, keptUntil(config, record))
+    // Only a gateway that can reload has a next configuration to give them to.
+    if (options.configFile !== undefined && record.kind !== 'assignment') history.add(record, keptUntil(config, record))
   }
   /** applyEverywhere takes a record another process made, in every live generation (and the history). */
   const applyEverywhere = (record: SharedRecord): void => {
@@ -208,6 +209,11 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
       } catch (err) {
         return refuse(err instanceof ConfigError ? err.issues : [{ message: (err as Error).message }])
       }
+      // A stop that came while the file was read wins: nothing of the next configuration starts.
+      if (closing) {
+        await next.close()
+        return { reloaded: false, problems: [{ message: 'stopping' }] }
+      }
       // What the running configuration knows: servers out, drains and weights, then every
       // site-wide record still in force (lockout counts, the Basic cache, sign-outs, placements).
       next.health.adopt(current.health)
@@ -226,6 +232,13 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
         shareState(next, undefined)
         await next.close()
         return refuse([{ message: (err as Error).message }])
+      }
+      if (closing) {
+        // The stop closed what was live when it came; open() may have started timers since.
+        opening = undefined
+        shareState(next, undefined)
+        await next.close()
+        return { reloaded: false, problems: [{ message: 'stopping' }] }
       }
       const previous = current
       current = next

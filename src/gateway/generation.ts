@@ -284,15 +284,21 @@ export async function buildGeneration (config: GatewayConfig, options: GatewayOp
       await frontDoor.retire(maxMs)
       await generation.close(0)
     },
-    async close (graceMs = 0) {
+    close (graceMs = 0) {
+      // Timers stop on every call (open() may have started some after a first close); the door
+      // and the app close once: a stop and a reload that meets it may both close a generation.
       health.stop()
       affinity.stop()
       certificates.stop()
       drain.stop()
       preauth?.close()
-      await frontDoor.close(graceMs)
-      await app.close()
+      closing ??= (async () => {
+        await frontDoor.close(graceMs)
+        await app.close()
+      })()
+      return closing
     }
   }
+  let closing: Promise<void> | undefined
   return generation
 }

@@ -21,6 +21,7 @@ export class RecordHistory {
   readonly #max: number
   /** Index of the first record still kept (the array is compacted now and then, not per record). */
   #start = 0
+  #added = 0
 
   constructor (max = DEFAULT_MAX_RECORDS) {
     this.#max = max
@@ -31,7 +32,9 @@ export class RecordHistory {
     if (until <= now) return
     this.#kept.push({ record, until })
     if (this.#kept.length - this.#start > this.#max) this.#start++
-    if (this.#start > 1024 && this.#start * 2 > this.#kept.length) this.#compact(now)
+    // Expired records go now and then too, not only when a reload reads them: a flood of short-lived
+    // ones (Basic cache entries) must not push long-lived ones (lockouts, sign-outs) out of the bound.
+    if (++this.#added % 4_096 === 0 || (this.#start > 1024 && this.#start * 2 > this.#kept.length)) this.#compact(now)
   }
 
   /** records lists what still matters, oldest first. */

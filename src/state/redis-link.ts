@@ -132,6 +132,7 @@ export class RedisLink<R extends object> {
   private readonly sleeps = new Set<{ timer: NodeJS.Timeout, wake: () => void }>()
   private readonly loops: Array<Promise<void>> = []
   private onShared: (() => void) | undefined
+  private malformed = 0
 
   constructor (settings: RedisSettings, options: RedisLinkOptions) {
     this.settings = settings
@@ -435,6 +436,7 @@ export class RedisLink<R extends object> {
       try {
         record = JSON.parse(json) as R
       } catch {
+        this.noteMalformed()
         continue
       }
       try {
@@ -443,6 +445,11 @@ export class RedisLink<R extends object> {
         this.log.error({ err }, 'applying a shared record failed')
       }
     }
+  }
+
+  /** noteMalformed counts an entry that is not JSON (another program writing under the prefix), logged now and then. */
+  private noteMalformed (): void {
+    if (this.malformed++ % 1_000 === 0) this.log.warn({ malformed: this.malformed }, 'entries in Valkey/Redis that are not JSON were dropped (another program writing under state.redis.keyPrefix?)')
   }
 
   private deliver (entries: Array<[string, string[]]>): void {
@@ -469,6 +476,7 @@ export class RedisLink<R extends object> {
       try {
         record = JSON.parse(json) as R
       } catch {
+        this.noteMalformed()
         continue
       }
       try {

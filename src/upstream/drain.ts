@@ -79,8 +79,10 @@ export class DrainControl {
   /** setWeight gives `name` (in every pool that lists it) its share of new work; false when no server has that name. */
   setWeight (name: string, weight: number): boolean {
     const servers = this.backendsNamed(name)
-    for (const server of servers) server.weight = weight
-    if (servers.length > 0) this.#log.warn({ backend: name, weight }, 'backend weight set')
+    const changed = servers.filter((server) => server.weight !== weight)
+    for (const server of changed) server.weight = weight
+    // Told again what it has (a worker brought up to date), it says nothing.
+    if (changed.length > 0) this.#log.warn({ backend: name, weight }, 'backend weight set')
     return servers.length > 0
   }
 
