@@ -2,7 +2,7 @@
 import { parseArgs } from 'node:util'
 import { certsCommand, CERTS_USAGE } from './cli-certs.js'
 import { usersCommand, USERS_USAGE } from './cli-users.js'
-import { loadConfigFile } from './config/load.js'
+import { loadConfigFile, readConfigText } from './config/load.js'
 import { checkReport } from './check-report.js'
 import { demoBanner, runDemo } from './demo.js'
 import { CasgateError, ConfigError } from './errors/errors.js'
@@ -179,11 +179,13 @@ export async function main (argv: string[]): Promise<number | undefined> {
           runWorker(file, Number(process.env.CASGATE_WORKERS)).catch((err: unknown) => process.exit(fail(err)))
           return undefined
         }
-        const config = loadConfigFile(file)
+        const text = readConfigText(file)
+        const config = loadConfigFile(file, { text })
         const workers = config.listen.workers === 'auto' ? availableParallelism() : config.listen.workers
         if (workers > 1) {
           const primary = await runPrimary(config, {
             file,
+            text,
             workers,
             graceMs: values['grace-ms'] !== undefined ? Number(values['grace-ms']) : config.listen.shutdownGraceMs,
             extendedProtection: values['ignore-extended-protection'] ? 'warn' : 'enforce'

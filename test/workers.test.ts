@@ -197,6 +197,34 @@ describe('reloading the whole configuration', () => {
   })
 })
 
+describe('a reload whose workers cannot start', () => {
+  it('fails, replaces none of them, and a worker that dies later is replaced with the configuration that runs', async () => {
+    const servers = await startEmulators(1)
+    const cluster = await startCluster(servers, { health: { enabled: false } })
+    const { createServer } = await import('node:net')
+    const taken = createServer()
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve))
+    onTestFinished(() => new Promise<void>((resolve) => taken.close(() => resolve())))
+    const file = `${cluster.dir}/casgate.yaml`
+    const running = JSON.parse(readFileSync(file, 'utf8')) as { listen: object }
+    // A valid file whose port is taken: its workers exit before they listen.
+    writeFileSync(file, JSON.stringify({ ...running, listen: { ...running.listen, port: (taken.address() as { port: number }).port } }))
+    const answer = await adminJson(cluster, '/reload', {})
+    expect(answer).toMatchObject({ status: 400, reloaded: false })
+    await new Promise((resolve) => setTimeout(resolve, 2_000))
+    expect(cluster.lines.filter((line) => line.msg === 'worker exited; starting another')).toEqual([])
+    expect((await fresh(cluster, '/EWS/Exchange.asmx')).status).toBe(200)
+    // A worker of the running configuration dies: its replacement serves what runs, not the refused file.
+    const pid = Number(cluster.lines.find((line) => line.msg === 'casgate listening' && line.worker !== undefined)!.pid)
+    process.kill(pid, 'SIGKILL')
+    await expect.poll(() => cluster.lines.some((line) => line.msg === 'worker exited; starting another' && line.pid === pid), { timeout: 10_000 }).toBe(true)
+    await expect.poll(async () => (await adminJson(cluster, '/status') as { workers: { serving: number } }).workers.serving, { timeout: 15_000 }).toBe(2)
+    const answers = await Promise.all(Array.from({ length: 6 }, () => fresh(cluster, '/EWS/Exchange.asmx')))
+    expect(answers.map((a) => a.status)).toEqual(Array(6).fill(200))
+    expect(cluster.lines.filter((line) => line.msg === 'worker exited; starting another')).toHaveLength(1)
+  })
+})
+
 describe('a cluster that cannot start', () => {
   it('exits 2, as one process does, when its workers cannot listen (the port is taken)', async () => {
     const servers = await startEmulators(1)

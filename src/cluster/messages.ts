@@ -12,8 +12,12 @@ export type ToWorker =
   | { t: 'enable', name: string, vdir: string | undefined }
   | { t: 'weight', name: string, weight: number }
   | { t: 'shared', record: SharedRecord }
-  /** Every site-wide record in force was sent before this: the worker may open the client port. */
-  | { t: 'replayed' }
+  /**
+   * Every site-wide record in force was sent before this: the worker may open the client port,
+   * serving `config`, the text of the configuration file its primary accepted (the file itself
+   * may hold a newer one that a reload refused).
+   */
+  | { t: 'replayed', config: string }
   | { t: 'snapshot', id: number }
   /** Where a user's affinity keys point (and, with clear, forget them: every worker is asked). */
   | { t: 'user-affinity', id: number, user: string, clear: boolean }

@@ -3,8 +3,8 @@ import { randomBytes } from 'node:crypto'
 import { availableParallelism } from 'node:os'
 import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
-import { loadConfigFile, type GatewayConfig } from '../config/load.js'
-import { ConfigError } from '../errors/errors.js'
+import { loadConfigFile, readConfigText, type GatewayConfig } from '../config/load.js'
+import { CasgateError, ConfigError } from '../errors/errors.js'
 import { startAdminServer } from '../admin/admin-server.js'
 import { createLogger } from '../observe/logger.js'
 import { checkExtendedProtection } from '../tls/extended-protection.js'
@@ -34,6 +34,8 @@ const MAX_RESTART_DELAY_MS = 30_000
 export interface PrimaryOptions {
   /** The configuration file, re-read on reload. */
   file: string
+  /** Its text as `config` was loaded from: what the workers serve until a reload accepts another. */
+  text: string
   workers: number
   graceMs: number
   extendedProtection: 'enforce' | 'warn'
@@ -74,6 +76,11 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
   const snapshots = new Map<number, { pending: Set<Worker>, parts: Snapshot[], done: () => void }>()
   const userQueries = new Map<number, { pending: Set<Worker>, answers: object[], done: () => void }>()
   let nextSnapshot = 0
+  /** The configuration text the workers serve, and the one a reload's new workers are trying. */
+  let accepted = options.text
+  let trying: string | undefined
+  /** Workers of a reload that failed, killed on purpose. */
+  const abandoned = new Set<Worker>()
   let stopping = false
   let restartDelayMs = 1_000
 
@@ -223,7 +230,8 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
         replay(worker)
         maintenance(worker)
         relaying.add(worker)
-        send(worker, { t: 'replayed' })
+        // A reload's worker serves the text being tried; any other (a replacement) the accepted one.
+        send(worker, { t: 'replayed', config: starting.has(worker) && trying !== undefined ? trying : accepted })
         return
       case 'ready':
         port = message.port
@@ -274,6 +282,7 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
     const wasReady = ready.delete(worker)
     relaying.delete(worker)
     started.delete(worker)
+    if (abandoned.delete(worker)) return
     for (const [id, waiting] of snapshots) if (waiting.pending.delete(worker) && waiting.pending.size === 0) snapshots.get(id)?.done()
     if (retiring.delete(worker)) {
       logger.info({ worker: worker.id, pid: worker.process.pid }, 'worker of the previous configuration finished')
@@ -319,18 +328,33 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
    * all listen, while the previous workers stop accepting and finish what they hold — held long
    * polls, RPC channels and pinned NTLM connections on the servers they started with.
    */
+  let reloadRunning = false
   const reload = async (): Promise<{ reloaded: boolean, problems?: unknown[] }> => {
-    if (reloading !== undefined || stopping) return { reloaded: false, problems: [{ message: 'a reload or a stop is already running' }] }
-    let next: GatewayConfig
+    // Set before the first await: a burst of SIGHUPs runs one reload, not several side by side.
+    if (reloadRunning || stopping) return { reloaded: false, problems: [{ message: 'a reload or a stop is already running' }] }
+    reloadRunning = true
     try {
-      next = loadConfigFile(options.file)
+      return await reloadOnce()
+    } finally {
+      reloadRunning = false
+      trying = undefined
+    }
+  }
+  const reloadOnce = async (): Promise<{ reloaded: boolean, problems?: unknown[] }> => {
+    let next: GatewayConfig
+    let text: string
+    try {
+      text = readConfigText(options.file)
+      next = loadConfigFile(options.file, { text })
       const ep = await checkExtendedProtection(next)
       if (ep.errors.length > 0 && options.extendedProtection !== 'warn') throw new ConfigError(next.source, ep.errors)
     } catch (err) {
-      if (!(err instanceof ConfigError)) throw err
-      logger.error({ problems: err.issues }, 'configuration reload refused; the running configuration stays')
-      return { reloaded: false, problems: err.issues }
+      if (!(err instanceof CasgateError)) throw err
+      const problems = err instanceof ConfigError ? err.issues : [{ message: err.message }]
+      logger.error({ problems }, 'configuration reload refused; the running configuration stays')
+      return { reloaded: false, problems }
     }
+    trying = text
     const nextPlane = controlPlane(next, logger)
     const count = next.listen.workers === 'auto' ? availableParallelism() : Math.max(1, next.listen.workers)
     const previousCount = workerCount
@@ -344,10 +368,12 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
       })
     } catch (err) {
       workerCount = previousCount
-      const abandoned = [...starting]
+      // Killed on purpose: their exit must not look like a crash to replace.
+      for (const worker of starting) abandoned.add(worker)
+      const killed = [...starting]
       starting.clear()
       listeningNew.clear()
-      for (const worker of abandoned) worker.process.kill('SIGKILL')
+      for (const worker of killed) worker.process.kill('SIGKILL')
       await nextPlane.close()
       logger.error({ err: (err as Error).message }, 'configuration reload failed; the running configuration stays')
       return { reloaded: false, problems: [{ message: (err as Error).message }] }
@@ -364,6 +390,7 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
     for (const worker of starting) ready.add(worker)
     starting.clear()
     listeningNew.clear()
+    accepted = text
     const previous = plane
     // Taken over now, not when the next plane was built: a drain or an enable while the new
     // workers started went to the running plane (and to the new workers, as records).

@@ -44,26 +44,28 @@ function applyHealth (gateway: Gateway, origin: string, vdir: string, down: bool
 /** runWorker starts this worker's gateway and serves until the primary (or a signal) stops it. */
 export async function runWorker (file: string, workers: number): Promise<void> {
   const send = (message: ToPrimary): void => { if (process.connected) process.send!(message) }
-  const config = shareOf(loadConfigFile(file), workers)
-  const logger = createLogger(config.log).child({ worker: cluster.worker?.id, pid: process.pid })
   // The site-wide records in force (lockout counts, sign-outs) come before the client port opens:
   // once it listens, the primary hands this worker connections. Those that come later are applied
   // as they come, the moment the gateway can take them: the port may be open seconds before
   // startGateway resolves (a key set fetch), and a sign-out made meanwhile must count here too.
   const early: SharedRecord[] = []
   let apply: ((record: SharedRecord) => void) | undefined
-  const replayed = new Promise<void>((resolve) => {
+  const replayed = new Promise<string>((resolve) => {
     process.on('message', (message: unknown) => {
       if (!isMessage<ToWorker>(message)) return
       if (message.t === 'shared') {
         if (apply === undefined) early.push(message.record)
         else apply(message.record)
       }
-      if (message.t === 'replayed') resolve()
+      if (message.t === 'replayed') resolve(message.config)
     })
   })
+  // A primary gone before it answered leaves nothing to serve for.
+  const orphaned = (): void => process.exit(1)
+  process.once('disconnect', orphaned)
   send({ t: 'starting' })
-  await replayed
+  const config = shareOf(loadConfigFile(file, { text: await replayed }), workers)
+  const logger = createLogger(config.log).child({ worker: cluster.worker?.id, pid: process.pid })
   const gateway = await startGateway(config, {
     logger,
     feed: (applyShared) => {
@@ -124,6 +126,7 @@ export async function runWorker (file: string, workers: number): Promise<void> {
   for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => stop(config.listen.shutdownGraceMs))
   process.on('SIGHUP', reload)
   // The primary going away (killed) leaves nobody to restart or aggregate: stop serving.
+  process.off('disconnect', orphaned)
   process.on('disconnect', () => stop(config.listen.shutdownGraceMs))
   send({ t: 'ready', port: gateway.address.port })
 }

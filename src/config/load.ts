@@ -260,14 +260,23 @@ export function buildConfig (input: unknown, options: { source: string, baseDir:
  * loadConfigFile reads a YAML configuration; relative paths in it start at its directory.
  * `writeState: false` (casgate check) creates nothing in the state directory.
  */
-export function loadConfigFile (file: string, options: { writeState?: boolean } = {}): GatewayConfig {
-  const path = resolve(file)
-  let text: string
+/** readConfigText reads a configuration file's text (a missing or unreadable file: CASGATE_ERR_CONFIG_READ). */
+export function readConfigText (file: string): string {
   try {
-    text = readFileSync(path, 'utf8')
+    return readFileSync(resolve(file), 'utf8')
   } catch (err) {
     throw new CasgateError('CASGATE_ERR_CONFIG_READ', [`${file} (${(err as NodeJS.ErrnoException).code ?? String(err)})`], { cause: err })
   }
+}
+
+/**
+ * loadConfigFile reads, parses and validates a configuration file. `text` is its content when
+ * already read (a cluster's workers get the text their primary accepted, not whatever the file
+ * holds when they start); paths in it are relative to the file's folder either way.
+ */
+export function loadConfigFile (file: string, options: { writeState?: boolean, text?: string } = {}): GatewayConfig {
+  const path = resolve(file)
+  const text = options.text ?? readConfigText(file)
   const document = parseDocument(text, { prettyErrors: true, uniqueKeys: true })
   if (document.errors.length > 0) {
     throw new ConfigError(file, document.errors.map((err) => ({
@@ -276,5 +285,5 @@ export function loadConfigFile (file: string, options: { writeState?: boolean } 
       fix: 'correct the YAML at that position (indentation is spaces, not tabs)'
     })))
   }
-  return buildConfig(document.toJS() ?? {}, { source: file, baseDir: dirname(path), ...options })
+  return buildConfig(document.toJS() ?? {}, { source: file, baseDir: dirname(path), ...(options.writeState !== undefined ? { writeState: options.writeState } : {}) })
 }
