@@ -98,4 +98,25 @@ describe('ATTACK REVIEW: cluster reload', () => {
       return new Set(answers.map((answer) => `${answer.status} ${answer.backend}`))
     }, { timeout: 5_000 }).toEqual(new Set(['200 ex1', '200 ex2']))
   })
+
+  it('a worker of the new configuration knows which servers are down before it serves', async () => {
+    const keys = await heldKeySet()
+    const servers = await startEmulators(2)
+    const casgate = await startCasgate(servers, { health: { intervalMs: 300, rise: 1, fall: 1 }, preauth: { usersFile: await usersFile(PASSWORDS), bearer: keys.bearer } }, 2)
+    const ews = async (): Promise<Set<string>> => {
+      const answers = await Promise.all(Array.from({ length: 8 }, () => fresh(casgate, '/EWS/Exchange.asmx', { authorization: basic('jdoe', PASSWORDS.jdoe) })))
+      return new Set(answers.map((answer) => `${answer.status} ${answer.backend}`))
+    }
+    servers[0]!.setHealthy('/EWS', false)
+    await expect.poll(ews, { timeout: 10_000, interval: 200 }).toEqual(new Set(['200 ex2']))
+    keys.hold = true
+    const file = `${casgate.dir}/casgate.yaml`
+    writeFileSync(file, JSON.stringify({ ...JSON.parse(readFileSync(file, 'utf8')) as object, hsts: { maxAgeSeconds: 600 } }))
+    casgate.child.kill('SIGHUP')
+    // Both new workers listen and wait for the key set: they serve already.
+    await expect.poll(() => keys.waiting.length, { timeout: 15_000 }).toBe(2)
+    const during = [await ews(), await ews()]
+    keys.release()
+    expect(during).toEqual([new Set(['200 ex2']), new Set(['200 ex2'])])
+  })
 })

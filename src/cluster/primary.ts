@@ -87,7 +87,9 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
   const send = (worker: Worker, message: ToWorker): void => { if (worker.isConnected()) worker.send(message) }
   // Health, drains and weights reach the workers of a previous configuration too: what they still
   // hold (keep-alive connections, held requests) must leave a drained server as well.
-  const broadcast = (message: ToWorker, except?: Worker): void => { for (const worker of [...ready, ...retiring]) if (worker !== except) send(worker, message) }
+  // Workers still starting hear health changes as they come, and get drains and weights whole
+  // when they join (welcome).
+  const broadcast = (message: ToWorker, except?: Worker): void => { for (const worker of [...ready, ...relaying, ...listeningNew, ...retiring]) if (worker !== except) send(worker, message) }
   // What one worker records site-wide reaches every other, of the old configuration or the new
   // (once it listens: before, the history replays it), and is kept for workers that start later.
   const history = new RecordHistory()
@@ -229,6 +231,7 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
         // signed-out session in the meantime, nor send work to a drained server.
         replay(worker)
         maintenance(worker)
+        for (const { origin, vdir } of plane.health.down()) send(worker, { t: 'health', origin, vdir, down: true })
         relaying.add(worker)
         // A reload's worker serves the text being tried; any other (a replacement) the accepted one.
         send(worker, { t: 'replayed', config: starting.has(worker) && trying !== undefined ? trying : accepted })

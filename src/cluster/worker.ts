@@ -1,8 +1,7 @@
 import cluster from 'node:cluster'
 import type { GatewayConfig, ResolvedPool } from '../config/load.js'
-import type { SharedRecord } from '../state/shared-record.js'
 import { loadConfigFile } from '../config/load.js'
-import { startGateway, type Gateway } from '../gateway/gateway.js'
+import { startGateway, type FeedTarget } from '../gateway/gateway.js'
 import { createLogger } from '../observe/logger.js'
 import { isMessage, type ToPrimary, type ToWorker } from './messages.js'
 
@@ -31,8 +30,8 @@ export function shareOf (config: GatewayConfig, workers: number): GatewayConfig 
 }
 
 /** applyHealth marks a (server, vdir) pair as the primary's probes found it, in every pool listing the server. */
-function applyHealth (gateway: Gateway, origin: string, vdir: string, down: boolean): void {
-  for (const pool of gateway.pools.values()) {
+function applyHealth (pools: FeedTarget['pools'], origin: string, vdir: string, down: boolean): void {
+  for (const pool of pools.values()) {
     for (const server of pool.servers) {
       if (server.origin !== origin) continue
       if (down) server.down.add(vdir)
@@ -44,19 +43,22 @@ function applyHealth (gateway: Gateway, origin: string, vdir: string, down: bool
 /** runWorker starts this worker's gateway and serves until the primary (or a signal) stops it. */
 export async function runWorker (file: string, workers: number): Promise<void> {
   const send = (message: ToPrimary): void => { if (process.connected) process.send!(message) }
-  // The site-wide records in force (lockout counts, sign-outs) come before the client port opens:
-  // once it listens, the primary hands this worker connections. Those that come later are applied
-  // as they come, the moment the gateway can take them: the port may be open seconds before
-  // startGateway resolves (a key set fetch), and a sign-out made meanwhile must count here too.
-  const early: SharedRecord[] = []
-  let apply: ((record: SharedRecord) => void) | undefined
+  // The site-wide records in force (lockout counts, sign-outs), drains and the servers found down
+  // come before the client port opens: once it listens, the primary hands this worker
+  // connections. What comes later is applied as it comes, the moment the gateway can take it: the
+  // port may be open seconds before startGateway resolves (a key set fetch), and a sign-out made
+  // meanwhile must count here too.
+  const early: Array<Extract<ToWorker, { t: 'shared' | 'health' }>> = []
+  let fed: FeedTarget | undefined
+  const take = (message: Extract<ToWorker, { t: 'shared' | 'health' }>): void => {
+    if (fed === undefined) early.push(message)
+    else if (message.t === 'shared') fed.applyShared(message.record)
+    else applyHealth(fed.pools, message.origin, message.vdir, message.down)
+  }
   const replayed = new Promise<string>((resolve) => {
     process.on('message', (message: unknown) => {
       if (!isMessage<ToWorker>(message)) return
-      if (message.t === 'shared') {
-        if (apply === undefined) early.push(message.record)
-        else apply(message.record)
-      }
+      if (message.t === 'shared' || message.t === 'health') take(message)
       if (message.t === 'replayed') resolve(message.config)
     })
   })
@@ -68,9 +70,9 @@ export async function runWorker (file: string, workers: number): Promise<void> {
   const logger = createLogger(config.log).child({ worker: cluster.worker?.id, pid: process.pid })
   const gateway = await startGateway(config, {
     logger,
-    feed: (applyShared) => {
-      for (const record of early.splice(0)) applyShared(record)
-      apply = applyShared
+    feed: (target) => {
+      fed = target
+      for (const message of early.splice(0)) take(message)
     },
     extendedProtection: 'checked',
     worker: { reportFailure: (server, vdir, reason) => send({ t: 'failure', origin: server.origin, vdir, reason }) },
@@ -91,7 +93,6 @@ export async function runWorker (file: string, workers: number): Promise<void> {
   process.on('message', (message: unknown) => {
     if (!isMessage<ToWorker>(message)) return
     switch (message.t) {
-      case 'health': return applyHealth(gateway, message.origin, message.vdir, message.down)
       case 'drain':
         gateway.drain.drain(message.name, message.vdir, message.deadlineMs)
         return

@@ -81,10 +81,17 @@ export interface GatewayOptions extends GenerationOptions {
   share?: (record: SharedRecord) => void
   /**
    * Called once, before the client port opens, with what takes a record another process of the
-   * site made (a cluster worker's, from its primary): the caller applies what it holds, then every
-   * record that comes later, including while the port opens (which may take seconds).
+   * site made (a cluster worker's, from its primary) and the pools the primary's health findings
+   * apply to: the caller applies what it holds, then everything that comes later, including while
+   * the port opens (which may take seconds).
    */
-  feed?: (apply: (record: SharedRecord) => void) => void
+  feed?: (target: FeedTarget) => void
+}
+
+/** FeedTarget is where a cluster worker applies what its primary tells it before it listens. */
+export interface FeedTarget {
+  applyShared: (record: SharedRecord) => void
+  pools: ReadonlyMap<string, ServerPool>
 }
 
 /** A retiring configuration waits this much past its longest timeout before cutting what is left. */
@@ -138,7 +145,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
 
   current = await buildGeneration(config, options, parts)
   hook(current)
-  options.feed?.(applyEverywhere)
+  options.feed?.({ applyShared: applyEverywhere, pools: current.pools })
   // What the other instances recorded is known before the first client is served (or Redis
   // is given up on for now, after a bounded wait: traffic never waits for it).
   if (link !== undefined) sharedStateGauges(metrics.registry, () => link.status())
