@@ -21,7 +21,7 @@ export interface RedisServer {
 }
 
 /** answersPing says whether something on the port answers PING (any reply: +PONG, or -NOAUTH with a password). */
-function answersPing (port: number, timeoutMs: number): Promise<boolean> {
+export function answersPing (port: number, timeoutMs: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = connect(port, '127.0.0.1')
     const done = (ok: boolean): void => {
@@ -39,9 +39,10 @@ function answersPing (port: number, timeoutMs: number): Promise<boolean> {
 /**
  * startRedis runs redis-server on a free loopback port (redis cannot listen on port 0: the port
  * is found by binding and releasing it), without persistence, in a temporary directory. It is
- * killed when the current test ends. `password` sets requirepass.
+ * killed when the current test ends. `password` sets requirepass; `args` are more redis-server options
+ * (a replica's --replicaof).
  */
-export async function startRedis (options: { password?: string } = {}): Promise<RedisServer> {
+export async function startRedis (options: { password?: string, args?: string[] } = {}): Promise<RedisServer> {
   const dir = tempDir()
   const port = await closedPort()
   let child: ChildProcess | undefined
@@ -52,6 +53,7 @@ export async function startRedis (options: { password?: string } = {}): Promise<
     output = ''
     const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no', '--loglevel', 'warning']
     if (options.password !== undefined) args.push('--requirepass', options.password)
+    if (options.args !== undefined) args.push(...options.args)
     const started = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] })
     child = started
     started.stdout.on('data', (chunk: Buffer) => { output += chunk.toString() })
