@@ -12,6 +12,7 @@ import { carryOver, controlPlane, type ControlPlane } from './control-plane.js'
 import { AggregatorRegistry, Registry, type MetricObjectWithValues, type MetricValue, type PrometheusContentType } from 'prom-client'
 import { sharedStateGauges } from '../observe/shared-state-metrics.js'
 import { mergeAffinity, mergeStatus } from './merge-snapshots.js'
+import { WorkerQuestions } from './worker-questions.js'
 import { isMessage, type ToPrimary, type ToWorker } from './messages.js'
 import { clearRecord } from '../preauth/lockout.js'
 import { RecordHistory } from '../state/record-history.js'
@@ -73,9 +74,7 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
   const relaying = new Set<Worker>()
   let reloading: { resolve: () => void, reject: (err: Error) => void } | undefined
   const started = new Map<Worker, number>()
-  const snapshots = new Map<number, { pending: Set<Worker>, parts: Snapshot[], done: () => void }>()
-  const userQueries = new Map<number, { pending: Set<Worker>, answers: object[], done: () => void }>()
-  let nextSnapshot = 0
+  const questions = new WorkerQuestions(SNAPSHOT_TIMEOUT_MS)
   /** The configuration text the workers serve, and the one a reload's new workers are trying. */
   let accepted = options.text
   let trying: string | undefined
@@ -115,19 +114,7 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
   watchHealth(plane)
 
   /** snapshot asks every worker for its figures; those that do not answer in time are left out. */
-  const snapshot = async (): Promise<Snapshot[]> => {
-    const id = nextSnapshot++
-    const pending = new Set(ready)
-    const parts: Snapshot[] = []
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, SNAPSHOT_TIMEOUT_MS)
-      snapshots.set(id, { pending, parts, done: () => { clearTimeout(timer); resolve() } })
-      if (pending.size === 0) resolve()
-      for (const worker of pending) send(worker, { t: 'snapshot', id })
-    })
-    snapshots.delete(id)
-    return parts
-  }
+  const snapshot = (): Promise<Snapshot[]> => questions.ask<Snapshot>(ready, (worker, id) => send(worker, { t: 'snapshot', id }))
 
   const status = async (): Promise<object> => {
     const parts = await snapshot()
@@ -174,16 +161,7 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
         link?.publish(record)
       },
       userAffinity: async (user, clear) => {
-        const id = nextSnapshot++
-        const answers: object[] = []
-        const pending = new Set(ready)
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, SNAPSHOT_TIMEOUT_MS)
-          userQueries.set(id, { pending, answers, done: () => { clearTimeout(timer); resolve() } })
-          if (pending.size === 0) resolve()
-          for (const worker of pending) send(worker, { t: 'user-affinity', id, user, clear })
-        })
-        userQueries.delete(id)
+        const answers = await questions.ask<object>(ready, (worker, id) => send(worker, { t: 'user-affinity', id, user, clear }))
         // Placements are shared: every worker knows the same; the first answer says it.
         return answers[0] ?? { user, cleared: false, vdirs: [] }
       }
@@ -257,19 +235,8 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
         share(message.record, worker)
         link?.publish(message.record)
         return
-      case 'user-affinity': {
-        const waiting = userQueries.get(message.id)
-        if (!waiting?.pending.delete(worker)) return
-        waiting.answers.push(message.result)
-        if (waiting.pending.size === 0) waiting.done()
-        return
-      }
-      case 'snapshot': {
-        const waiting = snapshots.get(message.id)
-        if (!waiting?.pending.delete(worker)) return
-        waiting.parts.push({ status: message.status, affinity: message.affinity, metrics: message.metrics })
-        if (waiting.pending.size === 0) waiting.done()
-      }
+      case 'user-affinity': return questions.answer(worker, message.id, message.result)
+      case 'snapshot': return questions.answer(worker, message.id, { status: message.status, affinity: message.affinity, metrics: message.metrics })
     }
   }
 
@@ -286,7 +253,7 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
     relaying.delete(worker)
     started.delete(worker)
     if (abandoned.delete(worker)) return
-    for (const [id, waiting] of snapshots) if (waiting.pending.delete(worker) && waiting.pending.size === 0) snapshots.get(id)?.done()
+    questions.gone(worker)
     if (retiring.delete(worker)) {
       logger.info({ worker: worker.id, pid: worker.process.pid }, 'worker of the previous configuration finished')
       return
