@@ -5,16 +5,14 @@ import type { AddressInfo } from 'node:net'
 import type { Logger } from 'pino'
 import { loadConfigFile, readConfigText, type GatewayConfig } from '../config/load.js'
 import { CasgateError, ConfigError } from '../errors/errors.js'
-import { startAdminServer } from '../admin/admin-server.js'
 import { createLogger } from '../observe/logger.js'
 import { checkExtendedProtection } from '../tls/extended-protection.js'
 import { carryOver, controlPlane, type ControlPlane } from './control-plane.js'
-import { AggregatorRegistry, Registry, type MetricObjectWithValues, type MetricValue, type PrometheusContentType } from 'prom-client'
+import { Registry } from 'prom-client'
 import { sharedStateGauges } from '../observe/shared-state-metrics.js'
-import { mergeAffinity, mergeStatus } from './merge-snapshots.js'
+import { startPrimaryAdmin } from './primary-admin.js'
 import { WorkerQuestions } from './worker-questions.js'
 import { isMessage, type ToPrimary, type ToWorker } from './messages.js'
-import { clearRecord } from '../preauth/lockout.js'
 import { RecordHistory } from '../state/record-history.js'
 import type { SharedRecord } from '../state/shared-record.js'
 import { keptUntil } from '../gateway/shared-state.js'
@@ -25,7 +23,7 @@ import { openSiteLink } from '../state/site-link.js'
 // site-wide to the others, serves the admin listener with the workers' figures merged, and passes
 // SIGTERM/SIGINT (graceful stop) on to every worker; SIGHUP reloads the whole configuration.
 
-/** SNAPSHOT_TIMEOUT_MS bounds how long /status waits for a worker's answer. */
+/** SNAPSHOT_TIMEOUT_MS bounds how long /status (and any question to the workers) waits for a worker's answer. */
 const SNAPSHOT_TIMEOUT_MS = 2_000
 /** A worker that dies this soon after starting is failing to start, not crashing in service. */
 const QUICK_EXIT_MS = 5_000
@@ -49,8 +47,6 @@ export interface Primary {
   readonly adminAddress: AddressInfo | undefined
   stop: () => Promise<void>
 }
-
-interface Snapshot { status: object, affinity: object, metrics: object[] }
 
 /** runPrimary checks what must be checked once, starts the workers and resolves when all listen. */
 export async function runPrimary (config: GatewayConfig, options: PrimaryOptions): Promise<Primary> {
@@ -113,58 +109,18 @@ export async function runPrimary (config: GatewayConfig, options: PrimaryOptions
   const watchHealth = (next: ControlPlane): void => { next.health.onChange = (server, vdir, up) => broadcast({ t: 'health', origin: server.origin, vdir, down: !up }) }
   watchHealth(plane)
 
-  /** snapshot asks every worker for its figures; those that do not answer in time are left out. */
-  const snapshot = (): Promise<Snapshot[]> => questions.ask<Snapshot>(ready, (worker, id) => send(worker, { t: 'snapshot', id }))
-
-  const status = async (): Promise<object> => {
-    const parts = await snapshot()
-    const merged = mergeStatus(parts.map((part) => part.status))
-    const memory = process.memoryUsage()
-    // What the primary knows first hand: health, drains, which vdirs are out per server.
-    for (const [name, pool] of plane.pools) {
-      const servers = ((merged.pools as Record<string, { servers?: Array<{ downVdirs: string[] }> }> | undefined)?.[name]?.servers) ?? []
-      pool.servers.forEach((server, i) => { if (servers[i]) servers[i].downVdirs = [...server.down] })
-    }
-    return {
-      ...merged,
-      ...(link === undefined ? {} : { sharedState: link.status() }),
-      workers: { configured: options.workers, serving: ready.size, answered: parts.length },
-      primary: { pid: process.pid, rssBytes: memory.rss, heapUsedBytes: memory.heapUsed },
-      health: plane.health.snapshot(),
-      drained: plane.drain.snapshot()
-    }
-  }
-
   const admin = config.admin === undefined
     ? undefined
-    : await startAdminServer(config.admin, {
-      status,
-      affinity: async () => mergeAffinity((await snapshot()).map((part) => part.affinity)),
-      drain: {
-        drain: (name, vdir, deadlineMs) => plane.drain.drain(name, vdir, deadlineMs) && (broadcast({ t: 'drain', name, vdir, deadlineMs }), publishDrain(name), true),
-        enable: (name, vdir) => plane.drain.enable(name, vdir) && (broadcast({ t: 'enable', name, vdir }), publishDrain(name), true),
-        setWeight: (name, weight) => plane.drain.setWeight(name, weight) && (broadcast({ t: 'weight', name, weight }), link?.publish({ kind: 'weight', backend: name, weight }), true),
-        snapshot: () => plane.drain.snapshot()
-      },
-      metrics: async () => {
-        // prom-client's aggregation: counters add up; gauges as each declares (server_up min, affinity keys max).
-        const aggregated = AggregatorRegistry.aggregate<PrometheusContentType>((await snapshot()).map((part) => part.metrics as MetricObjectWithValues<MetricValue<string>>[]))
-        const registry = own === undefined ? aggregated : Registry.merge([aggregated, own])
-        return { contentType: registry.contentType, text: await registry.metrics() }
-      },
-      reload: () => reload(),
-      clearLockout: (user) => {
-        const preauth = plane.config.preauth
-        if (preauth === undefined) return
-        const record: SharedRecord = { kind: 'lockout', record: clearRecord(preauth.secret, user, Date.now()) }
-        share(record)
-        link?.publish(record)
-      },
-      userAffinity: async (user, clear) => {
-        const answers = await questions.ask<object>(ready, (worker, id) => send(worker, { t: 'user-affinity', id, user, clear }))
-        // Placements are shared: every worker knows the same; the first answer says it.
-        return answers[0] ?? { user, cleared: false, vdirs: [] }
-      }
+    : await startPrimaryAdmin(config.admin, {
+      plane: () => plane,
+      link,
+      own,
+      workers: { configured: options.workers, ready },
+      ask: (message) => questions.ask(ready, (worker, id) => send(worker, message(id))),
+      broadcast,
+      publishDrain,
+      share,
+      reload: () => reload()
     })
   if (admin) logger.info({ address: admin.address.address, port: admin.address.port }, 'admin listener on')
 
