@@ -69,3 +69,30 @@ export async function releaseRedisClient (client: Redis, timeoutMs: number): Pro
   client.disconnect()
   await bounded(ended, timeoutMs + 100, 'disconnect').catch(() => {})
 }
+
+/**
+ * RetryPauses are the waits between connection attempts: 100 ms doubling up to a maximum, with
+ * jitter (instances that lost Redis together do not come back in step), all cut short at close.
+ */
+export class RetryPauses {
+  readonly #waiting = new Set<{ timer: NodeJS.Timeout, wake: () => void }>()
+
+  /** after waits before attempt number `attempt + 1`. */
+  after (attempt: number, maxMs: number): Promise<void> {
+    const base = Math.min(maxMs, 100 * 2 ** Math.min(attempt, 16))
+    const ms = base / 2 + Math.random() * base / 2
+    return new Promise((resolve) => {
+      const pause = { timer: setTimeout(() => { this.#waiting.delete(pause); resolve() }, ms), wake: resolve }
+      this.#waiting.add(pause)
+    })
+  }
+
+  /** wakeAll ends every pause now (the link closes). */
+  wakeAll (): void {
+    for (const pause of this.#waiting) {
+      clearTimeout(pause.timer)
+      pause.wake()
+    }
+    this.#waiting.clear()
+  }
+}

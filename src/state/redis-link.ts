@@ -3,9 +3,13 @@ import { hostname } from 'node:os'
 import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import type { RedisSettings } from '../config/state-config.js'
-import { bounded, createRedisClient, messageOf, releaseRedisClient } from './redis-client.js'
+import { bounded, createRedisClient, messageOf, releaseRedisClient, RetryPauses } from './redis-client.js'
 import { compareFingerprints } from './fingerprints.js'
 import { RecordQueue } from './record-queue.js'
+import { parseStreamEntry, SenderSequences, writeBatch } from './stream-entries.js'
+import type { RedisLinkOptions, RedisLinkState, RedisLinkStatus } from './redis-link-options.js'
+
+export type { RedisLinkOptions, RedisLinkState, RedisLinkStatus } from './redis-link-options.js'
 
 // The Redis transport of site-wide state (issue 16). Each process keeps its own tables and
 // replays what the others recorded, as cluster workers already do over IPC; this carries the same
@@ -29,56 +33,6 @@ export const MAX_QUEUED = 100_000
 const BATCH = 1_000
 /** Records sent between two checks of the stream's length cap. */
 const TRIM_EVERY = 1_000
-/** Boots remembered for de-duplication; the first seen are forgotten first (long gone, most likely). */
-const MAX_SENDERS = 10_000
-
-/** RedisLinkState is 'shared' while records travel both ways, 'local' otherwise. */
-export type RedisLinkState = 'shared' | 'local'
-
-/** RedisLinkStatus is what /status and the log show of the link. */
-export interface RedisLinkStatus {
-  state: RedisLinkState
-  /** When the state last changed (ISO 8601). */
-  since: string
-  /** Records waiting for Redis. */
-  queued: number
-  /** Records dropped because the queue was full, since start. */
-  dropped: number
-  /** The last Redis error, for the admin (no secrets: Redis error texts name none). */
-  lastError?: string
-  instance: string
-  /** Whether every instance seen in Redis derives the same fingerprint from its shared secrets. */
-  fingerprint: 'match' | 'mismatch' | 'unknown'
-  /** Where Redis is (no credentials). */
-  where: string
-}
-
-/** RedisLinkOptions are the link's own settings; the defaults suit production, tests shorten them. */
-export interface RedisLinkOptions {
-  logger: Logger
-  /** This instance's name in Redis and the log (default: the host name). */
-  instance?: string
-  /** A keyed hash of the secrets instances must share; instances that differ are reported. */
-  fingerprint?: string
-  /** Records kept while Redis is away (default MAX_QUEUED). */
-  maxQueued?: number
-  /** Stream length cap (default STREAM_MAX_LENGTH). */
-  maxStreamLength?: number
-  /** How long one XREAD waits for new entries (default 2 s); a hung server is noticed after this plus timeoutMs. */
-  blockMs?: number
-  /** How often an idle writer checks that Redis answers and re-checks fingerprints (default 5 s). */
-  heartbeatMs?: number
-  /** Longest pause between connection attempts (default 5 s; they start at 100 ms and double). */
-  retryMaxMs?: number
-  /** Longest wait of start() for Redis (default 5 s); it resolves anyway, the link keeps trying. */
-  startTimeoutMs?: number
-  /**
-   * Names what a record sets outright (a drain, a weight): its last value is kept in the hash
-   * `<keyPrefix>state` too, which outlives the stream's history, and is read first by a link that
-   * reads the stream from its start.
-   */
-  stateKey?: (record: object) => string | undefined
-}
 
 /**
  * RedisLink carries records (JSON-serialisable objects) between the instances of a site through
@@ -116,7 +70,7 @@ export class RedisLink<R extends object> {
   private readerClient: Redis | undefined
   private readerUp = false
   private lastId = '0-0'
-  private readonly senders = new Map<string, number>()
+  private readonly senders = new SenderSequences()
   /** Redis's clock minus ours (ms), learnt from TIME: stream IDs and fingerprint expiries are Redis's time. */
   private clockOffset = 0
 
@@ -129,7 +83,7 @@ export class RedisLink<R extends object> {
   private announced = false
   private closed = false
   private closing: Promise<void> | undefined
-  private readonly sleeps = new Set<{ timer: NodeJS.Timeout, wake: () => void }>()
+  private readonly pauses = new RetryPauses()
   private readonly loops: Array<Promise<void>> = []
   private onShared: (() => void) | undefined
   private malformed = 0
@@ -225,11 +179,7 @@ export class RedisLink<R extends object> {
     this.closed = true
     this.onShared?.()
     if (this.queued > 0) this.log.warn({ queued: this.queued }, 'closing with records Redis did not take: the other instances will not see them')
-    for (const sleep of this.sleeps) {
-      clearTimeout(sleep.timer)
-      sleep.wake()
-    }
-    this.sleeps.clear()
+    this.pauses.wakeAll()
     this.writerDown?.(new Error('closed'))
     await Promise.all([this.writer, this.readerClient].map((client) => client && this.release(client)))
     await Promise.all(this.loops)
@@ -252,18 +202,6 @@ export class RedisLink<R extends object> {
     return releaseRedisClient(client, this.settings.timeoutMs)
   }
 
-  private sleep (ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const sleep = { timer: setTimeout(() => { this.sleeps.delete(sleep); resolve() }, ms), wake: resolve }
-      this.sleeps.add(sleep)
-    })
-  }
-
-  private backoff (attempt: number): number {
-    const base = Math.min(this.retryMaxMs, 100 * 2 ** Math.min(attempt, 16))
-    return base / 2 + Math.random() * base / 2
-  }
-
   private setState (shared: boolean): void {
     const state: RedisLinkState = shared && !this.closed ? 'shared' : 'local'
     if (state === this.state) return
@@ -282,42 +220,55 @@ export class RedisLink<R extends object> {
     this.setState(this.writerUp && this.readerUp)
   }
 
-  /** writerLoop keeps one writer connection: connect, check in, flush, heartbeat; on failure back off and again. */
-  private async writerLoop (): Promise<void> {
+  /**
+   * keepConnected keeps one connection of `role` up: connect, run `session` until it ends or
+   * fails, release the connection, back off, again — until the link closes.
+   */
+  private async keepConnected (role: 'writer' | 'reader', session: (client: Redis, connected: () => void) => Promise<void>, disconnected: () => void): Promise<void> {
     let attempt = 0
     while (!this.closed) {
-      const client = this.newClient('writer')
-      this.writer = client
+      const client = this.newClient(role)
+      if (role === 'writer') this.writer = client
+      else this.readerClient = client
       try {
         await bounded(client.connect(), this.settings.timeoutMs, 'connect')
-        await this.checkIn(client)
-        if (this.closed) throw new Error('closed')
-        const down = new Promise<unknown>((resolve) => {
-          this.writerDown = resolve
-          client.once('close', () => resolve(new Error('connection closed')))
-        })
-        this.writerUp = true
-        attempt = 0
-        this.updateState()
-        this.flush().catch(() => {})
-        let checking = false
-        const heartbeat = setInterval(() => {
-          if (this.flushing || checking) return
-          checking = true
-          this.checkIn(client).catch((err: unknown) => this.writerDown?.(err)).finally(() => { checking = false })
-        }, this.heartbeatMs)
-        const err = await down
-        clearInterval(heartbeat)
-        if (!this.closed) this.lastError = this.causes.get(client) ?? messageOf(err)
+        await session(client, () => { attempt = 0 })
       } catch (err) {
         if (!this.closed) this.lastError = this.causes.get(client) ?? messageOf(err)
       }
-      this.writerUp = false
-      this.writerDown = undefined
+      disconnected()
       await this.release(client)
       this.updateState()
-      if (!this.closed) await this.sleep(this.backoff(attempt++))
+      if (!this.closed) await this.pauses.after(attempt++, this.retryMaxMs)
     }
+  }
+
+  /** writerLoop keeps one writer connection: check in, flush, heartbeat, until the connection goes. */
+  private writerLoop (): Promise<void> {
+    return this.keepConnected('writer', async (client, connected) => {
+      await this.checkIn(client)
+      if (this.closed) throw new Error('closed')
+      const down = new Promise<unknown>((resolve) => {
+        this.writerDown = resolve
+        client.once('close', () => resolve(new Error('connection closed')))
+      })
+      this.writerUp = true
+      connected()
+      this.updateState()
+      this.flush().catch(() => {})
+      let checking = false
+      const heartbeat = setInterval(() => {
+        if (this.flushing || checking) return
+        checking = true
+        this.checkIn(client).catch((err: unknown) => this.writerDown?.(err)).finally(() => { checking = false })
+      }, this.heartbeatMs)
+      const err = await down
+      clearInterval(heartbeat)
+      throw err
+    }, () => {
+      this.writerUp = false
+      this.writerDown = undefined
+    })
   }
 
   /** checkIn learns Redis's clock and registers this instance's fingerprint, comparing it with the others'. */
@@ -344,25 +295,17 @@ export class RedisLink<R extends object> {
     try {
       while (this.queued > 0 && this.writer === client && this.writerUp) {
         const batch = this.queue.peek(BATCH)
-        const minId = String(Math.max(0, Date.now() + this.clockOffset - this.settings.historyMs))
         // The length cap is checked every so many records: MINID trims by age on every XADD.
         const trim = this.untrimmed + batch.length >= TRIM_EVERY
-        if (batch.length === 1 && !trim && batch[0]!.state === undefined) {
-          // One XADD is atomic by itself: a trickle of records costs one command each.
-          const entry = batch[0]!
-          await bounded(client.xadd(this.streamKey, 'MINID', '~', minId, '*', 'i', this.instance, 'b', this.boot, 's', String(entry.seq), 'r', entry.json), this.settings.timeoutMs, 'XADD')
-        } else {
-          const multi = client.multi()
-          for (const entry of batch) {
-            multi.xadd(this.streamKey, 'MINID', '~', minId, '*', 'i', this.instance, 'b', this.boot, 's', String(entry.seq), 'r', entry.json)
-            if (entry.state !== undefined) multi.hset(this.stateHashKey, entry.state, entry.json)
-          }
-          if (trim) multi.xtrim(this.streamKey, 'MAXLEN', '~', this.maxStreamLength)
-          const results = await bounded(multi.exec(), this.settings.timeoutMs, 'XADD')
-          if (results === null) throw new Error('XADD batch aborted')
-          const failed = results.find(([err]) => err !== null)
-          if (failed) throw failed[0] instanceof Error ? failed[0] : new Error(String(failed[0]))
-        }
+        await writeBatch(client, batch, {
+          streamKey: this.streamKey,
+          stateHashKey: this.stateHashKey,
+          instance: this.instance,
+          boot: this.boot,
+          minId: String(Math.max(0, Date.now() + this.clockOffset - this.settings.historyMs)),
+          maxLength: trim ? this.maxStreamLength : undefined,
+          timeoutMs: this.settings.timeoutMs
+        })
         this.untrimmed = trim ? 0 : this.untrimmed + batch.length
         this.queue.sent(batch[batch.length - 1]!.seq)
       }
@@ -374,40 +317,28 @@ export class RedisLink<R extends object> {
   }
 
   /** readerLoop keeps one reader connection: catch up from the last ID seen (or the start), then follow. */
-  private async readerLoop (): Promise<void> {
-    let attempt = 0
-    while (!this.closed) {
-      const client = this.newClient('reader')
-      this.readerClient = client
-      try {
-        await bounded(client.connect(), this.settings.timeoutMs, 'connect')
-        await this.resync(client)
-        if (this.lastId === '0-0') await this.readStates(client)
-        let caughtUp = false
-        while (!this.closed) {
-          const block = caughtUp ? ['BLOCK', this.blockMs] : []
-          const reply = await bounded(client.call('XREAD', 'COUNT', BATCH, ...block, 'STREAMS', this.streamKey, this.lastId), (caughtUp ? this.blockMs : 0) + this.settings.timeoutMs, 'XREAD') as Array<[string, Array<[string, string[]]>]> | null
-          const entries = reply?.[0]?.[1] ?? []
-          this.deliver(entries)
-          // An idle turn checks that the stream still holds the last ID: it may have been deleted
-          // and begun again (FLUSHALL, a failover to a replica that had not got it) without this
-          // connection dropping.
-          if (caughtUp && entries.length === 0) await this.resync(client)
-          if (!caughtUp && entries.length < BATCH) {
-            caughtUp = true
-            attempt = 0
-            this.readerUp = true
-            this.updateState()
-          }
+  private readerLoop (): Promise<void> {
+    return this.keepConnected('reader', async (client, connected) => {
+      await this.resync(client)
+      if (this.lastId === '0-0') await this.readStates(client)
+      let caughtUp = false
+      while (!this.closed) {
+        const block = caughtUp ? ['BLOCK', this.blockMs] : []
+        const reply = await bounded(client.call('XREAD', 'COUNT', BATCH, ...block, 'STREAMS', this.streamKey, this.lastId), (caughtUp ? this.blockMs : 0) + this.settings.timeoutMs, 'XREAD') as Array<[string, Array<[string, string[]]>]> | null
+        const entries = reply?.[0]?.[1] ?? []
+        this.deliver(entries)
+        // An idle turn checks that the stream still holds the last ID: it may have been deleted
+        // and begun again (FLUSHALL, a failover to a replica that had not got it) without this
+        // connection dropping.
+        if (caughtUp && entries.length === 0) await this.resync(client)
+        if (!caughtUp && entries.length < BATCH) {
+          caughtUp = true
+          connected()
+          this.readerUp = true
+          this.updateState()
         }
-      } catch (err) {
-        if (!this.closed) this.lastError = this.causes.get(client) ?? messageOf(err)
       }
-      this.readerUp = false
-      await this.release(client)
-      this.updateState()
-      if (!this.closed) await this.sleep(this.backoff(attempt++))
-    }
+    }, () => { this.readerUp = false })
   }
 
   /**
@@ -431,59 +362,30 @@ export class RedisLink<R extends object> {
   private async readStates (client: Redis): Promise<void> {
     if (this.stateKey === undefined) return
     const states = await bounded(client.hgetall(this.stateHashKey), this.settings.timeoutMs, 'HGETALL')
-    for (const json of Object.values(states)) {
-      let record: R
-      try {
-        record = JSON.parse(json) as R
-      } catch {
-        this.noteMalformed()
-        continue
-      }
-      try {
-        this.onRecord?.(record, false)
-      } catch (err) {
-        this.log.error({ err }, 'applying a shared record failed')
-      }
-    }
-  }
-
-  /** noteMalformed counts an entry that is not JSON (another program writing under the prefix), logged now and then. */
-  private noteMalformed (): void {
-    if (this.malformed++ % 1_000 === 0) this.log.warn({ malformed: this.malformed }, 'entries in Valkey/Redis that are not JSON were dropped (another program writing under state.redis.keyPrefix?)')
+    for (const json of Object.values(states)) this.hand(json, false)
   }
 
   private deliver (entries: Array<[string, string[]]>): void {
     for (const [id, fields] of entries) {
       this.lastId = id
-      let boot: string | undefined
-      let seq = Number.NaN
-      let json: string | undefined
-      for (let i = 0; i + 1 < fields.length; i += 2) {
-        const value = fields[i + 1]!
-        switch (fields[i]) {
-          case 'b': boot = value; break
-          case 's': seq = Number(value); break
-          case 'r': json = value; break
-        }
-      }
-      if (boot === undefined || json === undefined || !Number.isSafeInteger(seq)) continue
-      // A batch sent again after a timeout that had in fact landed: the first copy counts.
-      const seen = this.senders.get(boot)
-      if (seen !== undefined && seq <= seen) continue
-      this.senders.set(boot, seq)
-      if (seen === undefined && this.senders.size > MAX_SENDERS) this.senders.delete(this.senders.keys().next().value!)
-      let record: R
-      try {
-        record = JSON.parse(json) as R
-      } catch {
-        this.noteMalformed()
-        continue
-      }
-      try {
-        this.onRecord?.(record, boot === this.boot)
-      } catch (err) {
-        this.log.error({ err }, 'applying a shared record failed')
-      }
+      const entry = parseStreamEntry(fields)
+      if (entry !== undefined && this.senders.fresh(entry)) this.hand(entry.json, entry.boot === this.boot)
+    }
+  }
+
+  /** hand gives a record read from Redis to onRecord; one that is not JSON is counted and logged now and then. */
+  private hand (json: string, own: boolean): void {
+    let record: R
+    try {
+      record = JSON.parse(json) as R
+    } catch {
+      if (this.malformed++ % 1_000 === 0) this.log.warn({ malformed: this.malformed }, 'entries in Valkey/Redis that are not JSON were dropped (another program writing under state.redis.keyPrefix?)')
+      return
+    }
+    try {
+      this.onRecord?.(record, own)
+    } catch (err) {
+      this.log.error({ err }, 'applying a shared record failed')
     }
   }
 }
