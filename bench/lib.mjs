@@ -243,3 +243,15 @@ export function nginxProxyServer (mode, plainPort, tlsPort, extra = '', location
     }
   }`
 }
+
+/** affinityCookie asks casgate once, as a browser's first request would, for its affinity cookie. */
+export async function affinityCookie (path) {
+  const { request } = await import('node:https')
+  return new Promise((resolve, reject) => {
+    request({ host: '127.0.0.1', port: PROXY_PORT, path, rejectUnauthorized: false, headers: { host: 'mail.bench.test' } }, (res) => {
+      res.resume()
+      const cookie = [res.headers['set-cookie'] ?? []].flat().find((c) => c.startsWith('CasgateAffinity-'))
+      resolve(cookie ? cookie.split(';')[0] : 'none=1')
+    }).on('error', reject).end()
+  })
+}

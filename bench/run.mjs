@@ -14,7 +14,7 @@ import { writeFileSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
-import { casgateConf, childPids, nginxProxyServer, cpuSecondsOf, nginxBin, nginxConf, nginxResumption, ORIGIN_HTTP, ORIGIN_HTTPS, originConf, parseWrk, prepareWork, PROXY_PORT, rssOf, start, stop, waitForPort, work } from './lib.mjs'
+import { affinityCookie, casgateConf, childPids, nginxProxyServer, cpuSecondsOf, nginxBin, nginxConf, nginxResumption, ORIGIN_HTTP, ORIGIN_HTTPS, originConf, parseWrk, prepareWork, PROXY_PORT, rssOf, start, stop, waitForPort, work } from './lib.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -55,18 +55,6 @@ function wrk (path, extraHeaders = []) {
   const args = ['-t', '1', '-c', String(connections), '-d', `${duration}s`, '--latency', '--timeout', '5s',
     '-H', 'Host: mail.bench.test', ...extraHeaders.flatMap((h) => ['-H', h]), `https://127.0.0.1:${PROXY_PORT}${path}`]
   return parseWrk(execFileSync('wrk', args, { timeout: (duration + 30) * 1000 }).toString())
-}
-
-/** affinityCookie asks casgate once, as a browser's first request would, for its affinity cookie. */
-async function affinityCookie (path) {
-  const { request } = await import('node:https')
-  return new Promise((resolve, reject) => {
-    request({ host: '127.0.0.1', port: PROXY_PORT, path, rejectUnauthorized: false, headers: { host: 'mail.bench.test' } }, (res) => {
-      res.resume()
-      const cookie = [res.headers['set-cookie'] ?? []].flat().find((c) => c.startsWith('CasgateAffinity-'))
-      resolve(cookie ? cookie.split(';')[0] : 'none=1')
-    }).on('error', reject).end()
-  })
 }
 
 // Targets of issue 13 part 4: casgate's CPU per request at most this many times nginx's.

@@ -26,7 +26,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { parseArgs } from 'node:util'
 import { Redis } from 'ioredis'
 import { hashPassword } from '../dist/src/auth/password-hash.js'
-import { adminStatus, childPids, cpuSecondsOf, nginxBin, nginxConf, nginxProxyServer, nginxResumption, ORIGIN_HTTP, ORIGIN_HTTPS, parseWrk, prepareWork, PROXY_PORT, rssOf, start, stop, waitForPort, work } from './lib.mjs'
+import { adminStatus, affinityCookie, childPids, cpuSecondsOf, nginxBin, nginxConf, nginxProxyServer, nginxResumption, ORIGIN_HTTP, ORIGIN_HTTPS, parseWrk, prepareWork, PROXY_PORT, rssOf, start, stop, waitForPort, work } from './lib.mjs'
 
 const { values } = parseArgs({
   options: {
@@ -170,18 +170,6 @@ function wrk (scenario, tag, seconds) {
     `https://127.0.0.1:${PROXY_PORT}${scenario.script ? '/' : scenario.path}`,
     ...(scenario.script ? ['--', tag, scenario.script] : [])]
   return parseWrk(execFileSync('wrk', args, { timeout: (seconds + 30) * 1000 }).toString())
-}
-
-/** affinityCookie asks casgate once, as a browser's first request would, for its affinity cookie. */
-async function affinityCookie (path) {
-  const { request } = await import('node:https')
-  return new Promise((resolve, reject) => {
-    request({ host: '127.0.0.1', port: PROXY_PORT, path, rejectUnauthorized: false, headers: { host: 'mail.bench.test' } }, (res) => {
-      res.resume()
-      const cookie = [res.headers['set-cookie'] ?? []].flat().find((c) => c.startsWith('CasgateAffinity-'))
-      resolve(cookie ? cookie.split(';')[0] : 'none=1')
-    }).on('error', reject).end()
-  })
 }
 
 function startProxy (proxy, scenario) {
