@@ -6,11 +6,12 @@ import { connect as tlsConnect, type TLSSocket } from 'node:tls'
 import { Client } from 'undici'
 import { describe, expect, it, onTestFinished } from 'vitest'
 import { loadConfigFile } from '../src/config/load.js'
-import { startGateway, type Gateway } from '../src/gateway/gateway.js'
+import { startGateway, type Gateway, type ReloadResult } from '../src/gateway/gateway.js'
 import { createLogger } from '../src/observe/logger.js'
 import { labPki, LogCapture, startEmulators } from './helpers/lab.js'
 import { tempDir, writeFiles } from './helpers/tmp.js'
 import { usersFile } from './helpers/users.js'
+import { signInByForm } from './helpers/forms-sign-in.js'
 
 // ATTACK REVIEW (issues 15/16): reload in one process, probed over real sockets. Each test here
 // failed on main when it was written; see the report on branch attack-review.
@@ -60,23 +61,8 @@ async function fresh (gateway: Gateway, path: string, headers: Record<string, st
   }
 }
 
-async function formsSession (gateway: Gateway, user: string, password: string): Promise<string> {
-  const cookies = new Map<string, string>()
-  const jar = (setCookie: string | string[] | undefined): void => {
-    for (const line of [setCookie ?? []].flat()) {
-      const [pair = ''] = line.split(';')
-      cookies.set(pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1))
-    }
-  }
-  const header = (): string => [...cookies].filter(([, value]) => value !== '').map(([name, value]) => `${name}=${value}`).join('; ')
-  const page = await fresh(gateway, '/casgate/logon?url=%2Fowa%2F')
-  jar(page.headers['set-cookie'])
-  const csrf = /name="csrf" value="([^"]+)"/.exec(page.text)![1]!
-  const form = new URLSearchParams({ csrf, url: '/owa/', username: user, password }).toString()
-  const signedIn = await fresh(gateway, '/casgate/logon', { cookie: header(), 'content-type': 'application/x-www-form-urlencoded', origin: 'https://mail.contoso.test' }, form)
-  expect(signedIn.status).toBe(303)
-  jar(signedIn.headers['set-cookie'])
-  return header()
+function formsSession (gateway: Gateway, user: string, password: string): Promise<string> {
+  return signInByForm((path, headers, body) => fresh(gateway, path, headers, body), user, password)
 }
 
 /** A key set URL that answers only when told: a reload waits in preauth.start() meanwhile. */
@@ -99,13 +85,32 @@ async function slowKeys (): Promise<{ url: string, held: () => number, release: 
   }
 }
 
+/** bearerLab starts a gateway from a file whose preauth checks Bearer tokens against a key set URL (answering). */
+async function bearerLab (extra: Record<string, unknown> = {}): Promise<{ lab: Lab, bearer: object }> {
+  const [server] = await startEmulators(1)
+  const keys = await slowKeys()
+  keys.release()
+  const bearer = { issuer: 'https://sts.windows.net/8eaef023-2b34-4da1-9baa-8bc8c9d6a490/', audience: 'https://mail.contoso.test', jwks: { url: keys.url } }
+  const lab = await startFromFile([server!.url], { preauth: { usersFile: await usersFile(PASSWORDS), bearer }, ...extra })
+  return { lab, bearer }
+}
+
+/**
+ * reloadHeld re-reads the file, now naming a key set URL that holds its answer: resolves once the
+ * next configuration is built and waits in open() (it takes connections already).
+ */
+async function reloadHeld (lab: Lab, bearer: object): Promise<{ reload: Promise<ReloadResult>, reopened: Awaited<ReturnType<typeof slowKeys>> }> {
+  const reopened = await slowKeys()
+  lab.config.preauth = { ...(lab.config.preauth as object), bearer: { ...bearer, jwks: { url: reopened.url } } }
+  writeFileSync(lab.file, JSON.stringify(lab.config))
+  const reload = lab.gateway.reload()
+  await expect.poll(() => reopened.held(), { timeout: 10_000 }).toBeGreaterThan(0)
+  return { reload, reopened }
+}
+
 describe('ATTACK REVIEW: one-process reload', () => {
   it('a sign-out made while the next configuration opens stays signed out on it', async () => {
-    const [server] = await startEmulators(1)
-    const keys = await slowKeys()
-    keys.release()
-    const bearer = { issuer: 'https://sts.windows.net/8eaef023-2b34-4da1-9baa-8bc8c9d6a490/', audience: 'https://mail.contoso.test', jwks: { url: keys.url } }
-    const lab = await startFromFile([server!.url], { preauth: { usersFile: await usersFile(PASSWORDS), bearer } })
+    const { lab, bearer } = await bearerLab()
     const session = await formsSession(lab.gateway, 'jdoe', PASSWORDS.jdoe)
     expect((await fresh(lab.gateway, '/owa/', { cookie: session, accept: 'text/html' })).status).toBe(200)
     // A keep-alive connection of the running configuration.
@@ -113,12 +118,7 @@ describe('ATTACK REVIEW: one-process reload', () => {
     expect((await ask(kept, '/owa/', { cookie: session, accept: 'text/html' })).status).toBe(200)
 
     // The key set URL holds its answer: the next configuration is built and waits in open().
-    const waits = keys.held()
-    const reopened = await slowKeys()
-    lab.config.preauth = { ...(lab.config.preauth as object), bearer: { ...bearer, jwks: { url: reopened.url } } }
-    writeFileSync(lab.file, JSON.stringify(lab.config))
-    const reload = lab.gateway.reload()
-    await expect.poll(() => reopened.held(), { timeout: 10_000 }).toBeGreaterThan(waits)
+    const { reload, reopened } = await reloadHeld(lab, bearer)
     // The user signs out on the connection they hold, meanwhile.
     expect((await ask(kept, '/owa/logoff.owa', { cookie: session })).status).toBe(302)
     reopened.release()
@@ -128,20 +128,12 @@ describe('ATTACK REVIEW: one-process reload', () => {
   })
 
   it('a sign-out made on the next configuration while it opens reaches the running one, and the one after', async () => {
-    const [server] = await startEmulators(1)
-    const keys = await slowKeys()
-    keys.release()
-    const bearer = { issuer: 'https://sts.windows.net/8eaef023-2b34-4da1-9baa-8bc8c9d6a490/', audience: 'https://mail.contoso.test', jwks: { url: keys.url } }
-    const lab = await startFromFile([server!.url], { preauth: { usersFile: await usersFile(PASSWORDS), bearer } })
+    const { lab, bearer } = await bearerLab()
     const session = await formsSession(lab.gateway, 'jdoe', PASSWORDS.jdoe)
     const kept = await client(lab.gateway)
     expect((await ask(kept, '/owa/', { cookie: session, accept: 'text/html' })).status).toBe(200)
 
-    const reopened = await slowKeys()
-    lab.config.preauth = { ...(lab.config.preauth as object), bearer: { ...bearer, jwks: { url: reopened.url } } }
-    writeFileSync(lab.file, JSON.stringify(lab.config))
-    const reload = lab.gateway.reload()
-    await expect.poll(() => reopened.held(), { timeout: 10_000 }).toBeGreaterThan(0)
+    const { reload, reopened } = await reloadHeld(lab, bearer)
     // A new connection is the next configuration's already: the user signs out there.
     expect((await fresh(lab.gateway, '/owa/logoff.owa', { cookie: session })).status).toBe(302)
     reopened.release()
@@ -202,18 +194,10 @@ describe('ATTACK REVIEW: one-process reload', () => {
   })
 
   it('a stop that comes while a reload opens the next configuration leaves nothing running (no port, no timer)', async () => {
-    const [server] = await startEmulators(1)
-    const keys = await slowKeys()
-    keys.release()
-    const bearer = { issuer: 'https://sts.windows.net/8eaef023-2b34-4da1-9baa-8bc8c9d6a490/', audience: 'https://mail.contoso.test', jwks: { url: keys.url } }
     const before = process.getActiveResourcesInfo().filter((kind) => kind === 'Timeout').length
-    const lab = await startFromFile([server!.url], { preauth: { usersFile: await usersFile(PASSWORDS), bearer }, health: { enabled: true, intervalMs: 60_000 } })
+    const { lab, bearer } = await bearerLab({ health: { enabled: true, intervalMs: 60_000 } })
     const port = lab.gateway.address.port
-    const reopened = await slowKeys()
-    lab.config.preauth = { ...(lab.config.preauth as object), bearer: { ...bearer, jwks: { url: reopened.url } } }
-    writeFileSync(lab.file, JSON.stringify(lab.config))
-    const reload = lab.gateway.reload()
-    await expect.poll(() => reopened.held(), { timeout: 10_000 }).toBeGreaterThan(0)
+    const { reload, reopened } = await reloadHeld(lab, bearer)
     await lab.gateway.close()
     reopened.release()
     expect(await reload).toMatchObject({ reloaded: false, problems: [{ message: 'stopping' }] })

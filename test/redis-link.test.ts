@@ -7,6 +7,7 @@ import { createLogger } from '../src/observe/logger.js'
 import { RedisLink, type RedisLinkOptions } from '../src/state/redis-link.js'
 import { LogCapture } from './helpers/lab.js'
 import { startRedis, type RedisServer } from './helpers/redis-server.js'
+import { until } from './helpers/until.js'
 
 // The Redis transport of shared state against a real redis-server: order, history, trimming,
 // a crash and a hung server (SIGSTOP), secrets that differ, and a clean close.
@@ -30,14 +31,6 @@ function newLink (redis: RedisServer, instance: string, options: Partial<RedisLi
   link.onRecord = (record, own) => { got.push({ record, own }) }
   onTestFinished(() => link.close())
   return { link, got, log }
-}
-
-async function until (what: string, predicate: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await predicate())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
 }
 
 function client (redis: RedisServer): Redis {

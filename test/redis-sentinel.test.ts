@@ -3,6 +3,7 @@ import { createLogger } from '../src/observe/logger.js'
 import { RedisLink } from '../src/state/redis-link.js'
 import { LogCapture } from './helpers/lab.js'
 import { startSentinelSite, type SentinelSite } from './helpers/redis-sentinel.js'
+import { until } from './helpers/until.js'
 
 // The shared-state link behind Redis Sentinel, through a real failover: a master, its replica and
 // one Sentinel (real redis-server processes); the master is killed and the Sentinel promotes the
@@ -39,14 +40,6 @@ function newLink (site: SentinelSite, instance: string): TestLink {
       published.push(record)
       link.publish(record)
     }
-  }
-}
-
-async function until (what: string, predicate: () => boolean | Promise<boolean>, timeoutMs: number, detail = (): string => ''): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await predicate())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what} ${detail()}`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
   }
 }
 

@@ -6,6 +6,7 @@ import type { ExchangeEmulator } from '../../src/emulator/exchange-server.js'
 import { labPki } from './lab.js'
 import { tempDir, writeFiles } from './tmp.js'
 import { watchCasgate } from './casgate-process.js'
+import { signInByForm } from './forms-sign-in.js'
 
 // The real CLI (`casgate start`, from dist/) in front of emulated Exchange servers, with one
 // process or several workers, for tests that need what only the CLI does: signals, workers, reload.
@@ -71,21 +72,6 @@ export async function adminJson (cluster: Cluster, path: string, body?: object):
 }
 
 /** formsSession signs in through casgate's form (each request on a new connection); resolves with the Cookie header of the session. */
-export async function formsSession (cluster: Cluster, user: string, password: string): Promise<string> {
-  const cookies = new Map<string, string>()
-  const jar = (setCookie: string | string[] | undefined): void => {
-    for (const line of [setCookie ?? []].flat()) {
-      const [pair = ''] = line.split(';')
-      cookies.set(pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1))
-    }
-  }
-  const header = (): string => [...cookies].filter(([, value]) => value !== '').map(([name, value]) => `${name}=${value}`).join('; ')
-  const page = await fresh(cluster, '/casgate/logon?url=%2Fowa%2F')
-  jar(page.headers['set-cookie'])
-  const csrf = /name="csrf" value="([^"]+)"/.exec(page.text)![1]!
-  const form = new URLSearchParams({ csrf, url: '/owa/', username: user, password }).toString()
-  const signedIn = await fresh(cluster, '/casgate/logon', { cookie: header(), 'content-type': 'application/x-www-form-urlencoded', origin: 'https://mail.contoso.test' }, form)
-  expect(signedIn.status).toBe(303)
-  jar(signedIn.headers['set-cookie'])
-  return header()
+export function formsSession (cluster: Cluster, user: string, password: string): Promise<string> {
+  return signInByForm((path, headers, body) => fresh(cluster, path, headers, body), user, password)
 }

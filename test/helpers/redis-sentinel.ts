@@ -7,6 +7,7 @@ import type { RedisSettings } from '../../src/config/state-config.js'
 import { closedPort } from './ports.js'
 import { answersPing, startRedis, type RedisServer } from './redis-server.js'
 import { tempDir } from './tmp.js'
+import { until } from './until.js'
 
 /** SentinelSite is a master, one replica of it and one Sentinel watching them, on loopback ports. */
 export interface SentinelSite {
@@ -27,12 +28,9 @@ export interface SentinelSite {
 
 const WAIT_MS = 15_000
 
-async function until (what: string, predicate: () => Promise<boolean>, timeoutMs: number, detail: () => string): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await predicate().catch(() => false))) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${detail()}`)
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
+/** waitFor is until() for probes of servers that may not answer yet (a refused connection is 'not yet'). */
+function waitFor (what: string, predicate: () => Promise<boolean>, timeoutMs: number, detail: () => string): Promise<void> {
+  return until(what, () => predicate().catch(() => false), timeoutMs, detail)
 }
 
 /**
@@ -67,7 +65,7 @@ export async function startSentinelSite (): Promise<SentinelSite> {
   }
 
   let output = ''
-  await until('the replica in sync', async () => /master_link_status:up/.test(await ask<string>(replica.port, 'INFO', 'replication')), WAIT_MS, () => '')
+  await waitFor('the replica in sync', async () => /master_link_status:up/.test(await ask<string>(replica.port, 'INFO', 'replication')), WAIT_MS, () => '')
 
   const dir = tempDir()
   const sentinelPort = await closedPort()
@@ -100,7 +98,7 @@ export async function startSentinelSite (): Promise<SentinelSite> {
   }
   // The Sentinel learns of the replica from the master's INFO, then connects to it: a replica it
   // does not know, or knows as down, would not be promoted.
-  await until('the Sentinel to know the replica', async () => {
+  await waitFor('the Sentinel to know the replica', async () => {
     const replicas = await ask<string[][]>(sentinelPort, 'SENTINEL', 'REPLICAS', name)
     return replicas.some((fields) => {
       const info = new Map<string, string>()
