@@ -46,8 +46,6 @@ export interface Gateway {
   readonly affinity: Affinity
   /** Drift checks and certificate reload. */
   readonly certificates: CertificateWatch
-  /** The site-wide records still in force, replayed into a reloaded configuration. */
-  readonly history: RecordHistory
   /** url builds https://<host>:<port><path> for the bound port. */
   url: (path?: string, host?: string) => string
   /**
@@ -150,7 +148,7 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
   // is given up on for now, after a bounded wait: traffic never waits for it).
   if (link !== undefined) sharedStateGauges(metrics.registry, () => link.status())
   await link?.start()
-  /** publishDrain tells the other instances a server's maintenance state and weight after an admin changed them. */
+  /** publishDrain tells the other instances a server's maintenance state after an admin changed it. */
   const publishDrain = (name: string): void => {
     const state = current.drain.stateOf(name)
     if (link === undefined || state === undefined) return
@@ -280,7 +278,6 @@ export async function startGateway (config: GatewayConfig, options: GatewayOptio
     address,
     logger,
     metrics,
-    history,
     adminAddress: admin?.address,
     url: (path = '/', host = defaultHost()) => `https://${host}:${address.port}${path}`,
     status: () => link === undefined ? current.status() : { ...current.status(), sharedState: link.status() },
